@@ -1,0 +1,239 @@
+"""A Kafka consumer whose offsets are stored with its database writes, atomically.
+
+Contract of a ``BatchWriter`` used by ``CheckpointedConsumer``:
+
+* ``write(conn, events)`` is called inside an open transaction with the decoded events of
+  one batch (clean-topic events, possibly including copies already written before).
+  It must be idempotent per ``event_id``. It returns how many events took effect.
+* After ``write`` returns, the consumer stores the batch's next offsets in the same
+  transaction and commits. Only then is anything durable; if the process dies before,
+  the batch is read again from the stored offsets.
+* On partition assignment the consumer seeks to the stored offsets, so the database,
+  not Kafka's committed offsets, decides where reading resumes. Kafka offsets are
+  committed afterwards too, but only so that lag shows up in Kafka tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from consumers import metrics
+from consumers.errors import is_retriable_db_error
+from consumers.offsets import load_offsets, store_offsets
+from consumers.settings import CheckpointSettings
+
+log = logging.getLogger(__name__)
+
+
+class BatchWriter(Protocol):
+    """Writes one batch of clean events; see the module docstring for when it is called."""
+
+    stage: str
+
+    async def write(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int: ...
+
+
+class PendingBatch:
+    """Events read since the last commit, and the offsets that follow them."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.started = 0.0
+
+    def add(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        if not self.next_offsets:
+            self.started = time.monotonic()
+        self.next_offsets[tp] = offset + 1
+        try:
+            decoded = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            # The clean topic is written only by the processor; this is a bug, not bad input.
+            log.error("undecodable clean message at %s:%s offset %s; skipped", tp.topic, tp.partition, offset)
+            metrics.DEAD_LETTERS.labels("clean_undecodable").inc()
+            return
+        if isinstance(decoded, list):
+            self.events.extend(decoded)
+        else:
+            self.events.append(decoded)
+
+    def age_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000 if self.next_offsets else 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.next_offsets)
+
+
+class CheckpointedConsumer:
+    """Reads a topic in its own consumer group and writes batches exactly once in effect.
+
+    Args:
+        settings: Kafka, database and batching settings.
+        writer: what to do with each batch inside the transaction.
+        group: consumer group id (also the key of the stored offsets).
+        topic: the topic to read.
+    """
+
+    def __init__(self, settings: CheckpointSettings, writer: BatchWriter, group: str, topic: str) -> None:
+        self._settings = settings
+        self._writer = writer
+        self._group = group
+        self._topic = topic
+        self._batch = PendingBatch()
+        self._conn: asyncpg.Connection | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self.events_written = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then write what is pending and leave the group."""
+        s = self._settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
+            max_poll_interval_ms=max(300_000, int(s.db_retry_max_backoff_s * 1000) * 6),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **s.aiokafka_security(),
+        )
+        self._consumer.subscribe([self._topic], listener=_SeekToStoredOffsets(self))
+        await self._consumer.start()
+        try:
+            while not stop.is_set():
+                await self._poll_once()
+            if self._batch:
+                await self._flush()
+        finally:
+            await self._consumer.stop()
+            if self._conn is not None:
+                await self._conn.close()
+
+    async def _poll_once(self) -> None:
+        assert self._consumer is not None
+        s = self._settings
+        wait_ms = max(1, int(s.batch_max_wait_ms - self._batch.age_ms())) if self._batch else s.batch_max_wait_ms
+        fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=s.fetch_max_messages)
+        for tp, messages in fetched.items():
+            for message in messages:
+                self._batch.add(tp, message.offset, message.value)
+        if self._batch and (
+            len(self._batch.events) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms
+        ):
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, PendingBatch()
+        attempt = 0
+        while True:
+            try:
+                await self._write(batch)
+                break
+            except Exception as exc:
+                if not is_retriable_db_error(exc):
+                    raise
+                attempt += 1
+                metrics.DB_RETRIES.labels(self._writer.stage).inc()
+                backoff = min(self._settings.db_retry_max_backoff_s, 0.1 * 2**attempt)
+                log.warning(
+                    "%s: database write failed (%s); retry %d in %.1fs", self._writer.stage, exc, attempt, backoff
+                )
+                await self._reset_connection()
+                await asyncio.sleep(backoff)
+        await self._commit_kafka(batch.next_offsets)
+
+    async def _write(self, batch: PendingBatch) -> None:
+        conn = await self._connection()
+        started = time.perf_counter()
+        async with conn.transaction():
+            written = await self._writer.write(conn, batch.events) if batch.events else 0
+            await store_offsets(conn, self._group, batch.next_offsets)
+        stage = self._writer.stage
+        metrics.FLUSH_SECONDS.labels(stage, "batch").observe(time.perf_counter() - started)
+        metrics.BATCH_EVENTS.labels(stage).observe(len(batch.events))
+        metrics.EVENTS_OUT.labels(stage).inc(written)
+        metrics.DUPLICATES.labels(stage).inc(len(batch.events) - written)
+        self._observe_latency(batch.events)
+        for tp, offset in batch.next_offsets.items():
+            metrics.COMMITTED_OFFSET.labels(stage, tp.topic, str(tp.partition)).set(offset)
+        self.events_written += written
+
+    def _observe_latency(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        oldest = min(e.get("occurred_at", "") for e in events)
+        try:
+            from datetime import UTC, datetime
+
+            age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
+        except (TypeError, ValueError):
+            return
+        metrics.END_TO_END_SECONDS.labels(self._writer.stage).observe(max(0.0, age))
+
+    async def _commit_kafka(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in next_offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # informational copy only; PostgreSQL holds the truth
+            log.info("%s: Kafka offset commit skipped: %s", self._writer.stage, exc)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self._settings.database_url)
+        return self._conn
+
+    async def _reset_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Write what was read from partitions we are about to lose, or drop it."""
+        if not self._batch:
+            return
+        try:
+            await self._flush()
+        except Exception as exc:
+            if not is_retriable_db_error(exc):
+                raise
+            log.warning("%s: could not write before rebalance (%s); the next owner rereads it", self._writer.stage, exc)
+            self._batch = PendingBatch()
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Seek every assigned partition to the offset stored with the data."""
+        assert self._consumer is not None
+        if not assigned:
+            return
+        conn = await self._connection()
+        stored = await load_offsets(conn, self._group, [self._topic])
+        for tp in assigned:
+            if tp in stored:
+                self._consumer.seek(tp, stored[tp])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+        log.info("%s: assigned %s, resuming at stored offsets %s", self._writer.stage, sorted(assigned), stored)
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: CheckpointedConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner.on_assigned(assigned)

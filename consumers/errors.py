@@ -1,0 +1,33 @@
+"""Errors of the consumers (processors, sink, aggregators)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schemas.errors import DevtrailError
+
+
+class ConsumerError(DevtrailError):
+    """Base of consumer errors."""
+
+
+class DatabaseUnavailableError(ConsumerError):
+    """PostgreSQL cannot take the write now; the batch is kept and retried."""
+
+    retriable = True
+
+
+# SQLSTATE classes after which the same transaction may succeed if tried again:
+# 08 connection exception, 40 transaction rollback (serialization, deadlock),
+# 53 insufficient resources, 57 operator intervention (shutdown, cancel), 58 system error.
+RETRIABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_retriable_db_error(exc: BaseException) -> bool:
+    """Whether a database error is worth retrying, judged by SQLSTATE class, never by text."""
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, TimeoutError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate[:2] in RETRIABLE_SQLSTATE_CLASSES
+    return False

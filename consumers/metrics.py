@@ -1,0 +1,36 @@
+"""Prometheus metrics of every stage. Worker processes share them through the
+prometheus-client multiprocess directory that the supervisor sets up."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("devtrail_events_in_total", "Events received by a stage", ["stage", "event_type"])
+EVENTS_OUT = Counter("devtrail_events_out_total", "Events a stage passed on or stored", ["stage"])
+DUPLICATES = Counter("devtrail_duplicates_dropped_total", "Events dropped as duplicates", ["stage"])
+DEAD_LETTERS = Counter("devtrail_dead_letters_total", "Events or messages dead-lettered", ["reason"])
+BATCH_EVENTS = Histogram(
+    "devtrail_batch_events",
+    "Events per database batch",
+    ["stage"],
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
+)
+FLUSH_SECONDS = Histogram(
+    "devtrail_flush_seconds",
+    "Time to write one batch and its offsets",
+    ["stage", "path"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+END_TO_END_SECONDS = Histogram(
+    "devtrail_end_to_end_seconds",
+    "From occurred_at of a batch's oldest event to its commit",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+DB_RETRIES = Counter("devtrail_db_retries_total", "Database write attempts that failed and will be retried", ["stage"])
+COMMITTED_OFFSET = Gauge(
+    "devtrail_committed_offset",
+    "Next offset stored with the data",
+    ["stage", "topic", "partition"],
+    multiprocess_mode="max",
+)

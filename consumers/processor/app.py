@@ -1,0 +1,150 @@
+"""The Faust processor: input topics -> validate -> deduplicate -> clean topic.
+
+Guarantee: at least once from the input topics, with duplicates removed within the
+dedup window. An input message is acknowledged (and so its offset may be committed by
+Faust's timer) only after every event it carried is on the clean topic or the
+dead-letter topic, acknowledged by the broker: the agent awaits those deliveries before
+it returns to Faust, and ``take_events`` acks a batch only when the agent asks for the
+next one. The dedup entry is written after the deliveries: a crash in between can let a
+duplicate through, never lose an event; the sink and the aggregators guard the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from consumers import metrics
+from consumers.processor.dedup import DedupEntry, DedupIndex
+from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
+from consumers.settings import ProcessorSettings
+from schemas.codec import encode_bundle
+
+log = logging.getLogger(__name__)
+
+STAGE = "processor"
+
+
+def build_app(settings: ProcessorSettings) -> faust.App:
+    """Create the Faust app with its topics, dedup table and agent."""
+    settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.processor_group,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_session_timeout_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=8 * 1024 * 1024,
+        web_enabled=False,
+        datadir=str(settings.processor_data_dir),
+        table_standby_replicas=0,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(*settings.topics.input_topics, **raw)
+    table = app.Table("dedup", partitions=settings.partitions, key_type=str, value_type=dict)
+    processor = Processor(
+        settings,
+        table,
+        app.topic(settings.topics.clean, **raw),
+        app.topic(settings.topics.dead_letters, **raw),
+    )
+
+    @table.on_recover  # type: ignore[untyped-decorator]
+    async def restore_index() -> None:
+        processor.restore()
+
+    @app.agent(source)  # type: ignore[untyped-decorator]
+    async def validate_and_deduplicate(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.processor_batch_messages, within=settings.processor_batch_wait_s
+        ):
+            await processor.handle(events)
+
+    return app
+
+
+class Processor:
+    """Publishes a batch's outcome and keeps the dedup index and its table in step."""
+
+    def __init__(self, settings: ProcessorSettings, table: Any, clean: Any, dead_letters: Any) -> None:
+        self._settings = settings
+        self._table = table
+        self._clean = clean
+        self._dead_letters = dead_letters
+        self.index = DedupIndex(settings.dedup_window_s)
+
+    def restore(self) -> None:
+        """Rebuild the in-memory index from the table after recovery."""
+        entries = [DedupEntry.from_table_item(k, v) for k, v in self._table.data.items() if v]
+        self.index.restore(entries)
+        log.info("dedup index restored: %d ids from %d entries", len(self.index), len(entries))
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Process one batch; return only when all its results are durable."""
+        now = time.time()
+        messages = [SourceMessage(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+        outcome = process_batch(messages, self.index, now)
+        try:
+            await self._publish(outcome)
+            await self._remember(outcome, now)
+        except Exception:
+            # Nothing of this batch is acknowledged; a restart reads it again. Exiting is
+            # the only safe move: Faust would otherwise go on past the unacked offsets.
+            log.critical("processor: could not publish a batch; exiting for a restart", exc_info=True)
+            os._exit(70)
+        self._count(outcome)
+
+    async def _publish(self, outcome: BatchOutcome) -> None:
+        step = self._settings.processor_clean_bundle_events
+        sends = [
+            await self._clean.send(
+                key=events[i].partition_key(), value=encode_bundle(events[i : i + step]), partition=partition
+            )
+            for partition, events in outcome.clean.items()
+            for i in range(0, len(events), step)
+        ]
+        sends += [
+            await self._dead_letters.send(key=f"{d.source_topic}:{d.source_partition}".encode(), value=d.to_json())
+            for d in outcome.dead_letters
+        ]
+        await asyncio.gather(*sends)
+
+    async def _remember(self, outcome: BatchOutcome, now: float) -> None:
+        writes = []
+        for entry in outcome.entries:
+            self._table.data[entry.key] = entry.to_table_value()
+            writes.append(self._table.send_changelog(entry.partition, entry.key, entry.to_table_value()))
+            self.index.record(entry)
+        for partition in {entry.partition for entry in outcome.entries}:
+            for key in self.index.expire(partition, now):
+                self._table.data.pop(key, None)
+                writes.append(self._table.send_changelog(partition, key, None, value_serializer="raw"))
+        await asyncio.gather(*writes)
+
+    def _count(self, outcome: BatchOutcome) -> None:
+        for event_type, count in outcome.received.items():
+            metrics.EVENTS_IN.labels(STAGE, event_type).inc(count)
+        metrics.EVENTS_OUT.labels(STAGE).inc(outcome.accepted)
+        metrics.DUPLICATES.labels(STAGE).inc(outcome.duplicates)
+        for dead in outcome.dead_letters:
+            metrics.DEAD_LETTERS.labels(dead.error_kind).inc()
+
+
+def run_worker(settings: ProcessorSettings) -> None:
+    """Run the processor in this process until SIGTERM or Ctrl-C."""
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=settings.processor_log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,82 @@
+"""Which event ids were seen within the dedup window.
+
+The index lives in memory for speed; its durable copy is a Faust table with a changelog
+topic, one entry per (source partition, batch) holding the ids accepted from it. A
+restarted or rebalanced worker restores the index from the table, so it still remembers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DedupEntry:
+    """Ids accepted from one source partition in one batch.
+
+    Attributes:
+        key: table key, unique per entry (``partition:topic:last_offset``).
+        partition: the source partition; the entry lives in that changelog partition.
+        seen_at: wall-clock seconds when the ids were accepted.
+        event_ids: the accepted ids.
+    """
+
+    key: str
+    partition: int
+    seen_at: float
+    event_ids: tuple[str, ...]
+
+    def to_table_value(self) -> dict[str, Any]:
+        return {"p": self.partition, "t": self.seen_at, "ids": list(self.event_ids)}
+
+    @classmethod
+    def from_table_item(cls, key: str, value: dict[str, Any]) -> DedupEntry:
+        return cls(key, int(value["p"]), float(value["t"]), tuple(value["ids"]))
+
+
+class DedupIndex:
+    """Event ids seen in the last ``window_s`` seconds (by the time they were accepted).
+
+    Args:
+        window_s: how long an id is remembered.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._owner: dict[str, str] = {}
+        self._entries: dict[int, deque[DedupEntry]] = {}
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._owner
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def record(self, entry: DedupEntry) -> None:
+        """Remember an entry's ids (call once the entry is on its way to the changelog)."""
+        self._entries.setdefault(entry.partition, deque()).append(entry)
+        for event_id in entry.event_ids:
+            self._owner[event_id] = entry.key
+
+    def expire(self, partition: int, now: float) -> list[str]:
+        """Forget the partition's entries older than the window; return their table keys."""
+        entries = self._entries.get(partition)
+        expired: list[str] = []
+        horizon = now - self.window_s
+        while entries and entries[0].seen_at < horizon:
+            entry = entries.popleft()
+            expired.append(entry.key)
+            for event_id in entry.event_ids:
+                if self._owner.get(event_id) == entry.key:
+                    del self._owner[event_id]
+        return expired
+
+    def restore(self, entries: Iterable[DedupEntry]) -> None:
+        """Replace the index with the given entries (the table's content after recovery)."""
+        self._owner.clear()
+        self._entries.clear()
+        for entry in sorted(entries, key=lambda e: e.seen_at):
+            self.record(entry)

@@ -1,0 +1,66 @@
+"""Settings of the processor, the sink and the aggregator (environment prefix ``DEVTRAIL_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from schemas.settings import KafkaSettings
+
+
+class DatabaseSettings(KafkaSettings):
+    """Kafka plus PostgreSQL: what a consumer that writes to the database needs.
+
+    Attributes:
+        database_url: asyncpg DSN, e.g. ``postgresql://user:pass@host:5432/devtrail``.
+        db_retry_max_backoff_s: the longest pause between two attempts while the
+            database is unavailable (attempts go on until it is back).
+    """
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/devtrail"
+    db_retry_max_backoff_s: float = Field(default=10.0, gt=0)
+
+
+class ProcessorSettings(KafkaSettings):
+    """The Faust processor: validate, deduplicate, publish to the clean topic.
+
+    Attributes:
+        processor_group: Faust app id (consumer group; prefix of its changelog topic).
+        dedup_window_s: how long an ``event_id`` is remembered. Memory is roughly
+            ``events per second x window x 100 bytes``.
+        processor_batch_messages: Kafka messages handled together at most.
+        processor_batch_wait_s: how long a partial batch waits for more messages.
+        processor_clean_bundle_events: events per clean-topic message at most.
+        processor_data_dir: Faust's local data directory.
+        replication_factor: replication of the topics Faust creates (changelog).
+    """
+
+    processor_group: str = "devtrail-processor"
+    dedup_window_s: float = Field(default=600.0, gt=0)
+    processor_batch_messages: int = Field(default=200, ge=1)
+    processor_batch_wait_s: float = Field(default=0.05, gt=0)
+    processor_clean_bundle_events: int = Field(default=1000, ge=1)
+    processor_data_dir: Path = Path(".devtrail/faust")
+    processor_log_level: str = "warning"
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class CheckpointSettings(DatabaseSettings):
+    """Batching of a consumer whose offsets live in PostgreSQL with its writes."""
+
+    batch_max_events: int = Field(default=5000, ge=1)
+    batch_max_wait_ms: int = Field(default=250, ge=1)
+    fetch_max_messages: int = Field(default=500, ge=1)
+
+
+class SinkSettings(CheckpointSettings):
+    """The COPY sink from the clean topic into ``events``."""
+
+    sink_group: str = "devtrail-sink"
+
+
+class AggregatorSettings(CheckpointSettings):
+    """The aggregator maintaining ``event_counts_hourly``."""
+
+    aggregator_group: str = "devtrail-aggregator"

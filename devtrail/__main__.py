@@ -1,0 +1,3 @@
+from devtrail.cli import main
+
+main()

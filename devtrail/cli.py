@@ -1,0 +1,189 @@
+"""The ``devtrail`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from devtrail.errors import SetupError
+from devtrail.settings import StackSettings
+
+
+def _settings(args: argparse.Namespace) -> StackSettings:
+    overrides: dict[str, Any] = {}
+    for flag, field in (
+        ("kafka", "kafka_bootstrap_servers"),
+        ("database_url", "database_url"),
+        ("data_dir", "data_dir"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return StackSettings(**overrides)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the stack until Ctrl-C or SIGTERM."""
+    from devtrail.http import serve
+    from devtrail.stack import Stack
+
+    async def up() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with Stack(_settings(args)) as stack:
+            s = stack.settings
+            runner = await serve(stack, s.metrics_port) if s.metrics_port else None
+            print(f"devtrail is up. Kafka: {s.kafka_bootstrap_servers}   PostgreSQL: {s.database_url}", flush=True)
+            print(f"Publish to: {', '.join(s.topics.input_topics)}", flush=True)
+            if runner is not None:
+                print(f"Metrics: http://127.0.0.1:{s.metrics_port}/metrics   health: /healthz", flush=True)
+            print(f"Worker logs: {stack.log_dir}/   Stop with Ctrl-C.", flush=True)
+            await stop.wait()
+            print("stopping: workers finish their batch...", flush=True)
+            if runner is not None:
+                await runner.cleanup()
+
+    asyncio.run(up())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo workload on the (embedded) stack and check it arrived exactly once."""
+    from devtrail.demo import run_demo
+    from devtrail.progress import Progress
+    from devtrail.stack import Stack
+
+    progress = Progress()
+
+    async def demo() -> dict[str, Any]:
+        settings = _settings(args)
+        where = "embedded" if settings.embedded_kafka and settings.embedded_postgres else "configured"
+        progress.done(f"starting the {where} stack (broker, PostgreSQL, migrations, workers)...")
+        async with Stack(settings) as stack:
+            report = await run_demo(
+                stack.settings, args.events, args.duplicate_rate, args.invalid, progress, args.timeout
+            )
+            return report.as_dict()
+
+    report = asyncio.run(demo())
+    _print_summary(report)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    return 0 if report["ok"] else 1
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    out = sys.stdout
+    verdict = "OK: every unique event stored once and counted once" if r["ok"] else "FAILED: see the counts above"
+    lines = [
+        "",
+        "devtrail demo",
+        f"  produced          {r['produced']:>10,}   events sent to Kafka (including re-sent copies)",
+        f"  unique            {r['unique']:>10,}   distinct event ids among them",
+        f"  duplicates sent   {r['duplicates_sent']:>10,}   same event_id sent again, as a retrying client would",
+        f"  invalid sent      {r['invalid_sent']:>10,}   malformed messages",
+        f"  stored            {r['stored']:>10,}   rows in the events table",
+        f"  aggregated        {r['aggregated']:>10,}   events counted in event_counts_hourly",
+        f"  dead-lettered     {r['dead_lettered']:>10,}   messages on the dead-letter topic, with their reason",
+        f"  time              {r['seconds']:>10.1f}   seconds from first send to fully drained",
+        f"  throughput        {r['events_per_second']:>10,.0f}   unique events per second, end to end",
+        f"  {verdict}",
+        "",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Migrate the configured database (wait for it first)."""
+    from devtrail import migrate
+
+    settings = _settings(args)
+    asyncio.run(migrate.wait_for_database(settings.database_url))
+    if args.downgrade:
+        migrate.downgrade(settings.database_url, args.downgrade)
+    else:
+        migrate.upgrade(settings.database_url, args.revision)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """Create the pipeline's topics on the configured Kafka."""
+    from devtrail.topics import ensure_topics
+
+    settings = _settings(args)
+    created = asyncio.run(ensure_topics(settings, settings.replication_factor))
+    print("created: " + (", ".join(created) or "nothing, all topics exist"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one worker in this process (what ``devtrail up`` starts for each role)."""
+    from devtrail.workers import ROLES
+
+    ROLES[args.role]()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="devtrail", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fun: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fun=fun)
+        p.add_argument("--kafka", help="Kafka bootstrap servers (default: embedded broker)")
+        p.add_argument("--database-url", help="PostgreSQL DSN (default: embedded PostgreSQL)")
+        p.add_argument("--data-dir", type=Path, help="where embedded data, logs and metrics go")
+        return p
+
+    up = add("up", cmd_up, "run the whole pipeline until Ctrl-C")
+    up.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
+    demo = add("demo", cmd_demo, "send a realistic workload through the pipeline and check it")
+    demo.add_argument("--events", type=int, default=20_000, help="unique events to produce")
+    demo.add_argument("--duplicate-rate", type=float, default=0.05, help="share of events re-sent unchanged")
+    demo.add_argument("--invalid", type=int, default=0, help="malformed messages to send (dead-lettered)")
+    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this long without progress")
+    demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
+    migrate = add("migrate", cmd_migrate, "create or upgrade the database schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="migrate down to REVISION (base: drop all)")
+    add("topics", cmd_topics, "create the pipeline's topics")
+    run = add("run", cmd_run, "run one worker in the foreground")
+    run.add_argument("role", choices=("processor", "sink", "aggregator"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``devtrail`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "demo" and not 0 <= args.duplicate_rate <= 1:
+        sys.exit("devtrail: --duplicate-rate must be between 0 and 1")
+    try:
+        code = args.fun(args)
+    except SetupError as exc:
+        sys.stderr.write(f"devtrail: {exc}\n")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+    sys.exit(code)

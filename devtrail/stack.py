@@ -1,0 +1,208 @@
+"""The stack behind ``devtrail up`` and ``devtrail demo``.
+
+Start order: embedded services (unless external ones are configured), topics,
+migrations, then one process per worker (processor(s), sink, aggregator). Workers that
+exit unexpectedly are restarted with backoff; they are crash-safe by design (offsets
+follow the data). Stop order is the reverse; workers get SIGTERM and finish their batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import asyncpg
+
+from consumers.offsets import forget_offsets
+from devtrail import migrate
+from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtrail.settings import StackSettings
+from devtrail.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+class WorkerProcess:
+    """One ``devtrail run ROLE`` child, restarted if it dies unexpectedly.
+
+    Args:
+        role: ``processor``, ``sink`` or ``aggregator``.
+        name: label for logs (``processor-1``).
+        env: the full environment of the child.
+        log_path: where its output goes.
+    """
+
+    def __init__(self, role: str, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.role = role
+        self.name = name
+        self._env = env
+        self._log_path = log_path
+        self._process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._watch = asyncio.create_task(self._supervise(), name=f"watch-{self.name}")
+
+    async def _spawn(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is None:
+            self._log = self._log_path.open("ab")
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "devtrail", "run", self.role,
+            env=self._env, stdout=self._log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.warning("%s exited with %s; restarting in %.0fs (log: %s)", self.name, code, backoff, self._log_path)
+            await asyncio.sleep(backoff)
+            backoff = min(RESTART_BACKOFF_MAX_S, backoff * 2)
+            if not self._stopping:
+                await self._spawn()
+
+    def kill(self) -> None:
+        """SIGKILL the current process (tests: the supervisor then restarts it)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, wait for a clean exit, SIGKILL after ``timeout_s``."""
+        self._stopping = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
+                self._process.kill()
+                await self._process.wait()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Stack:
+    """Services, topics, schema and workers, started and stopped together.
+
+    Args:
+        settings: the stack's settings; embedded services replace unset addresses.
+        roles: which workers to run (all by default).
+    """
+
+    def __init__(self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "aggregator")) -> None:
+        self.settings = settings
+        self._roles = roles
+        self._kafka: EmbeddedKafka | None = None
+        self._postgres: EmbeddedPostgres | None = None
+        self.workers: list[WorkerProcess] = []
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.settings.data_dir / "metrics"
+
+    async def start(self) -> None:
+        """Bring everything up; return when the workers are launched."""
+        s = self.settings
+        updates: dict[str, object] = {}
+        fresh_broker = False
+        if s.embedded_kafka:
+            self._kafka = EmbeddedKafka(self.log_dir / "kafka.log")
+            updates["kafka_bootstrap_servers"] = await self._kafka.start()
+            fresh_broker = True
+        if s.embedded_postgres:
+            self._postgres = EmbeddedPostgres(s.data_dir / "postgres")
+            updates["database_url"] = await self._postgres.start()
+        if updates:
+            self.settings = s = s.model_copy(update=updates)
+        await migrate.wait_for_database(s.database_url)
+        await asyncio.to_thread(migrate.upgrade, s.database_url)
+        created = await ensure_topics(s, s.replication_factor)
+        if fresh_broker:
+            await self._forget_stale_offsets()
+        log.info("topics created: %s", ", ".join(created) or "none (all existed)")
+        await self._start_workers()
+
+    async def _forget_stale_offsets(self) -> None:
+        # A new in-memory broker has empty topics: offsets stored for the old ones are void.
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            await forget_offsets(conn, [self.settings.sink_group, self.settings.aggregator_group])
+        finally:
+            await conn.close()
+
+    async def _start_workers(self) -> None:
+        s = self.settings
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
+        env = {**os.environ, **s.worker_environment(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve())}
+        for role in self._roles:
+            count = s.processor_workers if role == "processor" else 1
+            for n in range(1, count + 1):
+                name = f"{role}-{n}"
+                worker_env = {**env, "DEVTRAIL_PROCESSOR_DATA_DIR": str(s.data_dir / "faust" / name)}
+                worker = WorkerProcess(role, name, worker_env, self.log_dir / f"{name}.log")
+                await worker.start()
+                self.workers.append(worker)
+
+    def worker(self, name: str) -> WorkerProcess:
+        """The worker called ``name`` (``sink-1``)."""
+        return next(w for w in self.workers if w.name == name)
+
+    async def stop(self) -> None:
+        """Stop workers (SIGTERM, they finish their batch), then embedded services."""
+        await asyncio.gather(*(w.stop() for w in self.workers))
+        self.workers.clear()
+        if self._kafka is not None:
+            self._kafka.stop()
+            self._kafka = None
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None

@@ -1,0 +1,53 @@
+"""``devtrail run ROLE``: one worker process (processor, sink or aggregator)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from consumers.aggregator import HourlyEventCounts
+from consumers.checkpoint import BatchWriter, CheckpointedConsumer
+from consumers.settings import AggregatorSettings, CheckpointSettings, ProcessorSettings, SinkSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_processor() -> None:
+    """The Faust processor (validate, deduplicate, publish clean events)."""
+    from consumers.processor.app import run_worker
+
+    run_worker(ProcessorSettings())
+
+
+def run_sink() -> None:
+    """The COPY sink into ``events``."""
+    from consumers.sink import EventSink
+
+    settings = SinkSettings()
+    asyncio.run(_consume(settings, EventSink(), settings.sink_group))
+
+
+def run_aggregator() -> None:
+    """The ``event_counts_hourly`` aggregator."""
+    settings = AggregatorSettings()
+    asyncio.run(_consume(settings, HourlyEventCounts(), settings.aggregator_group))
+
+
+ROLES: dict[str, Callable[[], None]] = {
+    "processor": run_processor,
+    "sink": run_sink,
+    "aggregator": run_aggregator,
+}
+
+
+async def _consume(settings: CheckpointSettings, writer: BatchWriter, group: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    consumer = CheckpointedConsumer(settings, writer, group, settings.topics.clean)
+    log.info("%s: consuming %s as group %s", writer.stage, settings.topics.clean, group)
+    await consumer.run(stop)
+    log.info("%s: stopped after writing %d events", writer.stage, consumer.events_written)

@@ -1,0 +1,95 @@
+"""The envelope every devtrail event carries, whatever its type."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.ids import uuid7
+
+#: Major version of the contract this code reads and writes (see README, "Evolution").
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = "1.0"
+
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
+
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=10_000)]
+
+
+class Family(enum.StrEnum):
+    """Event families; each has its own input topic."""
+
+    AGENT = "agent"
+    TASK = "task"
+    TOOL = "tool"
+    LLM = "llm"
+
+
+def _utc_in_bounds(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if not EARLIEST_OCCURRED_AT <= value < LATEST_OCCURRED_AT:
+        raise ValueError(
+            f"occurred_at must be between {EARLIEST_OCCURRED_AT:%Y-%m-%d} and {LATEST_OCCURRED_AT:%Y-%m-%d}"
+        )
+    return value
+
+
+def _supported_version(value: str) -> str:
+    major = int(value.split(".", 1)[0])
+    if major != SCHEMA_MAJOR:
+        raise ValueError(f"schema_version major {major} is not supported (this reader: {SCHEMA_MAJOR})")
+    return value
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc_in_bounds)]
+SchemaVersion = Annotated[str, Field(pattern=r"^\d{1,3}\.\d{1,3}$"), AfterValidator(_supported_version)]
+
+
+class Payload(BaseModel):
+    """Base of every typed payload: strict about unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Envelope(BaseModel):
+    """Fields common to every event.
+
+    ``event_id`` is set once by the producer and is the deduplication key: a re-sent
+    event keeps it. ``occurred_at`` is when the thing happened (tz-aware, stored in UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: ClassVar[Family]
+
+    event_id: uuid.UUID = Field(default_factory=uuid7)
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    source: ShortText
+    occurred_at: OccurredAt = Field(default_factory=_utcnow)
+    correlation_id: EntityId | None = None
+    causation_id: uuid.UUID | None = None
+    project_id: EntityId | None = None
+    agent_id: EntityId | None = None
+    session_id: EntityId | None = None
+    task_id: EntityId | None = None
+    requirement_id: EntityId | None = None
+
+    def partition_key(self) -> bytes:
+        """Return the Kafka key: the entity whose order matters.
+
+        The task, else the session, else the correlation, else the event itself. A re-sent
+        copy has the same key, so it lands in the same partition as the first copy.
+        """
+        key = self.task_id or self.session_id or self.correlation_id or str(self.event_id)
+        return key.encode()

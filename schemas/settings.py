@@ -1,0 +1,48 @@
+"""Kafka connection settings shared by every service's settings class."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import TopicMap
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka and name topics. Environment prefix ``DEVTRAIL_``.
+
+    The session and heartbeat defaults (6 s / 1 s) keep consumer-group joins near 3 s;
+    Kafka's 45 s default makes every join on some brokers take half of that.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DEVTRAIL_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_session_timeout_s: float = Field(default=6.0, gt=0)
+    kafka_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    topic_prefix: str = Field(default="devtrail", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+    @property
+    def topics(self) -> TopicMap:
+        return TopicMap(self.topic_prefix)
+
+    def aiokafka_security(self) -> dict[str, object]:
+        """Keyword arguments for aiokafka clients (security only)."""
+        options: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context()
+        return options
