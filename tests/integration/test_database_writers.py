@@ -1,0 +1,88 @@
+"""The sink and the aggregator against a real PostgreSQL: idempotent per event_id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from consumers.aggregator import HourlyEventCounts
+from consumers.offsets import load_offsets, store_offsets
+from consumers.sink import EventSink
+from schemas.codec import encode_bundle
+from tests.factories import llm_called, task_created
+
+pytestmark = pytest.mark.integration
+
+
+def clean(events: list[Any]) -> list[dict[str, Any]]:
+    decoded: list[dict[str, Any]] = orjson.loads(encode_bundle(events))
+    return decoded
+
+
+async def write(conn: asyncpg.Connection, writer: Any, events: list[dict[str, Any]]) -> int:
+    async with conn.transaction():
+        return int(await writer.write(conn, events))
+
+
+async def test_sink_stores_each_event_once_across_batches(db: asyncpg.Connection) -> None:
+    events = clean([task_created(task_id=f"T{i}") for i in range(50)] + [llm_called()])
+    sink = EventSink()
+    assert await write(db, sink, events[:30] + events[:5]) == 30  # duplicates inside a batch
+    assert await write(db, sink, events) == 21  # the rest; the first 30 fall back to the merge
+    assert await write(db, sink, events) == 0
+    assert await db.fetchval("SELECT count(*) FROM events") == 51
+    row = await db.fetchrow("SELECT * FROM events WHERE event_type = 'llm.called'")
+    assert orjson.loads(row["payload"])["input_tokens"] == 10
+    assert row["session_id"] == "S-1"
+
+
+async def test_aggregator_counts_each_event_once(db: asyncpg.Connection) -> None:
+    events = clean([task_created(task_id=f"T{i}") for i in range(20)])
+    counts = HourlyEventCounts()
+    assert await write(db, counts, events[:10]) == 10
+    assert await write(db, counts, events) == 10  # a replay of 10 plus 10 new
+    assert await write(db, counts, events[:3] + events[:3]) == 0
+    assert await db.fetchval("SELECT sum(count) FROM event_counts_hourly") == 20
+    row = await db.fetchrow("SELECT * FROM event_counts_hourly")
+    assert (row["project_id"], row["agent_id"], row["event_type"]) == ("P", "A", "task.created")
+
+
+async def test_a_rolled_back_batch_leaves_no_trace(db: asyncpg.Connection) -> None:
+    events = clean([task_created(task_id=f"T{i}") for i in range(5)])
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await HourlyEventCounts().write(db, events)
+            await EventSink().write(db, events)
+            raise RuntimeError("crash before commit")
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
+    assert await db.fetchval("SELECT count(*) FROM aggregate_applied") == 0
+    assert await write(db, HourlyEventCounts(), events) == 5
+
+
+async def test_offsets_never_move_backwards(db: asyncpg.Connection) -> None:
+    from aiokafka import TopicPartition
+
+    tp = TopicPartition("clean", 0)
+    await store_offsets(db, "g", {tp: 10})
+    await store_offsets(db, "g", {tp: 7})
+    assert await load_offsets(db, "g", ["clean"]) == {tp: 10}
+
+
+async def test_events_outside_monthly_partitions_land_in_the_default_one(db: asyncpg.Connection) -> None:
+    old = clean([task_created(occurred_at="2001-02-03T04:05:06Z")])
+    assert await write(db, EventSink(), old) == 1
+    assert await db.fetchval("SELECT count(*) FROM events_default") == 1
+
+
+async def test_migrations_downgrade_to_nothing_and_back(database_url: str, db: asyncpg.Connection) -> None:
+    import asyncio
+
+    from devtrail import migrate
+
+    await asyncio.to_thread(migrate.downgrade, database_url, "base")
+    assert await db.fetchval("SELECT to_regclass('events')") is None
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    assert await db.fetchval("SELECT to_regclass('events')::text") == "events"

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.partitioner import murmur2
+
+from producers.bundler import Bundle, choose_partition
+
+
+def test_partition_matches_the_java_client_murmur2() -> None:
+    partitions = list(range(12))
+    for key in (b"T-1", b"session-42", b"", b"\xff\x00"):
+        assert choose_partition(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % 12
+
+
+def test_murmur2_matches_the_java_client_test_vectors() -> None:
+    # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed 32-bit results)
+    vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536, b"abc": 479470107}
+    for key, java in vectors.items():
+        assert murmur2(key) == java & 0xFFFFFFFF
+
+
+async def test_bundle_limits_and_value() -> None:
+    loop = asyncio.get_running_loop()
+    bundle = Bundle("t", 0, b"k")
+    assert bundle.fits(b"x" * 10_000, max_events=2, max_bytes=100)  # an empty bundle takes anything
+    bundle.add(b'{"a":1}', loop.create_future())
+    assert bundle.value() == b'{"a":1}'
+    assert bundle.fits(b'{"b":2}', max_events=2, max_bytes=100)
+    bundle.add(b'{"b":2}', loop.create_future())
+    assert bundle.value() == b'[{"a":1},{"b":2}]'
+    assert not bundle.fits(b"{}", max_events=2, max_bytes=100)
+    big = Bundle("t", 0, b"k")
+    big.add(b"x" * 60, loop.create_future())
+    assert not big.fits(b"y" * 60, max_events=10, max_bytes=100)

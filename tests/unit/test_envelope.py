@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.events import EVENT_ADAPTER, TaskCompleted, TaskCreated
+from schemas.ids import uuid7, uuid7_millis
+from tests.factories import llm_called, task_created
+
+
+def test_uuid7_has_version_variant_and_current_time() -> None:
+    before = int(datetime.now(UTC).timestamp() * 1000)
+    value = uuid7()
+    after = int(datetime.now(UTC).timestamp() * 1000)
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    assert before <= uuid7_millis(value) <= after
+
+
+def test_uuid7_sorts_by_creation_time_across_milliseconds() -> None:
+    first = uuid7()
+    while uuid7_millis(second := uuid7()) == uuid7_millis(first):
+        pass
+    assert first < second
+
+
+def test_occurred_at_is_normalised_to_utc() -> None:
+    plus_two = datetime(2026, 5, 1, 12, 0, tzinfo=UTC).astimezone(tz=None)
+    event = task_created(occurred_at=plus_two.isoformat())
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    assert event.occurred_at == plus_two
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "message"),
+    [
+        ("2026-01-01T10:00:00", "timezone"),
+        ("9999-01-01T00:00:00Z", "between"),
+        ("1999-12-31T23:59:59Z", "between"),
+    ],
+)
+def test_occurred_at_must_be_aware_and_sane(occurred_at: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        task_created(occurred_at=occurred_at)
+
+
+def test_unknown_major_schema_version_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="major 2 is not supported"):
+        task_created(schema_version="2.0")
+
+
+def test_unknown_fields_are_rejected() -> None:
+    raw = task_created().model_dump(mode="json") | {"surprise": 1}
+    with pytest.raises(ValidationError, match="surprise"):
+        EVENT_ADAPTER.validate_python(raw)
+
+
+def test_negative_tokens_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="input_tokens"):
+        llm_called(tokens_in=-1)
+
+
+def test_discriminator_picks_the_class_from_event_type() -> None:
+    raw = TaskCompleted(source="s", task_id="T").model_dump(mode="json")
+    assert type(EVENT_ADAPTER.validate_python(raw)) is TaskCompleted
+
+
+def test_partition_key_prefers_task_then_session_then_correlation() -> None:
+    assert task_created(task_id="T", session_id="S").partition_key() == b"T"
+    assert llm_called(session_id="S", correlation_id="C").partition_key() == b"S"
+    assert llm_called(session_id=None, correlation_id="C").partition_key() == b"C"
+    lone = llm_called(session_id=None)
+    assert lone.partition_key() == str(lone.event_id).encode()
+
+
+def test_events_are_immutable() -> None:
+    event: TaskCreated = task_created()
+    with pytest.raises(ValidationError):
+        event.task_id = "other"  # type: ignore[misc]

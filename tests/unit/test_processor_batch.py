@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.processor.dedup import DedupEntry, DedupIndex
+from consumers.processor.pipeline import SourceMessage, process_batch
+from schemas.codec import encode_bundle, encode_event
+from tests.factories import llm_called, task_created
+
+
+def msg(value: bytes, partition: int = 0, offset: int = 0, topic: str = "in") -> SourceMessage:
+    return SourceMessage(topic, partition, offset, value)
+
+
+def test_duplicates_inside_a_batch_and_across_the_window_are_dropped() -> None:
+    a, b = task_created(task_id="A"), task_created(task_id="B")
+    index = DedupIndex(window_s=60)
+    index.record(DedupEntry("0:in:0", 0, 100.0, (str(b.event_id),)))
+    outcome = process_batch([msg(encode_bundle([a, a, b]), offset=1), msg(encode_event(a), offset=2)], index, 101.0)
+    assert [e.event_id for e in outcome.clean[0]] == [a.event_id]
+    assert outcome.duplicates == 3
+    assert outcome.entries == [DedupEntry("0:in:2", 0, 101.0, (str(a.event_id),))]
+
+
+def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_with_its_position() -> None:
+    good = task_created()
+    bad = orjson.loads(encode_event(llm_called()))
+    bad["payload"]["input_tokens"] = -1
+    bundle = orjson.dumps([orjson.loads(encode_event(good)), bad])
+    outcome = process_batch([msg(bundle, partition=3, offset=9)], DedupIndex(60), 0.0)
+    assert [e.event_id for e in outcome.clean[3]] == [good.event_id]
+    [dead] = outcome.dead_letters
+    assert (dead.error_kind, dead.source_partition, dead.source_offset, dead.event_index) == ("validation", 3, 9, 1)
+    assert ["llm.called", "payload", "input_tokens"] in [e["loc"] for e in dead.errors]
+    assert orjson.loads(dead.original) == bad
+
+
+def test_an_undecodable_message_is_dead_lettered_whole_and_keeps_its_bytes() -> None:
+    outcome = process_batch([msg(b"\xff not json", offset=4)], DedupIndex(60), 0.0)
+    [dead] = outcome.dead_letters
+    assert dead.error_kind == "decode"
+    assert dead.original == b"\xff not json"
+    assert dead.event_index is None
+    record = orjson.loads(dead.to_json())
+    assert record["original"] is None and record["original_base64"]
+
+
+def test_index_forgets_after_the_window_and_returns_table_keys() -> None:
+    index = DedupIndex(window_s=10)
+    index.record(DedupEntry("k1", 0, 100.0, ("a", "b")))
+    index.record(DedupEntry("k2", 0, 105.0, ("c",)))
+    index.record(DedupEntry("k3", 1, 100.0, ("d",)))
+    assert index.expire(0, 109.0) == []
+    assert index.expire(0, 111.0) == ["k1"]
+    assert "a" not in index and "c" in index and "d" in index
+
+
+def test_restore_rebuilds_the_index_from_table_items() -> None:
+    entry = DedupEntry("0:in:5", 0, 50.0, ("x", "y"))
+    index = DedupIndex(window_s=10)
+    index.restore([DedupEntry.from_table_item(entry.key, entry.to_table_value())])
+    assert "x" in index and "y" in index and len(index) == 2
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(["valid", "dup", "bad", "junk"]), st.integers(0, 3)),
+        max_size=40,
+    )
+)
+def test_every_event_is_accounted_for_exactly_once(plan: list[object]) -> None:
+    sent, messages, total = [], [], 0
+    for offset, step in enumerate(plan):
+        if step == "junk":
+            messages.append(msg(b"junk", offset=offset))
+            total += 1
+        elif step == "bad":
+            messages.append(msg(b'{"event_type": "task.created"}', offset=offset))
+            total += 1
+        elif step == "dup" and sent:
+            messages.append(msg(encode_event(sent[-1]), offset=offset))
+            total += 1
+        else:
+            event = task_created(task_id=f"T{offset}")
+            sent.append(event)
+            messages.append(msg(encode_event(event), offset=offset))
+            total += 1
+    outcome = process_batch(messages, DedupIndex(60), 0.0)
+    assert outcome.accepted + len(outcome.dead_letters) + outcome.duplicates == total
+    assert outcome.accepted == len({e.event_id for e in sent})
