@@ -14,11 +14,13 @@ class DatabaseSettings(KafkaSettings):
 
     Attributes:
         database_url: asyncpg DSN, e.g. ``postgresql://user:pass@host:5432/devtrail``.
+        database_wait_s: how long start-up waits for PostgreSQL to accept connections.
         db_retry_max_backoff_s: the longest pause between two attempts while the
             database is unavailable (attempts go on until it is back).
     """
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/devtrail"
+    database_wait_s: float = Field(default=30.0, ge=0)
     db_retry_max_backoff_s: float = Field(default=10.0, gt=0)
 
 

@@ -112,7 +112,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from devtrail import migrate
 
     settings = _settings(args)
-    asyncio.run(migrate.wait_for_database(settings.database_url))
+    asyncio.run(migrate.wait_for_database(settings.database_url, settings.database_wait_s))
     if args.downgrade:
         migrate.downgrade(settings.database_url, args.downgrade)
     else:
@@ -132,8 +132,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one worker in this process (what ``devtrail up`` starts for each role)."""
-    from devtrail.workers import ROLES
+    from devtrail.workers import ROLES, serve_worker_metrics
 
+    serve_worker_metrics(_settings(args).metrics_port)
     ROLES[args.role]()
     return 0
 
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     add("topics", cmd_topics, "create the pipeline's topics")
     run = add("run", cmd_run, "run one worker in the foreground")
     run.add_argument("role", choices=("processor", "sink", "aggregator"))
+    run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics here (0: off)")
     return parser
 
 

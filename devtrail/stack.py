@@ -168,7 +168,7 @@ class Stack:
             updates["database_url"] = await self._postgres.start()
         if updates:
             self.settings = s = s.model_copy(update=updates)
-        await migrate.wait_for_database(s.database_url)
+        await migrate.wait_for_database(s.database_url, s.database_wait_s)
         await asyncio.to_thread(migrate.upgrade, s.database_url)
         created = await ensure_topics(s, s.replication_factor)
         if fresh_broker:
@@ -188,7 +188,12 @@ class Stack:
         s = self.settings
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(parents=True)
-        env = {**os.environ, **s.worker_environment(), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve())}
+        env = {
+            **os.environ,
+            **s.worker_environment(),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve()),
+            "DEVTRAIL_METRICS_PORT": "0",  # the supervisor serves all workers' metrics
+        }
         for role in self._roles:
             count = s.processor_workers if role == "processor" else 1
             for n in range(1, count + 1):

@@ -35,6 +35,22 @@ def run_aggregator() -> None:
     asyncio.run(_consume(settings, HourlyEventCounts(), settings.aggregator_group))
 
 
+def serve_worker_metrics(port: int) -> None:
+    """Serve this process's metrics on ``port`` (one worker per pod, as in Kubernetes).
+
+    Under ``devtrail up`` the supervisor serves every worker's metrics instead, and starts
+    workers with port 0.
+    """
+    if port == 0:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        log.warning("metrics not served: port %d: %s (set DEVTRAIL_METRICS_PORT)", port, exc)
+
+
 ROLES: dict[str, Callable[[], None]] = {
     "processor": run_processor,
     "sink": run_sink,

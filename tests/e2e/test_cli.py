@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,73 @@ def test_unreachable_database_says_what_to_do(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DEVTRAIL_DATABASE_WAIT_S": "1"},
     )
     assert result.returncode == 2
     assert "PostgreSQL is not reachable" in result.stderr
+
+
+def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import psutil
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data_dir = Path("/tmp") / tmp_path_factory.mktemp("up").name
+    data_dir.mkdir(exist_ok=True)
+    with subprocess.Popen(
+        [sys.executable, "-m", "devtrail", "up", "--data-dir", str(data_dir), "--metrics-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(data_dir)},
+    ) as up:
+        assert up.stdout is not None
+        banner = [up.stdout.readline() for _ in range(4)]
+        assert banner[0].startswith("devtrail is up"), banner
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) >= 4  # broker, PostgreSQL, three workers
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+                    health = orjson.loads(response.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "no healthy /healthz"
+                time.sleep(0.5)
+        assert health["healthy"] is True
+        assert set(health["workers"]) == {"processor-1", "sink-1", "aggregator-1"}
+        bootstrap = banner[0].split("Kafka: ")[1].split()[0]
+        asyncio.run(_emit_tasks(bootstrap, 25))
+        stored = 'devtrail_events_out_total{stage="sink"} 25.0'
+        while stored not in (metrics := _get(f"http://127.0.0.1:{port}/metrics")):
+            assert time.monotonic() < deadline + 60, metrics[-2000:]
+            time.sleep(0.5)
+        up.send_signal(signal.SIGTERM)
+        try:
+            assert up.wait(timeout=60) == 0
+        finally:
+            if up.poll() is None:
+                up.kill()
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url) as response:
+        return str(response.read().decode())
+
+
+async def _emit_tasks(bootstrap: str, count: int) -> None:
+    from producers import EventProducer, ProducerSettings
+    from tests.factories import task_created
+
+    async with EventProducer(ProducerSettings(kafka_bootstrap_servers=bootstrap)) as producer:
+        await producer.emit_many([task_created(task_id=f"up-{i}") for i in range(count)])
