@@ -2,9 +2,12 @@
 
 Contract of a ``BatchWriter`` used by ``CheckpointedConsumer``:
 
-* ``write(conn, events)`` is called inside an open transaction with the decoded events of
-  one batch (clean-topic events, possibly including copies already written before).
-  It must be idempotent per ``event_id``. It returns how many events took effect.
+* ``write(conn, events)`` is called inside an open transaction (a savepoint) with the
+  decoded events of one batch (clean-topic events, possibly including copies already
+  written before). It must be idempotent per ``event_id``. It returns how many events
+  took effect. If it fails on the data (see ``consumers.poison``), it is called again on
+  halves of the batch until the refused events stand alone; those are dead-lettered
+  (acknowledged by the broker) before the transaction commits.
 * After ``write`` returns, the consumer stores the batch's next offsets in the same
   transaction and commits. Only then is anything durable; if the process dies before,
   the batch is read again from the stored offsets.
@@ -23,12 +26,14 @@ from typing import Any, Protocol
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers import metrics
+from consumers.deadletter import DeadLetter
 from consumers.errors import is_retriable_db_error
 from consumers.offsets import load_offsets, store_offsets
+from consumers.poison import Rejected, write_isolating
 from consumers.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ class PendingBatch:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.origins: list[tuple[TopicPartition, int]] = []  # (partition, offset) of each event
         self.next_offsets: dict[TopicPartition, int] = {}
         self.started = 0.0
 
@@ -61,10 +67,9 @@ class PendingBatch:
             log.error("undecodable clean message at %s:%s offset %s; skipped", tp.topic, tp.partition, offset)
             metrics.DEAD_LETTERS.labels("clean_undecodable").inc()
             return
-        if isinstance(decoded, list):
-            self.events.extend(decoded)
-        else:
-            self.events.append(decoded)
+        events = decoded if isinstance(decoded, list) else [decoded]
+        self.events.extend(events)
+        self.origins.extend([(tp, offset)] * len(events))
 
     def age_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000 if self.next_offsets else 0.0
@@ -91,6 +96,10 @@ class CheckpointedConsumer:
         self._batch = PendingBatch()
         self._conn: asyncpg.Connection | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._dead_letters: AIOKafkaProducer | None = None
+        self._db_lock = asyncio.Lock()  # the main loop and the rebalance callbacks share the connection
+        self._generation = 0  # bumped by every rebalance callback
+        self._needs_seek = False
         self.events_written = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -112,25 +121,37 @@ class CheckpointedConsumer:
         try:
             while not stop.is_set():
                 await self._poll_once()
-            if self._batch:
-                await self._flush()
+            async with self._db_lock:
+                if self._batch:
+                    await self._flush()
         finally:
             await self._consumer.stop()
+            if self._dead_letters is not None:
+                await self._dead_letters.stop()
             if self._conn is not None:
                 await self._conn.close()
 
     async def _poll_once(self) -> None:
         assert self._consumer is not None
         s = self._settings
+        if self._needs_seek:
+            async with self._db_lock:
+                await self._seek_to_stored_offsets()
         wait_ms = max(1, int(s.batch_max_wait_ms - self._batch.age_ms())) if self._batch else s.batch_max_wait_ms
+        generation = self._generation
         fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=s.fetch_max_messages)
+        if generation != self._generation:
+            # A rebalance happened meanwhile: these may come from before the seek to the
+            # stored offsets. Every assigned partition is sought again before the next read.
+            return
         for tp, messages in fetched.items():
             for message in messages:
                 self._batch.add(tp, message.offset, message.value)
         if self._batch and (
             len(self._batch.events) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms
         ):
-            await self._flush()
+            async with self._db_lock:
+                await self._flush()
 
     async def _flush(self) -> None:
         batch, self._batch = self._batch, PendingBatch()
@@ -156,17 +177,49 @@ class CheckpointedConsumer:
         conn = await self._connection()
         started = time.perf_counter()
         async with conn.transaction():
-            written = await self._writer.write(conn, batch.events) if batch.events else 0
+            written, rejected = await write_isolating(conn, self._writer, batch.events) if batch.events else (0, [])
+            if rejected:
+                await self._dead_letter(batch, rejected)
             await store_offsets(conn, self._group, batch.next_offsets)
         stage = self._writer.stage
         metrics.FLUSH_SECONDS.labels(stage, "batch").observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.labels(stage).observe(len(batch.events))
         metrics.EVENTS_OUT.labels(stage).inc(written)
-        metrics.DUPLICATES.labels(stage).inc(len(batch.events) - written)
+        metrics.DUPLICATES.labels(stage).inc(len(batch.events) - written - len(rejected))
         self._observe_latency(batch.events)
         for tp, offset in batch.next_offsets.items():
             metrics.COMMITTED_OFFSET.labels(stage, tp.topic, str(tp.partition)).set(offset)
         self.events_written += written
+
+    async def _dead_letter(self, batch: PendingBatch, rejected: list[Rejected]) -> None:
+        """Publish the events the database refused; return once the broker has them all."""
+        if self._dead_letters is None:
+            s = self._settings
+            self._dead_letters = AIOKafkaProducer(
+                bootstrap_servers=s.kafka_bootstrap_servers, acks="all", **s.aiokafka_security()
+            )
+            await self._dead_letters.start()
+        sends = []
+        for item in rejected:
+            tp, offset = batch.origins[item.position]
+            record = DeadLetter(
+                error_kind="database",
+                error=f"{self._writer.stage}: {item.reason}",
+                source_topic=tp.topic,
+                source_partition=tp.partition,
+                source_offset=offset,
+                original=orjson.dumps(batch.events[item.position]),
+                event_index=item.position,
+            )
+            log.error(
+                "%s: dead-lettering event %s: %s",
+                self._writer.stage,
+                batch.events[item.position].get("event_id"),
+                item.reason,
+            )
+            sends.append(await self._dead_letters.send(self._settings.topics.dead_letters, record.to_json()))
+            metrics.DEAD_LETTERS.labels("database").inc()
+        await asyncio.gather(*sends)
 
     def _observe_latency(self, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -202,22 +255,32 @@ class CheckpointedConsumer:
             self._conn = None
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Write what was read from partitions we are about to lose, or drop it."""
-        if not self._batch:
-            return
-        try:
-            await self._flush()
-        except Exception as exc:
-            if not is_retriable_db_error(exc):
-                raise
-            log.warning("%s: could not write before rebalance (%s); the next owner rereads it", self._writer.stage, exc)
-            self._batch = PendingBatch()
+        """Write what was read from partitions we are about to lose, or drop it.
+
+        Runs in aiokafka's coordinator task, possibly while the main loop awaits a fetch.
+        """
+        self._generation += 1
+        async with self._db_lock:
+            if not self._batch:
+                return
+            try:
+                await self._flush()
+            except Exception as exc:
+                if not is_retriable_db_error(exc):
+                    raise
+                log.warning(
+                    "%s: could not write before rebalance (%s); the next owner rereads it", self._writer.stage, exc
+                )
+                self._batch = PendingBatch()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Seek every assigned partition to the offset stored with the data."""
+        """Note the new assignment; the main loop seeks it to the stored offsets before reading."""
+        self._generation += 1
+        self._needs_seek = True
+
+    async def _seek_to_stored_offsets(self) -> None:
         assert self._consumer is not None
-        if not assigned:
-            return
+        assigned = self._consumer.assignment()
         conn = await self._connection()
         stored = await load_offsets(conn, self._group, [self._topic])
         for tp in assigned:
@@ -225,6 +288,8 @@ class CheckpointedConsumer:
                 self._consumer.seek(tp, stored[tp])
             else:
                 await self._consumer.seek_to_beginning(tp)
+        self._needs_seek = False
+        self._batch = PendingBatch()  # anything read before the seek is read again after it
         log.info("%s: assigned %s, resuming at stored offsets %s", self._writer.stage, sorted(assigned), stored)
 
 

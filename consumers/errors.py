@@ -11,12 +11,6 @@ class ConsumerError(DevtrailError):
     """Base of consumer errors."""
 
 
-class DatabaseUnavailableError(ConsumerError):
-    """PostgreSQL cannot take the write now; the batch is kept and retried."""
-
-    retriable = True
-
-
 # SQLSTATE classes after which the same transaction may succeed if tried again:
 # 08 connection exception, 40 transaction rollback (serialization, deadlock),
 # 53 insufficient resources, 57 operator intervention (shutdown, cancel), 58 system error.

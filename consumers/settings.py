@@ -60,6 +60,8 @@ class SinkSettings(CheckpointSettings):
     """The COPY sink from the clean topic into ``events``."""
 
     sink_group: str = "devtrail-sink"
+    partitions_months_ahead: int = Field(default=3, ge=1, le=120)
+    partitions_check_interval_s: float = Field(default=3600.0, gt=0)
 
 
 class AggregatorSettings(CheckpointSettings):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -33,6 +34,11 @@ def _settings(args: argparse.Namespace) -> StackSettings:
     return StackSettings(**overrides)
 
 
+def _redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
     from devtrail.http import serve
@@ -46,7 +52,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         async with Stack(_settings(args)) as stack:
             s = stack.settings
             runner = await serve(stack, s.metrics_port) if s.metrics_port else None
-            print(f"devtrail is up. Kafka: {s.kafka_bootstrap_servers}   PostgreSQL: {s.database_url}", flush=True)
+            print(
+                f"devtrail is up. Kafka: {s.kafka_bootstrap_servers}   PostgreSQL: {_redact(s.database_url)}",
+                flush=True,
+            )
             print(f"Publish to: {', '.join(s.topics.input_topics)}", flush=True)
             if runner is not None:
                 print(f"Metrics: http://127.0.0.1:{s.metrics_port}/metrics   health: /healthz", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from consumers.aggregator import HourlyEventCounts
 from consumers.checkpoint import BatchWriter, CheckpointedConsumer
@@ -22,11 +22,18 @@ def run_processor() -> None:
 
 
 def run_sink() -> None:
-    """The COPY sink into ``events``."""
+    """The COPY sink into ``events``, and the upkeep of its monthly partitions."""
+    from consumers.partitions import maintain_event_partitions
     from consumers.sink import EventSink
 
     settings = SinkSettings()
-    asyncio.run(_consume(settings, EventSink(), settings.sink_group))
+
+    def upkeep(stop: asyncio.Event) -> Coroutine[None, None, None]:
+        return maintain_event_partitions(
+            settings.database_url, settings.partitions_months_ahead, settings.partitions_check_interval_s, stop
+        )
+
+    asyncio.run(_consume(settings, EventSink(), settings.sink_group, upkeep))
 
 
 def run_aggregator() -> None:
@@ -58,12 +65,17 @@ ROLES: dict[str, Callable[[], None]] = {
 }
 
 
-async def _consume(settings: CheckpointSettings, writer: BatchWriter, group: str) -> None:
+async def _consume(
+    settings: CheckpointSettings,
+    writer: BatchWriter,
+    group: str,
+    alongside: Callable[[asyncio.Event], Coroutine[None, None, None]] | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     consumer = CheckpointedConsumer(settings, writer, group, settings.topics.clean)
     log.info("%s: consuming %s as group %s", writer.stage, settings.topics.clean, group)
-    await consumer.run(stop)
+    await asyncio.gather(consumer.run(stop), *([alongside(stop)] if alongside else []))
     log.info("%s: stopped after writing %d events", writer.stage, consumer.events_written)

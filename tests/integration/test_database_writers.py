@@ -86,3 +86,14 @@ async def test_migrations_downgrade_to_nothing_and_back(database_url: str, db: a
     assert await db.fetchval("SELECT to_regclass('events')") is None
     await asyncio.to_thread(migrate.upgrade, database_url)
     assert await db.fetchval("SELECT to_regclass('events')::text") == "events"
+
+
+async def test_partitions_are_created_ahead_and_idempotently(db: asyncpg.Connection) -> None:
+    from consumers.partitions import ensure_event_partitions
+
+    await ensure_event_partitions(db, months_ahead=14)
+    assert await ensure_event_partitions(db, months_ahead=14) == 0
+    names = await db.fetch(
+        "SELECT inhrelid::regclass::text AS name FROM pg_inherits WHERE inhparent = 'events'::regclass"
+    )
+    assert len([n for n in names if n["name"] != "events_default"]) >= 15

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from devtrail.cli import _redact
+from devtrail.settings import StackSettings
+
+
+def test_settings_come_from_devtrail_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS", "k1:9092")
+    monkeypatch.setenv("DEVTRAIL_DEDUP_WINDOW_S", "30")
+    settings = StackSettings()
+    assert settings.kafka_bootstrap_servers == "k1:9092"
+    assert settings.dedup_window_s == 30
+    assert not settings.embedded_kafka
+    assert settings.embedded_postgres
+
+
+def test_bad_settings_fail_fast_with_the_field_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVTRAIL_PARTITIONS", "0")
+    with pytest.raises(ValueError, match="partitions"):
+        StackSettings()
+
+
+def test_worker_environment_round_trips() -> None:
+    settings = StackSettings(kafka_bootstrap_servers="k:1", topic_prefix="x", sink_group="g")
+    env = settings.worker_environment()
+    assert env["DEVTRAIL_TOPIC_PREFIX"] == "x"
+    assert env["DEVTRAIL_SINK_GROUP"] == "g"
+
+
+def test_passwords_are_not_printed() -> None:
+    assert _redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert _redact("postgresql://postgres:@/devtrail?host=/tmp/x") == "postgresql://postgres:***@/devtrail?host=/tmp/x"
