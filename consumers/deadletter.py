@@ -11,6 +11,9 @@ import orjson
 
 from schemas.errors import ContractError, EventValidationError
 
+#: Bytes of the original kept in a dead-letter record (base64 and text both fit in 1 MB).
+MAX_ORIGINAL_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -51,7 +54,13 @@ class DeadLetter:
         )
 
     def to_json(self) -> bytes:
-        """The dead-letter topic's message value."""
+        """The dead-letter topic's message value.
+
+        The original is kept whole up to ``MAX_ORIGINAL_BYTES`` (so that the record stays
+        under Kafka's default 1 MB message limit); beyond, its head is kept and
+        ``original_truncated`` says so, with ``original_size``.
+        """
+        original = self.original[:MAX_ORIGINAL_BYTES]
         body: dict[str, Any] = {
             "error_kind": self.error_kind,
             "error": self.error,
@@ -61,10 +70,12 @@ class DeadLetter:
             "source_offset": self.source_offset,
             "event_index": self.event_index,
             "dead_lettered_at": self.dead_lettered_at.isoformat(),
-            "original_base64": base64.b64encode(self.original).decode(),
+            "original_size": len(self.original),
+            "original_truncated": len(original) < len(self.original),
+            "original_base64": base64.b64encode(original).decode(),
         }
         try:
-            body["original"] = self.original.decode()
+            body["original"] = original.decode()
         except UnicodeDecodeError:
             body["original"] = None
         return orjson.dumps(body)

@@ -34,6 +34,8 @@ class ProcessorSettings(KafkaSettings):
         processor_batch_messages: Kafka messages handled together at most.
         processor_batch_wait_s: how long a partial batch waits for more messages.
         processor_clean_bundle_events: events per clean-topic message at most.
+        processor_clean_bundle_bytes: bytes per clean-topic message, about (one event may exceed it).
+        max_event_bytes: largest accepted event, JSON-encoded; larger ones are dead letters.
         processor_data_dir: Faust's local data directory.
         replication_factor: replication of the topics Faust creates (changelog).
     """
@@ -43,6 +45,8 @@ class ProcessorSettings(KafkaSettings):
     processor_batch_messages: int = Field(default=200, ge=1)
     processor_batch_wait_s: float = Field(default=0.05, gt=0)
     processor_clean_bundle_events: int = Field(default=1000, ge=1)
+    processor_clean_bundle_bytes: int = Field(default=512 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1 << 20, ge=1024)
     processor_data_dir: Path = Path(".devtrail/faust")
     processor_log_level: str = "warning"
     replication_factor: int = Field(default=1, ge=1)

@@ -78,3 +78,20 @@ def encode_bundle(events: Sequence[Event]) -> bytes:
 def join_encoded(encoded_events: Iterable[bytes]) -> bytes:
     """Join already-encoded JSON objects into a bundle without re-encoding them."""
     return b"[" + b",".join(encoded_events) + b"]"
+
+
+def chunk_encoded(encoded_events: Sequence[bytes], max_events: int, max_bytes: int) -> list[bytes]:
+    """Join encoded events into bundles of at most ``max_events`` and about ``max_bytes``.
+
+    An event larger than ``max_bytes`` travels alone.
+    """
+    bundles: list[bytes] = []
+    start, size = 0, 2
+    for i, encoded in enumerate(encoded_events):
+        if i > start and (i - start >= max_events or size + len(encoded) + 1 > max_bytes):
+            bundles.append(join_encoded(encoded_events[start:i]))
+            start, size = i, 2
+        size += len(encoded) + 1
+    if start < len(encoded_events):
+        bundles.append(join_encoded(encoded_events[start:]))
+    return bundles

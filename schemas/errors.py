@@ -35,3 +35,9 @@ class EventValidationError(ContractError):
     def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+class EventTooLargeError(ContractError):
+    """An event's encoded JSON exceeds the configured maximum size."""
+
+    kind = "too_large"

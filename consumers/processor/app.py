@@ -24,7 +24,7 @@ from consumers import metrics
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
-from schemas.codec import encode_bundle
+from schemas.codec import chunk_encoded
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_max_request_size=8 * 1024 * 1024,
+        producer_max_request_size=max(8 << 20, 2 * settings.max_event_bytes),
         web_enabled=False,
         datadir=str(settings.processor_data_dir),
         table_standby_replicas=0,
@@ -96,7 +96,7 @@ class Processor:
         """Process one batch; return only when all its results are durable."""
         now = time.time()
         messages = [SourceMessage(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-        outcome = process_batch(messages, self.index, now)
+        outcome = process_batch(messages, self.index, now, self._settings.max_event_bytes)
         try:
             await self._publish(outcome)
             await self._remember(outcome, now)
@@ -108,13 +108,11 @@ class Processor:
         self._count(outcome)
 
     async def _publish(self, outcome: BatchOutcome) -> None:
-        step = self._settings.processor_clean_bundle_events
+        s = self._settings
         sends = [
-            await self._clean.send(
-                key=events[i].partition_key(), value=encode_bundle(events[i : i + step]), partition=partition
-            )
-            for partition, events in outcome.clean.items()
-            for i in range(0, len(events), step)
+            await self._clean.send(key=None, value=bundle, partition=partition)
+            for partition, encoded in outcome.encoded.items()
+            for bundle in chunk_encoded(encoded, s.processor_clean_bundle_events, s.processor_clean_bundle_bytes)
         ]
         sends += [
             await self._dead_letters.send(key=f"{d.source_topic}:{d.source_partition}".encode(), value=d.to_json())

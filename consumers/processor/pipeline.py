@@ -15,8 +15,8 @@ import orjson
 
 from consumers.deadletter import DeadLetter
 from consumers.processor.dedup import DedupEntry, DedupIndex
-from schemas.codec import decode_message, validate_event
-from schemas.errors import ContractError
+from schemas.codec import decode_message, encode_event, validate_event
+from schemas.errors import ContractError, EventTooLargeError
 from schemas.events import EVENT_CLASSES, Event
 
 KNOWN_TYPES = frozenset(str(cls.model_fields["event_type"].default) for cls in EVENT_CLASSES)
@@ -38,6 +38,7 @@ class BatchOutcome:
 
     Attributes:
         clean: accepted events by source partition (the clean topic's partition too).
+        encoded: the same events as JSON, in the same order.
         dead_letters: rejected messages and events, with reasons.
         entries: dedup entries to record, one per source topic-partition with accepted ids.
         duplicates: events dropped because their id was seen within the window.
@@ -45,6 +46,7 @@ class BatchOutcome:
     """
 
     clean: dict[int, list[Event]] = field(default_factory=dict)
+    encoded: dict[int, list[bytes]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     entries: list[DedupEntry] = field(default_factory=list)
     duplicates: int = 0
@@ -55,11 +57,19 @@ class BatchOutcome:
         return sum(len(events) for events in self.clean.values())
 
 
-def process_batch(messages: Iterable[SourceMessage], index: DedupIndex, now: float) -> BatchOutcome:
+def process_batch(
+    messages: Iterable[SourceMessage], index: DedupIndex, now: float, max_event_bytes: int = 1 << 20
+) -> BatchOutcome:
     """Turn a batch of input messages into clean events, dead letters and dedup entries.
 
     Every event of every message ends in exactly one of: ``clean``, ``dead_letters``,
     ``duplicates``. The index is not modified; record ``entries`` once they are durable.
+
+    Args:
+        messages: the batch, in the order read.
+        index: ids seen within the dedup window.
+        now: wall-clock seconds, stamped on the dedup entries.
+        max_event_bytes: an event whose JSON is larger is dead-lettered (``too_large``).
     """
     outcome = BatchOutcome()
     in_batch: set[str] = set()
@@ -82,12 +92,20 @@ def process_batch(messages: Iterable[SourceMessage], index: DedupIndex, now: flo
                 original = (message.value or b"") if lone else orjson.dumps(raw)
                 outcome.dead_letters.append(_dead(exc, message, original, None if lone else position))
                 continue
+            encoded = encode_event(event)
+            if len(encoded) > max_event_bytes:
+                too_large = EventTooLargeError(
+                    f"event is {len(encoded):,} bytes encoded; the limit is {max_event_bytes:,}"
+                )
+                outcome.dead_letters.append(_dead(too_large, message, orjson.dumps(raw), None if lone else position))
+                continue
             event_id = str(event.event_id)
             if event_id in index or event_id in in_batch:
                 outcome.duplicates += 1
                 continue
             in_batch.add(event_id)
             outcome.clean.setdefault(message.partition, []).append(event)
+            outcome.encoded.setdefault(message.partition, []).append(encoded)
             accepted_ids.setdefault(tp, []).append(event_id)
     for (topic, partition), ids in accepted_ids.items():
         key = f"{partition}:{topic}:{last_offset[(topic, partition)]}"

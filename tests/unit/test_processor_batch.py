@@ -90,3 +90,34 @@ def test_every_event_is_accounted_for_exactly_once(plan: list[object]) -> None:
     outcome = process_batch(messages, DedupIndex(60), 0.0)
     assert outcome.accepted + len(outcome.dead_letters) + outcome.duplicates == total
     assert outcome.accepted == len({e.event_id for e in sent})
+
+
+def test_an_event_over_the_size_limit_is_dead_lettered() -> None:
+    big = task_created(task_id="big", payload={"title": "t", "description": "x" * 5000})
+    small = task_created(task_id="small")
+    outcome = process_batch([msg(encode_bundle([big, small]))], DedupIndex(60), 0.0, max_event_bytes=4096)
+    assert [e.task_id for e in outcome.clean[0]] == ["small"]
+    [dead] = outcome.dead_letters
+    assert dead.error_kind == "too_large"
+    assert "limit is 4,096" in dead.error
+
+
+def test_clean_bundles_respect_count_and_size() -> None:
+    from schemas.codec import chunk_encoded, decode_message
+
+    encoded = [b'{"n":%d}' % i for i in range(10)]
+    bundles = chunk_encoded(encoded, max_events=4, max_bytes=1000)
+    assert [len(decode_message(b)) for b in bundles] == [4, 4, 2]
+    assert [x for b in bundles for x in decode_message(b)] == [{"n": i} for i in range(10)]
+    assert [len(decode_message(b)) for b in chunk_encoded(encoded, 100, max_bytes=20)] == [2, 2, 2, 2, 2]
+    assert chunk_encoded([b"x" * 50], 10, 20) == [b"[" + b"x" * 50 + b"]"]
+
+
+def test_dead_letter_originals_are_capped() -> None:
+    from consumers.deadletter import MAX_ORIGINAL_BYTES
+
+    outcome = process_batch([msg(b"z" * (MAX_ORIGINAL_BYTES + 10))], DedupIndex(60), 0.0)
+    record = orjson.loads(outcome.dead_letters[0].to_json())
+    assert record["original_truncated"] is True
+    assert record["original_size"] == MAX_ORIGINAL_BYTES + 10
+    assert len(record["original"]) == MAX_ORIGINAL_BYTES
