@@ -16,13 +16,12 @@ counted again, whether it comes from a replay or from upstream.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
 
 import asyncpg
 
 from consumers import metrics
-from consumers.rows import unique_by_event_id
+from consumers.clean import AGENT_ID, EVENT_ID, EVENT_TYPE, OCCURRED_AT, PROJECT_ID, Row, unique_rows
 
 _CLAIM_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS applied_staging
@@ -42,31 +41,53 @@ DO UPDATE SET count = c.count + EXCLUDED.count
 """
 
 
-async def claim_new(conn: asyncpg.Connection, aggregate: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Record the events as applied to ``aggregate``; return those not applied before.
+async def claim_new(conn: asyncpg.Connection, aggregate: str, rows: list[Row]) -> list[Row]:
+    """Record the rows' events as applied to ``aggregate``; return those not applied before.
 
     Args:
         conn: a connection inside the batch's transaction.
         aggregate: name of the aggregate (one claim per event per aggregate).
-        events: events with distinct ``event_id``.
+        rows: clean rows with distinct ``event_id``.
     """
-    records = [(aggregate, e["event_id"]) for e in events]
+    records = [(aggregate, row[EVENT_ID]) for row in rows]
     try:
         async with conn.transaction():
             await conn.copy_records_to_table("aggregate_applied", records=records, columns=("aggregate", "event_id"))
-        return events
+        return rows
     except asyncpg.UniqueViolationError:
         pass
     await conn.execute(_CLAIM_STAGING)
     await conn.copy_records_to_table("applied_staging", records=records, columns=("aggregate", "event_id"))
     fresh = {r[0] for r in await conn.fetch(_CLAIM_MERGE)}
     await conn.execute("TRUNCATE applied_staging")
-    return [e for e in events if e["event_id"] in fresh]
+    return [row for row in rows if row[EVENT_ID] in fresh]
 
 
 def hour_of(occurred_at: str) -> datetime:
-    """The hourly bucket of an ISO-8601 timestamp."""
-    return datetime.fromisoformat(occurred_at).replace(minute=0, second=0, microsecond=0)
+    """The hourly bucket (UTC) of an ISO-8601 timestamp."""
+    return datetime.fromisoformat(occurred_at).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hourly_counts(rows: list[Row]) -> Counter[tuple[datetime, str, str, str]]:
+    """Count rows per (hour, project, agent, event type).
+
+    The processor writes UTC timestamps (``...+00:00``); their hour is a prefix of the
+    text, so rows are grouped by it and only one timestamp per group is parsed.
+    """
+    by_prefix: Counter[tuple[str, str, str, str]] = Counter()
+    odd: list[Row] = []
+    for row in rows:
+        stamp = row[OCCURRED_AT]
+        if stamp.endswith("+00:00"):
+            by_prefix[(stamp[:13], row[PROJECT_ID] or "", row[AGENT_ID] or "", row[EVENT_TYPE])] += 1
+        else:
+            odd.append(row)
+    counts: Counter[tuple[datetime, str, str, str]] = Counter()
+    for (prefix, project, agent, event_type), count in by_prefix.items():
+        counts[(hour_of(prefix + ":00:00+00:00"), project, agent, event_type)] += count
+    for row in odd:
+        counts[(hour_of(row[OCCURRED_AT]), row[PROJECT_ID] or "", row[AGENT_ID] or "", row[EVENT_TYPE])] += 1
+    return counts
 
 
 class HourlyEventCounts:
@@ -75,13 +96,10 @@ class HourlyEventCounts:
     stage = "aggregator"
     aggregate = "event_counts_hourly"
 
-    async def write(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int:
+    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
         """Count the batch's new events into their hours; return how many counted."""
-        fresh = await claim_new(conn, self.aggregate, unique_by_event_id(events))
-        counts = Counter(
-            (hour_of(e["occurred_at"]), e.get("project_id") or "", e.get("agent_id") or "", e["event_type"])
-            for e in fresh
-        )
+        fresh = await claim_new(conn, self.aggregate, unique_rows(rows))
+        counts = hourly_counts(fresh)
         keys = sorted(counts)
         if keys:
             await conn.execute(
@@ -92,5 +110,5 @@ class HourlyEventCounts:
                 [k[3] for k in keys],
                 [counts[k] for k in keys],
             )
-        metrics.EVENTS_IN.labels(self.stage, "*").inc(len(events))
+        metrics.EVENTS_IN.labels(self.stage, "*").inc(len(rows))
         return len(fresh)

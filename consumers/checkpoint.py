@@ -2,9 +2,9 @@
 
 Contract of a ``BatchWriter`` used by ``CheckpointedConsumer``:
 
-* ``write(conn, events)`` is called inside an open transaction (a savepoint) with the
-  decoded events of one batch (clean-topic events, possibly including copies already
-  written before). It must be idempotent per ``event_id``. It returns how many events
+* ``write(conn, rows)`` is called inside an open transaction (a savepoint) with the
+  rows of one batch (clean-topic rows, ``consumers.clean.EVENT_COLUMNS`` order, possibly
+  including copies already written before). It must be idempotent per ``event_id``. It returns how many events
   took effect. If it fails on the data (see ``consumers.poison``), it is called again on
   halves of the batch until the refused events stand alone; those are dead-lettered
   (acknowledged by the broker) before the transaction commits.
@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import orjson
@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from consumers import metrics
+from consumers.clean import EVENT_ID, OCCURRED_AT, Row, decode_rows, row_as_object
 from consumers.deadletter import DeadLetter
 from consumers.errors import is_retriable_db_error
 from consumers.offsets import load_offsets, store_offsets
@@ -44,15 +45,15 @@ class BatchWriter(Protocol):
 
     stage: str
 
-    async def write(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int: ...
+    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int: ...
 
 
 class PendingBatch:
     """Events read since the last commit, and the offsets that follow them."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.origins: list[tuple[TopicPartition, int]] = []  # (partition, offset) of each event
+        self.rows: list[Row] = []
+        self.origins: list[tuple[TopicPartition, int]] = []  # (partition, offset) of each row
         self.next_offsets: dict[TopicPartition, int] = {}
         self.started = 0.0
 
@@ -61,15 +62,14 @@ class PendingBatch:
             self.started = time.monotonic()
         self.next_offsets[tp] = offset + 1
         try:
-            decoded = orjson.loads(value or b"")
-        except orjson.JSONDecodeError:
+            rows = decode_rows(value)
+        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
             # The clean topic is written only by the processor; this is a bug, not bad input.
-            log.error("undecodable clean message at %s:%s offset %s; skipped", tp.topic, tp.partition, offset)
+            log.error("undecodable clean message at %s:%s offset %s skipped: %s", tp.topic, tp.partition, offset, exc)
             metrics.DEAD_LETTERS.labels("clean_undecodable").inc()
             return
-        events = decoded if isinstance(decoded, list) else [decoded]
-        self.events.extend(events)
-        self.origins.extend([(tp, offset)] * len(events))
+        self.rows.extend(rows)
+        self.origins.extend([(tp, offset)] * len(rows))
 
     def age_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000 if self.next_offsets else 0.0
@@ -147,9 +147,7 @@ class CheckpointedConsumer:
         for tp, messages in fetched.items():
             for message in messages:
                 self._batch.add(tp, message.offset, message.value)
-        if self._batch and (
-            len(self._batch.events) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms
-        ):
+        if self._batch and (len(self._batch.rows) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms):
             async with self._db_lock:
                 await self._flush()
 
@@ -177,16 +175,16 @@ class CheckpointedConsumer:
         conn = await self._connection()
         started = time.perf_counter()
         async with conn.transaction():
-            written, rejected = await write_isolating(conn, self._writer, batch.events) if batch.events else (0, [])
+            written, rejected = await write_isolating(conn, self._writer, batch.rows) if batch.rows else (0, [])
             if rejected:
                 await self._dead_letter(batch, rejected)
             await store_offsets(conn, self._group, batch.next_offsets)
         stage = self._writer.stage
         metrics.FLUSH_SECONDS.labels(stage, "batch").observe(time.perf_counter() - started)
-        metrics.BATCH_EVENTS.labels(stage).observe(len(batch.events))
+        metrics.BATCH_EVENTS.labels(stage).observe(len(batch.rows))
         metrics.EVENTS_OUT.labels(stage).inc(written)
-        metrics.DUPLICATES.labels(stage).inc(len(batch.events) - written - len(rejected))
-        self._observe_latency(batch.events)
+        metrics.DUPLICATES.labels(stage).inc(len(batch.rows) - written - len(rejected))
+        self._observe_latency(batch.rows)
         for tp, offset in batch.next_offsets.items():
             metrics.COMMITTED_OFFSET.labels(stage, tp.topic, str(tp.partition)).set(offset)
         self.events_written += written
@@ -208,23 +206,23 @@ class CheckpointedConsumer:
                 source_topic=tp.topic,
                 source_partition=tp.partition,
                 source_offset=offset,
-                original=orjson.dumps(batch.events[item.position]),
+                original=orjson.dumps(row_as_object(batch.rows[item.position])),
                 event_index=item.position,
             )
             log.error(
                 "%s: dead-lettering event %s: %s",
                 self._writer.stage,
-                batch.events[item.position].get("event_id"),
+                batch.rows[item.position][EVENT_ID],
                 item.reason,
             )
             sends.append(await self._dead_letters.send(self._settings.topics.dead_letters, record.to_json()))
             metrics.DEAD_LETTERS.labels("database").inc()
         await asyncio.gather(*sends)
 
-    def _observe_latency(self, events: list[dict[str, Any]]) -> None:
-        if not events:
+    def _observe_latency(self, rows: list[Row]) -> None:
+        if not rows:
             return
-        oldest = min(e.get("occurred_at", "") for e in events)
+        oldest = min(str(row[OCCURRED_AT]) for row in rows)
         try:
             from datetime import UTC, datetime
 

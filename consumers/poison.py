@@ -18,7 +18,7 @@ POISON_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 class _Writer(Protocol):
-    async def write(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int: ...
+    async def write(self, conn: asyncpg.Connection, rows: list[Any]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _reason(exc: BaseException) -> str:
 
 
 async def write_isolating(
-    conn: asyncpg.Connection, writer: _Writer, events: list[dict[str, Any]], offset: int = 0
+    conn: asyncpg.Connection, writer: _Writer, events: list[Any], offset: int = 0
 ) -> tuple[int, list[Rejected]]:
     """Write ``events`` inside savepoints; return (events written, rejected events).
 

@@ -1,4 +1,4 @@
-"""The COPY sink: clean events into the ``events`` table, once each.
+"""The COPY sink: clean rows into the ``events`` table, once each.
 
 Fast path: binary COPY straight into ``events`` (a batch is de-duplicated in memory
 first, and the processor already dropped duplicates seen within its window). If the
@@ -12,12 +12,14 @@ few batches take the slow path directly, since duplicates come in runs (replays)
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from consumers import metrics
-from consumers.rows import EVENT_COLUMNS, event_row, unique_by_event_id
+from consumers.clean import EVENT_COLUMNS, EVENT_TYPE, Row, unique_rows
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,16 @@ _MERGE = (
     "ON CONFLICT (event_id, occurred_at) DO NOTHING"
 )
 
+_parse_time = datetime.fromisoformat
+
+
+def copy_record(row: Row) -> tuple[Any, ...]:
+    """A clean row as a binary-COPY record: the timestamp parsed, everything else as is.
+
+    The payload stays JSON text; asyncpg's jsonb codec sends text, so it is never re-encoded.
+    """
+    return (row[0], _parse_time(row[1]), *row[2:])
+
 
 class EventSink:
     """``BatchWriter`` for the ``events`` table (see ``consumers.checkpoint``)."""
@@ -43,35 +55,27 @@ class EventSink:
     def __init__(self) -> None:
         self._merge_runs_left = 0
 
-    async def write(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> int:
-        """Insert the batch's new events; return how many rows were inserted."""
-        rows = [event_row(e) for e in unique_by_event_id(events)]
-        for event_type, count in _count_types(events).items():
+    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
+        """Insert the batch's new rows; return how many were inserted."""
+        records = [copy_record(row) for row in unique_rows(rows)]
+        for event_type, count in Counter(row[EVENT_TYPE] for row in rows).items():
             metrics.EVENTS_IN.labels(self.stage, event_type).inc(count)
         if self._merge_runs_left == 0:
             try:
                 async with conn.transaction():  # a savepoint inside the batch's transaction
-                    await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-                return len(rows)
+                    await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+                return len(records)
             except asyncpg.UniqueViolationError:
-                log.info("sink: batch of %d holds rows already stored; merging", len(rows))
+                log.info("sink: batch of %d holds rows already stored; merging", len(records))
                 self._merge_runs_left = MERGE_RUN_AFTER_CONFLICT
         self._merge_runs_left -= 1
-        return await merge_rows(conn, rows)
+        return await merge_records(conn, records)
 
 
-async def merge_rows(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Insert rows that are not stored yet, through a staging table; return how many."""
+async def merge_records(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> int:
+    """Insert records that are not stored yet, through a staging table; return how many."""
     await conn.execute(_STAGING)
-    await conn.copy_records_to_table("events_staging", records=rows, columns=EVENT_COLUMNS)
+    await conn.copy_records_to_table("events_staging", records=records, columns=EVENT_COLUMNS)
     status: str = await conn.execute(_MERGE)
     await conn.execute("TRUNCATE events_staging")
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _count_types(events: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for event in events:
-        event_type = event.get("event_type", "?")
-        counts[event_type] = counts.get(event_type, 0) + 1
-    return counts

@@ -147,6 +147,11 @@ class Stack:
         await self.stop()
 
     @property
+    def kafka_embedded(self) -> bool:
+        """Whether this stack runs the embedded broker."""
+        return self._kafka is not None
+
+    @property
     def log_dir(self) -> Path:
         return self.settings.data_dir / "logs"
 
@@ -174,7 +179,7 @@ class Stack:
         if fresh_broker:
             await self._forget_stale_offsets()
         log.info("topics created: %s", ", ".join(created) or "none (all existed)")
-        await self._start_workers()
+        await self.start_workers(self._roles)
 
     async def _forget_stale_offsets(self) -> None:
         # A new in-memory broker has empty topics: offsets stored for the old ones are void.
@@ -184,17 +189,24 @@ class Stack:
         finally:
             await conn.close()
 
-    async def _start_workers(self) -> None:
-        s = self.settings
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.metrics_dir.mkdir(parents=True)
+    async def start_workers(self, roles: tuple[str, ...], settings: StackSettings | None = None) -> None:
+        """Start worker processes for ``roles`` (``processor``, ``sink``, ``aggregator``).
+
+        Args:
+            roles: which workers.
+            settings: their settings, if not the stack's own (benchmarks use fresh topics).
+        """
+        s = settings or self.settings
+        if not self.metrics_dir.exists() or not self.workers:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir.mkdir(parents=True)
         env = {
             **os.environ,
             **s.worker_environment(),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve()),
             "DEVTRAIL_METRICS_PORT": "0",  # the supervisor serves all workers' metrics
         }
-        for role in self._roles:
+        for role in roles:
             count = s.processor_workers if role == "processor" else 1
             for n in range(1, count + 1):
                 name = f"{role}-{n}"
@@ -207,10 +219,14 @@ class Stack:
         """The worker called ``name`` (``sink-1``)."""
         return next(w for w in self.workers if w.name == name)
 
-    async def stop(self) -> None:
-        """Stop workers (SIGTERM, they finish their batch), then embedded services."""
+    async def stop_workers(self) -> None:
+        """Stop every worker (SIGTERM: each finishes its batch)."""
         await asyncio.gather(*(w.stop() for w in self.workers))
         self.workers.clear()
+
+    async def stop(self) -> None:
+        """Stop workers (SIGTERM, they finish their batch), then embedded services."""
+        await self.stop_workers()
         if self._kafka is not None:
             self._kafka.stop()
             self._kafka = None

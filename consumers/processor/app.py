@@ -21,10 +21,10 @@ from typing import Any
 import faust
 
 from consumers import metrics
+from consumers.clean import chunk_rows
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
-from schemas.codec import chunk_encoded
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Processor:
         sends = [
             await self._clean.send(key=None, value=bundle, partition=partition)
             for partition, encoded in outcome.encoded.items()
-            for bundle in chunk_encoded(encoded, s.processor_clean_bundle_events, s.processor_clean_bundle_bytes)
+            for bundle in chunk_rows(encoded, s.processor_clean_bundle_events, s.processor_clean_bundle_bytes)
         ]
         sends += [
             await self._dead_letters.send(key=f"{d.source_topic}:{d.source_partition}".encode(), value=d.to_json())

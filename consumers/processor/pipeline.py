@@ -7,17 +7,19 @@ does the reading, publishing and acknowledging around it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
+from consumers.clean import event_to_row
 from consumers.deadletter import DeadLetter
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.errors import ContractError, EventTooLargeError
-from schemas.events import EVENT_CLASSES, Event
+from schemas.events import EVENT_ADAPTER, EVENT_CLASSES, EVENT_LIST_ADAPTER, Event
 
 KNOWN_TYPES = frozenset(str(cls.model_fields["event_type"].default) for cls in EVENT_CLASSES)
 
@@ -38,7 +40,7 @@ class BatchOutcome:
 
     Attributes:
         clean: accepted events by source partition (the clean topic's partition too).
-        encoded: the same events as JSON, in the same order.
+        encoded: the same events as clean rows (``consumers.clean``), JSON-encoded, same order.
         dead_letters: rejected messages and events, with reasons.
         entries: dedup entries to record, one per source topic-partition with accepted ids.
         duplicates: events dropped because their id was seen within the window.
@@ -78,26 +80,13 @@ def process_batch(
     for message in messages:
         tp = (message.topic, message.partition)
         last_offset[tp] = message.offset
-        try:
-            raws = decode_message(message.value)
-        except ContractError as exc:
-            outcome.dead_letters.append(_dead(exc, message, message.value or b"", None))
-            continue
-        lone = len(raws) == 1
-        for position, raw in enumerate(raws):
-            outcome.received[_type_of(raw)] += 1
-            try:
-                event = validate_event(raw)
-            except ContractError as exc:
-                original = (message.value or b"") if lone else orjson.dumps(raw)
-                outcome.dead_letters.append(_dead(exc, message, original, None if lone else position))
-                continue
-            encoded = encode_event(event)
-            if len(encoded) > max_event_bytes:
-                too_large = EventTooLargeError(
-                    f"event is {len(encoded):,} bytes encoded; the limit is {max_event_bytes:,}"
-                )
-                outcome.dead_letters.append(_dead(too_large, message, orjson.dumps(raw), None if lone else position))
+        for position, event, raw in _validated(message, outcome):
+            outcome.received[event.event_type] += 1
+            row = orjson.dumps(event_to_row(event))
+            if len(row) > max_event_bytes:
+                too_large = EventTooLargeError(f"event is {len(row):,} bytes encoded; the limit is {max_event_bytes:,}")
+                original = raw if raw is not None else encode_event(event)
+                outcome.dead_letters.append(_dead(too_large, message, original, position))
                 continue
             event_id = str(event.event_id)
             if event_id in index or event_id in in_batch:
@@ -105,12 +94,49 @@ def process_batch(
                 continue
             in_batch.add(event_id)
             outcome.clean.setdefault(message.partition, []).append(event)
-            outcome.encoded.setdefault(message.partition, []).append(encoded)
+            outcome.encoded.setdefault(message.partition, []).append(row)
             accepted_ids.setdefault(tp, []).append(event_id)
     for (topic, partition), ids in accepted_ids.items():
         key = f"{partition}:{topic}:{last_offset[(topic, partition)]}"
         outcome.entries.append(DedupEntry(key, partition, now, tuple(ids)))
     return outcome
+
+
+def _validated(message: SourceMessage, outcome: BatchOutcome) -> Iterator[tuple[int | None, Event, bytes | None]]:
+    """Yield (position in bundle or None, event, original bytes if known) for valid events.
+
+    Fast path: pydantic validates the whole message straight from its JSON bytes. When any
+    part fails, the message is decoded and each event validated alone, so that only the
+    bad ones are dead-lettered (with their reason) into ``outcome``.
+    """
+    value = message.value or b""
+    try:
+        if value[:1] == b"[":
+            events = EVENT_LIST_ADAPTER.validate_json(value)
+            lone = len(events) == 1
+            for position, event in enumerate(events):
+                yield (None if lone else position), event, (value if lone else None)
+            return
+        if value[:1] == b"{":
+            yield None, EVENT_ADAPTER.validate_json(value), value
+            return
+    except ValidationError:
+        pass
+    try:
+        raws = decode_message(message.value)
+    except ContractError as exc:
+        outcome.dead_letters.append(_dead(exc, message, value, None))
+        return
+    lone = len(raws) == 1
+    for position, raw in enumerate(raws):
+        try:
+            event = validate_event(raw)
+        except ContractError as exc:
+            outcome.received[_type_of(raw)] += 1
+            original = value if lone else orjson.dumps(raw)
+            outcome.dead_letters.append(_dead(exc, message, original, None if lone else position))
+            continue
+        yield (None if lone else position), event, (value if lone else orjson.dumps(raw))
 
 
 def _type_of(raw: Any) -> str:

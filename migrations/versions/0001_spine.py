@@ -59,7 +59,7 @@ def upgrade() -> None:
             correlation_id  text,
             causation_id    uuid,
             payload         jsonb       NOT NULL,
-            ingested_at     timestamptz NOT NULL DEFAULT now(),
+            ingested_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
             PRIMARY KEY (event_id, occurred_at)
         ) PARTITION BY RANGE (occurred_at)
         """

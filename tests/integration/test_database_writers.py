@@ -9,20 +9,20 @@ import orjson
 import pytest
 
 from consumers.aggregator import HourlyEventCounts
+from consumers.clean import Row, decode_rows, encode_rows, event_to_row
 from consumers.offsets import load_offsets, store_offsets
 from consumers.sink import EventSink
-from schemas.codec import encode_bundle
 from tests.factories import llm_called, task_created
 
 pytestmark = pytest.mark.integration
 
 
-def clean(events: list[Any]) -> list[dict[str, Any]]:
-    decoded: list[dict[str, Any]] = orjson.loads(encode_bundle(events))
-    return decoded
+def clean(events: list[Any]) -> list[Row]:
+    """The events as the processor writes them to the clean topic, read back."""
+    return decode_rows(encode_rows([orjson.dumps(event_to_row(e)) for e in events]))
 
 
-async def write(conn: asyncpg.Connection, writer: Any, events: list[dict[str, Any]]) -> int:
+async def write(conn: asyncpg.Connection, writer: Any, events: list[Row]) -> int:
     async with conn.transaction():
         return int(await writer.write(conn, events))
 

@@ -6,10 +6,10 @@ import asyncpg
 import orjson
 import pytest
 
+from consumers.clean import OCCURRED_AT, encode_rows, event_to_row
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from producers import EventProducer
-from schemas.codec import encode_event
 from tests.factories import task_created
 from tests.integration.pipeline import counts, read_topic, wait_for
 
@@ -21,11 +21,11 @@ async def test_refused_rows_are_dead_lettered_and_the_batch_goes_on(
 ) -> None:
     nul = task_created(task_id="nul", payload={"title": "NUL \u0000 inside"})  # jsonb refuses \\u0000
     good = [task_created(task_id=f"good-{i}") for i in range(10)]
-    bad_date = orjson.loads(encode_event(task_created(task_id="bad-date")))
-    bad_date["occurred_at"] = "yesterday"  # only a broken writer of the clean topic could do this
+    bad_date = event_to_row(task_created(task_id="bad-date"))
+    bad_date[OCCURRED_AT] = "yesterday"  # only a broken writer of the clean topic could do this
     async with Stack(stack_settings) as stack, EventProducer(stack.settings) as producer:
         await producer.emit_many([*good[:5], nul, *good[5:]])
-        await producer.send_raw(stack.settings.topics.clean, orjson.dumps([bad_date]), b"bad-date")
+        await producer.send_raw(stack.settings.topics.clean, encode_rows([orjson.dumps(bad_date)]), b"bad-date")
 
         async def done() -> bool:
             return (await counts(db))[0] >= 10 and (await counts(db))[2] >= 11

@@ -22,6 +22,7 @@ def test_duplicates_inside_a_batch_and_across_the_window_are_dropped() -> None:
     assert [e.event_id for e in outcome.clean[0]] == [a.event_id]
     assert outcome.duplicates == 3
     assert outcome.entries == [DedupEntry("0:in:2", 0, 101.0, (str(a.event_id),))]
+    assert [orjson.loads(r)[0] for r in outcome.encoded[0]] == [str(a.event_id)]
 
 
 def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_with_its_position() -> None:
@@ -102,15 +103,24 @@ def test_an_event_over_the_size_limit_is_dead_lettered() -> None:
     assert "limit is 4,096" in dead.error
 
 
-def test_clean_bundles_respect_count_and_size() -> None:
-    from schemas.codec import chunk_encoded, decode_message
+def test_clean_messages_respect_row_count_and_size() -> None:
+    from consumers.clean import chunk_rows, decode_rows, event_to_row
 
-    encoded = [b'{"n":%d}' % i for i in range(10)]
-    bundles = chunk_encoded(encoded, max_events=4, max_bytes=1000)
-    assert [len(decode_message(b)) for b in bundles] == [4, 4, 2]
-    assert [x for b in bundles for x in decode_message(b)] == [{"n": i} for i in range(10)]
-    assert [len(decode_message(b)) for b in chunk_encoded(encoded, 100, max_bytes=20)] == [2, 2, 2, 2, 2]
-    assert chunk_encoded([b"x" * 50], 10, 20) == [b"[" + b"x" * 50 + b"]"]
+    rows = [orjson.dumps(event_to_row(task_created(task_id=f"T{i}"))) for i in range(10)]
+    messages = chunk_rows(rows, max_rows=4, max_bytes=1 << 20)
+    assert [len(decode_rows(m)) for m in messages] == [4, 4, 2]
+    assert [r[8] for m in messages for r in decode_rows(m)] == [f"T{i}" for i in range(10)]
+    one_each = chunk_rows(rows, 100, max_bytes=len(rows[0]) + 150)
+    assert [len(decode_rows(m)) for m in one_each] == [1] * 10
+
+
+def test_clean_rows_keep_the_payload_as_json_text_and_follow_their_columns() -> None:
+    from consumers.clean import EVENT_COLUMNS, PAYLOAD, decode_rows, event_to_row
+
+    row = event_to_row(llm_called(tokens_in=42))
+    assert orjson.loads(row[PAYLOAD])["input_tokens"] == 42
+    reordered = {"columns": [*reversed(EVENT_COLUMNS), "added_later"], "rows": [[*reversed(row), "x"]]}
+    assert decode_rows(orjson.dumps(reordered)) == [row]
 
 
 def test_dead_letter_originals_are_capped() -> None:

@@ -1,0 +1,81 @@
+"""Drain: N events pre-loaded into Kafka, timed until all are stored and aggregated."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from bench.harness import Timer, fresh_database, fresh_settings, say, wait_for, workers_cpu, workers_peak_rss
+from bench.producer import emit_all
+from devtrail.settings import StackSettings
+from devtrail.stack import Stack
+from devtrail.topics import ensure_topics
+from producers import EventProducer, Workload
+
+CHUNK = 20_000
+
+
+async def preload(settings: StackSettings, events: int, duplicate_rate: float) -> int:
+    """Produce ``events`` unique events (plus re-sent copies) before any worker runs."""
+    workload = Workload("bench-drain", seed=5)
+    produced = 0
+    timer = Timer()
+    async with EventProducer(settings) as producer:
+        while produced < events:
+            chunk = list(workload.events(min(CHUNK, events - produced)))
+            copies = chunk[: int(len(chunk) * duplicate_rate)]
+            await emit_all(producer, chunk + copies, len(chunk) + len(copies))
+            produced += len(chunk)
+            if produced % 100_000 == 0 or produced == events:
+                say(f"drain: pre-loaded {produced:,}/{events:,} events ({timer.seconds:.0f}s)")
+    return int(events * duplicate_rate)
+
+
+async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate: float = 0.05) -> dict[str, object]:
+    """Pre-load, start processor + sink + aggregator, time until every event is stored and counted."""
+    settings = fresh_settings(stack.settings, await fresh_database(admin_url))
+    await ensure_topics(settings, settings.replication_factor)
+    duplicates = await preload(settings, events, duplicate_rate)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        started = time.perf_counter()
+        await stack.start_workers(("processor", "sink", "aggregator"), settings)
+        first: list[float] = []
+
+        async def aggregated_all() -> bool:
+            counted = await conn.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly")
+            if counted and not first:
+                first.append(time.perf_counter())
+            return bool(counted >= events)
+
+        async def stored_all() -> bool:
+            return bool(await conn.fetchval("SELECT count(*) FROM events") >= events)
+
+        await wait_for(aggregated_all, 60 + events / 2000, "every event aggregated", poll_s=0.1)
+        await wait_for(stored_all, 120, "every event stored", poll_s=0.1)
+        finished = time.perf_counter()
+        rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
+        stored = await conn.fetchval("SELECT count(*) FROM events")
+        counted = await conn.fetchval("SELECT sum(count) FROM event_counts_hourly")
+    finally:
+        await conn.close()
+        await stack.stop_workers()
+    total = finished - started
+    after_first = finished - first[0]
+    say(
+        f"drain: {events:,} events (+{duplicates:,} duplicates) stored and aggregated in {total:.1f}s from worker start"
+        f" = {events / total:,.0f}/s; {after_first:.1f}s after the first commit = {events / after_first:,.0f}/s"
+    )
+    say(f"drain: worker CPU seconds {cpu}; peak RSS MB {rss}")
+    return {
+        "drain_events": events,
+        "drain_duplicates_sent": duplicates,
+        "drain_stored": stored,
+        "drain_aggregated": counted,
+        "drain_events_per_second": round(events / after_first),
+        "drain_events_per_second_including_startup": round(events / total),
+        "drain_startup_seconds": round(first[0] - started, 2),
+        "drain_worker_cpu_seconds": cpu,
+        "drain_peak_rss_mb": rss,
+    }

@@ -1,0 +1,115 @@
+"""What every benchmark needs: a stack of real services, fresh names, clocks, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from devtrail import migrate
+from devtrail.settings import StackSettings
+from devtrail.stack import Stack
+
+
+def say(text: str) -> None:
+    """Progress goes to stderr; stdout is kept for the results."""
+    sys.stderr.write(f"[bench] {text}\n")
+    sys.stderr.flush()
+
+
+def fresh_settings(base: StackSettings, database_url: str, **overrides: object) -> StackSettings:
+    """Settings with topics and consumer groups of their own."""
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    return base.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "processor_group": f"{prefix}-processor",
+            "sink_group": f"{prefix}-sink",
+            "aggregator_group": f"{prefix}-aggregator",
+            "database_url": database_url,
+            **overrides,
+        }
+    )
+
+
+async def fresh_database(admin_url: str) -> str:
+    """Create and migrate a database; return its URL."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = admin_url.partition("?")
+    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    """Poll ``check`` until true; raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(poll_s)
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory of a process (VmHWM), or of this one."""
+    if pid is None:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def workers_peak_rss(stack: Stack) -> dict[str, float]:
+    """Peak RSS of each running worker process, in MB."""
+    return {w.name: peak_rss_mb(w.pid) for w in stack.workers if w.pid}
+
+
+@dataclass
+class Timer:
+    """Wall-clock and CPU time of a block."""
+
+    started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def cpu_seconds(self) -> float:
+        return time.process_time() - self.cpu_started
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    return round((int(fields[11]) + int(fields[12])) / ticks, 2)
+
+
+def workers_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds of each running worker process."""
+    return {w.name: cpu_seconds(w.pid) for w in stack.workers if w.pid}

@@ -1,0 +1,84 @@
+"""End-to-end latency at a steady offered load: from ``occurred_at`` to the stored row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+
+from bench.harness import fresh_database, fresh_settings, say, wait_for, workers_cpu, workers_peak_rss
+from devtrail.stack import Stack
+from devtrail.topics import ensure_topics
+from producers import EventProducer, Workload
+from schemas.ids import uuid7
+
+TICK_S = 0.01
+
+_PERCENTILES = """
+SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms) AS p, max(ms) AS worst, count(*) AS n
+FROM (SELECT extract(epoch FROM ingested_at - occurred_at) * 1000 AS ms FROM events WHERE source = $1) AS x
+"""
+
+
+async def offer(producer: EventProducer, workload: Workload, rate: int, seconds: float) -> int:
+    """Emit ``rate`` events/s for ``seconds``, each stamped ``occurred_at`` = the moment it is emitted."""
+    template = list(workload.events(5000))
+    per_tick = max(1, round(rate * TICK_S))
+    started = time.perf_counter()
+    sent, ticks = 0, 0
+    waiters = []
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed / TICK_S) + 1
+        for _ in range(due - ticks):
+            now = datetime.now(UTC)
+            for i in range(per_tick):
+                event = template[(sent + i) % len(template)]
+                waiters.append(producer.emit_nowait(event.model_copy(update={"event_id": uuid7(), "occurred_at": now})))
+            sent += per_tick
+        ticks = due
+        await asyncio.sleep(max(0.0, ticks * TICK_S - (time.perf_counter() - started)))
+    await asyncio.gather(*waiters)
+    return sent
+
+
+async def bench_latency(stack: Stack, admin_url: str, rate: int, seconds: float) -> dict[str, object]:
+    """Run the pipeline at ``rate`` events/s for ``seconds``; report latency percentiles."""
+    settings = fresh_settings(stack.settings, await fresh_database(admin_url))
+    await ensure_topics(settings, settings.replication_factor)
+    await stack.start_workers(("processor", "sink", "aggregator"), settings)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with EventProducer(settings) as producer:
+            warmup = Workload("bench-warmup", seed=2)
+            await producer.emit_many(list(warmup.events(200)))
+            await wait_for(
+                lambda: _count(conn, warmup.source, 200), 120, "the warm-up events (workers joined)", poll_s=0.2
+            )
+            workload = Workload("bench-latency", seed=4)
+            say(f"latency: offering {rate:,} events/s for {seconds:.0f}s")
+            sent = await offer(producer, workload, rate, seconds)
+        await wait_for(lambda: _count(conn, workload.source, sent), 120, "every offered event stored", poll_s=0.2)
+        row = await conn.fetchrow(_PERCENTILES, workload.source)
+        rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
+    finally:
+        await conn.close()
+        await stack.stop_workers()
+    p50, p99, p999 = row["p"]
+    say(f"latency: {row['n']:,} events, p50 {p50:.0f} ms, p99 {p99:.0f} ms, p99.9 {p999:.0f} ms")
+    return {
+        "latency_offered_events_per_second": rate,
+        "latency_seconds": seconds,
+        "latency_events": int(row["n"]),
+        "latency_ms_p50": round(float(p50), 1),
+        "latency_ms_p99": round(float(p99), 1),
+        "latency_ms_p999": round(float(p999), 1),
+        "latency_ms_max": round(float(row["worst"]), 1),
+        "latency_worker_cpu_seconds": cpu,
+        "latency_peak_rss_mb": rss,
+    }
+
+
+async def _count(conn: asyncpg.Connection, source: str, expected: int) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", source) >= expected)

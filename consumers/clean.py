@@ -1,0 +1,115 @@
+"""The clean topic's format: validated events as rows, cheap to read.
+
+A clean message is one JSON object::
+
+    {"columns": ["event_id", "occurred_at", ..., "payload"], "rows": [[...], [...]]}
+
+Each row holds the envelope's fields as scalars (UTC ISO timestamps, ids as text) and the
+payload as JSON *text*. Readers pay for scalars only: the sink hands the payload text to
+PostgreSQL's jsonb as it is, the aggregators never parse it. The column list travels with
+every message, so columns added later (enrichment) do not break older readers, and a
+reader maps a message with other columns onto the ones it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from schemas.envelope import Envelope
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "occurred_at",
+    "event_type",
+    "schema_version",
+    "source",
+    "project_id",
+    "agent_id",
+    "session_id",
+    "task_id",
+    "requirement_id",
+    "correlation_id",
+    "causation_id",
+    "payload",
+)
+EVENT_ID, OCCURRED_AT, EVENT_TYPE = 0, 1, 2
+PROJECT_ID, AGENT_ID = 5, 6
+PAYLOAD = len(EVENT_COLUMNS) - 1
+
+Row = list[Any]
+_HEAD = b'{"columns":' + orjson.dumps(list(EVENT_COLUMNS)) + b',"rows":['
+
+
+def event_to_row(event: Envelope) -> Row:
+    """A validated event as a clean row (``EVENT_COLUMNS`` order)."""
+    payload = getattr(event, "payload", None)
+    return [
+        str(event.event_id),
+        event.occurred_at.isoformat(),
+        getattr(event, "event_type", None),
+        event.schema_version,
+        event.source,
+        event.project_id,
+        event.agent_id,
+        event.session_id,
+        event.task_id,
+        event.requirement_id,
+        event.correlation_id,
+        str(event.causation_id) if event.causation_id else None,
+        payload.__pydantic_serializer__.to_json(payload).decode() if payload is not None else "{}",
+    ]
+
+
+def encode_rows(encoded_rows: Sequence[bytes]) -> bytes:
+    """One clean message from rows already encoded with ``orjson.dumps``."""
+    return _HEAD + b",".join(encoded_rows) + b"]}"
+
+
+def decode_rows(value: bytes | None) -> list[Row]:
+    """The rows of a clean message, in ``EVENT_COLUMNS`` order.
+
+    Raises:
+        ValueError: the message is not a clean message.
+    """
+    decoded = orjson.loads(value or b"")
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("rows"), list):
+        raise ValueError("not a clean message: expected an object with 'columns' and 'rows'")
+    columns = decoded.get("columns")
+    rows: list[Row] = decoded["rows"]
+    if columns == list(EVENT_COLUMNS):
+        return rows
+    if not isinstance(columns, list):
+        raise ValueError("clean message without a column list")
+    where = {name: i for i, name in enumerate(columns)}
+    picks = [where.get(name) for name in EVENT_COLUMNS]
+    return [[row[i] if i is not None else None for i in picks] for row in rows]
+
+
+def row_as_object(row: Row) -> dict[str, Any]:
+    """A row as a JSON-able object (for dead letters and tools)."""
+    return dict(zip(EVENT_COLUMNS, row, strict=False))
+
+
+def unique_rows(rows: list[Row]) -> list[Row]:
+    """Keep the first row of each ``event_id`` in a batch, in order."""
+    seen: dict[str, Row] = {}
+    for row in rows:
+        seen.setdefault(row[EVENT_ID], row)
+    return list(seen.values())
+
+
+def chunk_rows(encoded_rows: Sequence[bytes], max_rows: int, max_bytes: int) -> list[bytes]:
+    """Clean messages of at most ``max_rows`` rows and about ``max_bytes`` (a larger row travels alone)."""
+    messages: list[bytes] = []
+    start, size = 0, len(_HEAD) + 2
+    for i, encoded in enumerate(encoded_rows):
+        if i > start and (i - start >= max_rows or size + len(encoded) + 1 > max_bytes):
+            messages.append(encode_rows(encoded_rows[start:i]))
+            start, size = i, len(_HEAD) + 2
+        size += len(encoded) + 1
+    if start < len(encoded_rows):
+        messages.append(encode_rows(encoded_rows[start:]))
+    return messages
