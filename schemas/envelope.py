@@ -11,9 +11,10 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.ids import uuid7
 
-#: Major version of the contract this code reads and writes (see README, "Evolution").
+#: Major version of the contract this code reads and writes (see docs/events.md, "Evolution").
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.0"
+#: Version this code writes. 1.1 added event types and optional fields to 1.0; it reads 1.0 as is.
+SCHEMA_VERSION = "1.1"
 
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
@@ -24,12 +25,21 @@ Text = Annotated[str, StringConstraints(max_length=10_000)]
 
 
 class Family(enum.StrEnum):
-    """Event families; each has its own input topic."""
+    """Event families; each has its own input topic, ``devtrail.<family>``."""
 
     AGENT = "agent"
     TASK = "task"
     TOOL = "tool"
     LLM = "llm"
+    SESSION = "session"
+    REQUIREMENT = "requirement"
+    DEPLOYMENT = "deployment"
+    LINK = "link"
+    CONTEXT = "context"
+    VALIDATION = "validation"
+    METRIC = "metric"
+    USER = "user"
+    SYSTEM = "system"
 
 
 def _utc_in_bounds(value: datetime) -> datetime:
@@ -73,17 +83,25 @@ class Envelope(BaseModel):
 
     family: ClassVar[Family]
 
-    event_id: uuid.UUID = Field(default_factory=uuid7)
-    schema_version: SchemaVersion = SCHEMA_VERSION
-    source: ShortText
-    occurred_at: OccurredAt = Field(default_factory=_utcnow)
-    correlation_id: EntityId | None = None
-    causation_id: uuid.UUID | None = None
-    project_id: EntityId | None = None
-    agent_id: EntityId | None = None
-    session_id: EntityId | None = None
-    task_id: EntityId | None = None
-    requirement_id: EntityId | None = None
+    event_id: uuid.UUID = Field(
+        default_factory=uuid7,
+        description="UUIDv7 set once by the producer; the deduplication key. A re-sent copy keeps it.",
+    )
+    schema_version: SchemaVersion = Field(
+        default=SCHEMA_VERSION, description="Contract version the producer wrote, MAJOR.MINOR; major must be 1."
+    )
+    source: ShortText = Field(description="Who emitted the event: a service, an agent runtime, a CI job.")
+    occurred_at: OccurredAt = Field(
+        default_factory=_utcnow,
+        description="When it happened: RFC 3339 with a UTC offset; stored in UTC; 2000 <= year < 2100.",
+    )
+    correlation_id: EntityId | None = Field(default=None, description="Groups the events of one unit of work.")
+    causation_id: uuid.UUID | None = Field(default=None, description="event_id of the event that caused this one.")
+    project_id: EntityId | None = Field(default=None, description="The project.")
+    agent_id: EntityId | None = Field(default=None, description="The agent involved.")
+    session_id: EntityId | None = Field(default=None, description="The session (a conversation or agent run).")
+    task_id: EntityId | None = Field(default=None, description="The task.")
+    requirement_id: EntityId | None = Field(default=None, description="The requirement.")
 
     def partition_key(self) -> bytes:
         """Return the Kafka key: the entity whose order matters.

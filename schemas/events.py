@@ -1,124 +1,203 @@
-"""One class per event type; ``event_type`` is the discriminator.
+"""The event catalog: one class per event type; ``event_type`` is the discriminator.
 
 Handlers dispatch on the class (``match event: case TaskCompleted(): ...``), never on
-the string.
+the string. The classes live in one module per family (``task_events``, ``agent_events``,
+...); this module gathers them into ``EVENT_CLASSES``, the ``Event`` union and its adapters.
 """
 
 from __future__ import annotations
 
-import enum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from schemas.agent_events import (
+    AgentAction,
+    AgentActionPayload,
+    AgentErrorPayload,
+    AgentErrorReported,
+    AgentRegistered,
+    AgentRegisteredPayload,
+    AgentUnregistered,
+    AgentUnregisteredPayload,
+    LlmCalled,
+    LlmCalledPayload,
+    ToolCalled,
+    ToolCalledPayload,
+)
+from schemas.deployment_events import (
+    DeploymentBuildResult,
+    DeploymentBuildResultPayload,
+    DeploymentCompleted,
+    DeploymentCompletedPayload,
+    DeploymentFailed,
+    DeploymentFailedPayload,
+    DeploymentStage,
+    DeploymentStarted,
+    DeploymentStartedPayload,
+    DeploymentTestResult,
+    DeploymentTestResultPayload,
+    StepOutcome,
+)
+from schemas.envelope import Envelope
+from schemas.link_events import (
+    ClaudeSessionLink,
+    CodegenRequestLink,
+    DeploymentLink,
+    GithubPullRequestLink,
+    LinearIssueLink,
+    LinkCreated,
+    LinkCreatedPayload,
+    LinkKind,
+    LinkTarget,
+)
+from schemas.observation_events import (
+    ContextStored,
+    ContextStoredPayload,
+    MetricKind,
+    MetricRecorded,
+    MetricRecordedPayload,
+    UserAction,
+    UserActionPayload,
+    ValidationOutcome,
+    ValidationResult,
+    ValidationResultPayload,
+)
+from schemas.requirement_events import (
+    RequirementCompleted,
+    RequirementCompletedPayload,
+    RequirementComplexityScored,
+    RequirementComplexityScoredPayload,
+    RequirementCreated,
+    RequirementCreatedPayload,
+    RequirementUpdated,
+    RequirementUpdatedPayload,
+)
+from schemas.session_events import (
+    ChatMessage,
+    ChatMessagePayload,
+    ChatRole,
+    SessionEnded,
+    SessionEndedPayload,
+    SessionEndReason,
+    SessionStarted,
+    SessionStartedPayload,
+)
+from schemas.system_events import (
+    SystemConfigChanged,
+    SystemConfigChangedPayload,
+    SystemErrorPayload,
+    SystemErrorReported,
+    SystemNotice,
+    SystemNoticePayload,
+)
+from schemas.task_events import (
+    TaskCancelled,
+    TaskCancelledPayload,
+    TaskCompleted,
+    TaskCompletedPayload,
+    TaskCreated,
+    TaskCreatedPayload,
+    TaskDependencyAdded,
+    TaskDependencyAddedPayload,
+    TaskFailed,
+    TaskFailedPayload,
+    TaskStarted,
+    TaskStartedPayload,
+    TaskStatus,
+    TaskStatusChanged,
+    TaskStatusChangedPayload,
+)
 
+__all__ = [
+    "EVENT_ADAPTER",
+    "EVENT_CLASSES",
+    "EVENT_CLASSES_BY_TYPE",
+    "EVENT_LIST_ADAPTER",
+    "AgentAction",
+    "AgentActionPayload",
+    "AgentErrorPayload",
+    "AgentErrorReported",
+    "AgentRegistered",
+    "AgentRegisteredPayload",
+    "AgentUnregistered",
+    "AgentUnregisteredPayload",
+    "ChatMessage",
+    "ChatMessagePayload",
+    "ChatRole",
+    "ClaudeSessionLink",
+    "CodegenRequestLink",
+    "ContextStored",
+    "ContextStoredPayload",
+    "DeploymentBuildResult",
+    "DeploymentBuildResultPayload",
+    "DeploymentCompleted",
+    "DeploymentCompletedPayload",
+    "DeploymentFailed",
+    "DeploymentFailedPayload",
+    "DeploymentLink",
+    "DeploymentStage",
+    "DeploymentStarted",
+    "DeploymentStartedPayload",
+    "DeploymentTestResult",
+    "DeploymentTestResultPayload",
+    "Event",
+    "GithubPullRequestLink",
+    "LinearIssueLink",
+    "LinkCreated",
+    "LinkCreatedPayload",
+    "LinkKind",
+    "LinkTarget",
+    "LlmCalled",
+    "LlmCalledPayload",
+    "MetricKind",
+    "MetricRecorded",
+    "MetricRecordedPayload",
+    "RequirementCompleted",
+    "RequirementCompletedPayload",
+    "RequirementComplexityScored",
+    "RequirementComplexityScoredPayload",
+    "RequirementCreated",
+    "RequirementCreatedPayload",
+    "RequirementUpdated",
+    "RequirementUpdatedPayload",
+    "SessionEndReason",
+    "SessionEnded",
+    "SessionEndedPayload",
+    "SessionStarted",
+    "SessionStartedPayload",
+    "StepOutcome",
+    "SystemConfigChanged",
+    "SystemConfigChangedPayload",
+    "SystemErrorPayload",
+    "SystemErrorReported",
+    "SystemNotice",
+    "SystemNoticePayload",
+    "TaskCancelled",
+    "TaskCancelledPayload",
+    "TaskCompleted",
+    "TaskCompletedPayload",
+    "TaskCreated",
+    "TaskCreatedPayload",
+    "TaskDependencyAdded",
+    "TaskDependencyAddedPayload",
+    "TaskFailed",
+    "TaskFailedPayload",
+    "TaskStarted",
+    "TaskStartedPayload",
+    "TaskStatus",
+    "TaskStatusChanged",
+    "TaskStatusChangedPayload",
+    "ToolCalled",
+    "ToolCalledPayload",
+    "UserAction",
+    "UserActionPayload",
+    "ValidationOutcome",
+    "ValidationResult",
+    "ValidationResultPayload",
+]
 
-class TaskStatus(enum.StrEnum):
-    """Lifecycle states of a task."""
-
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    BLOCKED = "blocked"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-# ---- task lifecycle -------------------------------------------------------------------
-
-
-class TaskCreatedPayload(Payload):
-    title: ShortText
-    description: Text | None = None
-    parent_task_id: EntityId | None = None
-    priority: Annotated[int, Field(ge=0, le=5)] = 3
-
-
-class TaskStartedPayload(Payload):
-    assignee: EntityId | None = None
-
-
-class TaskCompletedPayload(Payload):
-    duration_ms: NonNegativeInt | None = None
-    summary: Text | None = None
-
-
-class TaskFailedPayload(Payload):
-    error: Text
-    retriable: bool = False
-    duration_ms: NonNegativeInt | None = None
-
-
-class TaskCreated(Envelope):
-    family: ClassVar[Family] = Family.TASK
-    event_type: Literal["task.created"] = "task.created"
-    payload: TaskCreatedPayload
-
-
-class TaskStarted(Envelope):
-    family: ClassVar[Family] = Family.TASK
-    event_type: Literal["task.started"] = "task.started"
-    payload: TaskStartedPayload = TaskStartedPayload()
-
-
-class TaskCompleted(Envelope):
-    family: ClassVar[Family] = Family.TASK
-    event_type: Literal["task.completed"] = "task.completed"
-    payload: TaskCompletedPayload = TaskCompletedPayload()
-
-
-class TaskFailed(Envelope):
-    family: ClassVar[Family] = Family.TASK
-    event_type: Literal["task.failed"] = "task.failed"
-    payload: TaskFailedPayload
-
-
-# ---- agents, tools, LLMs --------------------------------------------------------------
-
-
-class AgentActionPayload(Payload):
-    action: ShortText
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-
-class ToolCalledPayload(Payload):
-    tool_name: ShortText
-    success: bool = True
-    duration_ms: NonNegativeInt | None = None
-    error: Text | None = None
-
-
-class LlmCalledPayload(Payload):
-    """One model call. Names map to OpenTelemetry ``gen_ai.*`` attributes."""
-
-    provider: ShortText = Field(description="gen_ai.system")
-    model: ShortText = Field(description="gen_ai.request.model")
-    input_tokens: NonNegativeInt = Field(description="gen_ai.usage.input_tokens")
-    output_tokens: NonNegativeInt = Field(description="gen_ai.usage.output_tokens")
-    cached_tokens: NonNegativeInt = 0
-    cost_usd: NonNegativeFloat = 0.0
-    latency_ms: NonNegativeInt | None = None
-
-
-class AgentAction(Envelope):
-    family: ClassVar[Family] = Family.AGENT
-    event_type: Literal["agent.action"] = "agent.action"
-    payload: AgentActionPayload
-
-
-class ToolCalled(Envelope):
-    family: ClassVar[Family] = Family.TOOL
-    event_type: Literal["tool.called"] = "tool.called"
-    payload: ToolCalledPayload
-
-
-class LlmCalled(Envelope):
-    family: ClassVar[Family] = Family.LLM
-    event_type: Literal["llm.called"] = "llm.called"
-    payload: LlmCalledPayload
-
-
+#: Every event class, grouped by family in catalog order.
 EVENT_CLASSES: tuple[type[Envelope], ...] = (
     TaskCreated,
     TaskStarted,
@@ -127,10 +206,74 @@ EVENT_CLASSES: tuple[type[Envelope], ...] = (
     AgentAction,
     ToolCalled,
     LlmCalled,
+    # added in 1.1
+    AgentRegistered,
+    AgentErrorReported,
+    AgentUnregistered,
+    SessionStarted,
+    SessionEnded,
+    ChatMessage,
+    TaskStatusChanged,
+    TaskCancelled,
+    TaskDependencyAdded,
+    RequirementCreated,
+    RequirementUpdated,
+    RequirementComplexityScored,
+    RequirementCompleted,
+    DeploymentStarted,
+    DeploymentBuildResult,
+    DeploymentTestResult,
+    DeploymentCompleted,
+    DeploymentFailed,
+    LinkCreated,
+    ContextStored,
+    ValidationResult,
+    MetricRecorded,
+    UserAction,
+    SystemErrorReported,
+    SystemConfigChanged,
+    SystemNotice,
 )
 
+#: ``event_type`` string -> class.
+EVENT_CLASSES_BY_TYPE: dict[str, type[Envelope]] = {
+    str(cls.model_fields["event_type"].default): cls for cls in EVENT_CLASSES
+}
+
 Event = Annotated[
-    TaskCreated | TaskStarted | TaskCompleted | TaskFailed | AgentAction | ToolCalled | LlmCalled,
+    TaskCreated
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | AgentAction
+    | ToolCalled
+    | LlmCalled
+    | AgentRegistered
+    | AgentErrorReported
+    | AgentUnregistered
+    | SessionStarted
+    | SessionEnded
+    | ChatMessage
+    | TaskStatusChanged
+    | TaskCancelled
+    | TaskDependencyAdded
+    | RequirementCreated
+    | RequirementUpdated
+    | RequirementComplexityScored
+    | RequirementCompleted
+    | DeploymentStarted
+    | DeploymentBuildResult
+    | DeploymentTestResult
+    | DeploymentCompleted
+    | DeploymentFailed
+    | LinkCreated
+    | ContextStored
+    | ValidationResult
+    | MetricRecorded
+    | UserAction
+    | SystemErrorReported
+    | SystemConfigChanged
+    | SystemNotice,
     Field(discriminator="event_type"),
 ]
 

@@ -1,0 +1,82 @@
+"""Constrained field types shared by the event catalog.
+
+Every constraint here is declarative (lengths, patterns, bounds), so pydantic-core checks it
+without calling Python and the JSON Schema export shows it to producers in other languages.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+from pydantic import Field, NonNegativeInt, StringConstraints
+
+from schemas.envelope import EntityId, ShortText, Text
+
+__all__ = [
+    "Attributes",
+    "BranchName",
+    "CommitSha",
+    "CostUsd",
+    "DeploymentId",
+    "DurationMs",
+    "EntityId",
+    "EnvironmentName",
+    "FiniteFloat",
+    "HttpUrl",
+    "Labels",
+    "LongText",
+    "Priority",
+    "PullRequestNumber",
+    "RepositoryName",
+    "Severity",
+    "Sha256",
+    "ShortText",
+    "Text",
+    "TokenCount",
+]
+
+#: Chat messages and other long content: up to 100,000 characters.
+LongText = Annotated[str, StringConstraints(max_length=100_000)]
+
+#: A duration in milliseconds.
+DurationMs = NonNegativeInt
+#: A count of model tokens.
+TokenCount = NonNegativeInt
+#: An amount in US dollars: finite and non-negative.
+CostUsd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Any finite number (no NaN or infinity: PostgreSQL jsonb and JSON cannot hold them).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: 0 (lowest) to 5 (highest).
+Priority = Annotated[int, Field(ge=0, le=5)]
+
+#: A git commit id: 7 to 40 hexadecimal characters (abbreviated or full SHA-1), stored lower-case.
+CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{7,40}$", to_lower=True)]
+#: A git branch name: no whitespace, control characters or ``~^:?*[\\``.
+BranchName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\\x00-\x1f\x7f]+$")]
+#: A GitHub repository, ``owner/name``.
+RepositoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")]
+#: A pull request number.
+PullRequestNumber = Annotated[int, Field(ge=1, le=2_147_483_647)]
+#: A deployment environment: a lower-case slug such as ``production``, ``staging``, ``preview-123``.
+EnvironmentName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+#: An http(s) URL, at most 2,048 characters.
+HttpUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+#: A deployment id from the deploying system: letters, digits and ``._:/-``, at most 200 characters.
+DeploymentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")]
+#: A SHA-256 digest in lower-case hexadecimal.
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+#: Up to 100 short labels.
+Labels = Annotated[tuple[ShortText, ...], Field(max_length=100)]
+#: Free-form attributes, up to 100 top-level keys (any JSON values).
+Attributes = Annotated[dict[str, Any], Field(max_length=100)]
+
+
+class Severity(enum.StrEnum):
+    """How serious a notice or an error is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"

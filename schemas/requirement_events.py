@@ -1,0 +1,97 @@
+"""Requirements: created, updated, complexity scored, completed (``requirement_id`` required)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import Field, NonNegativeInt, model_validator
+
+from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from schemas.fields import DurationMs, Priority
+
+_REQUIREMENT_ID = "The requirement; required for this event."
+
+#: Acceptance criteria: up to 100 items of at most 10,000 characters.
+AcceptanceCriteria = Annotated[tuple[Text, ...], Field(max_length=100)]
+
+
+class RequirementCreatedPayload(Payload):
+    """A new requirement."""
+
+    title: ShortText = Field(description="One line saying what is wanted.")
+    description: Text | None = Field(default=None, description="The details.")
+    priority: Priority = Field(default=3, description="0 (lowest) to 5 (highest).")
+    acceptance_criteria: AcceptanceCriteria = Field(default=(), description="What must hold when it is done.")
+
+
+class RequirementUpdatedPayload(Payload):
+    """The fields of a requirement that changed; at least one is set."""
+
+    title: ShortText | None = Field(default=None, description="New title.")
+    description: Text | None = Field(default=None, description="New description.")
+    priority: Priority | None = Field(default=None, description="New priority, 0 to 5.")
+    acceptance_criteria: AcceptanceCriteria | None = Field(default=None, description="New acceptance criteria.")
+    reason: Text | None = Field(default=None, description="Why it changed.")
+
+    @model_validator(mode="after")
+    def _something_changed(self) -> Self:
+        changed = (self.title, self.description, self.priority, self.acceptance_criteria)
+        if all(value is None for value in changed):
+            raise ValueError("set at least one of title, description, priority, acceptance_criteria")
+        return self
+
+
+class RequirementComplexityScoredPayload(Payload):
+    """How hard a requirement is, as judged by a person or a model."""
+
+    score: Annotated[int, Field(ge=1, le=10)] = Field(description="1 (trivial) to 10 (very complex).")
+    method: ShortText | None = Field(default=None, description="How it was scored, e.g. llm, planning_poker.")
+    model: ShortText | None = Field(default=None, description="The model that scored it (gen_ai.request.model).")
+    rationale: Text | None = Field(default=None, description="Why this score.")
+    estimated_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Estimated effort in hours."
+    )
+
+
+class RequirementCompletedPayload(Payload):
+    """A requirement was met."""
+
+    tasks_completed: NonNegativeInt | None = Field(default=None, description="Tasks done for it.")
+    duration_ms: DurationMs | None = Field(default=None, description="Time from creation to completion.")
+    summary: Text | None = Field(default=None, description="What was delivered.")
+
+
+class RequirementCreated(Envelope):
+    """A requirement was created."""
+
+    family: ClassVar[Family] = Family.REQUIREMENT
+    event_type: Literal["requirement.created"] = "requirement.created"
+    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
+    payload: RequirementCreatedPayload
+
+
+class RequirementUpdated(Envelope):
+    """A requirement was changed."""
+
+    family: ClassVar[Family] = Family.REQUIREMENT
+    event_type: Literal["requirement.updated"] = "requirement.updated"
+    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
+    payload: RequirementUpdatedPayload
+
+
+class RequirementComplexityScored(Envelope):
+    """A requirement's complexity was scored."""
+
+    family: ClassVar[Family] = Family.REQUIREMENT
+    event_type: Literal["requirement.complexity_scored"] = "requirement.complexity_scored"
+    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
+    payload: RequirementComplexityScoredPayload
+
+
+class RequirementCompleted(Envelope):
+    """A requirement was completed."""
+
+    family: ClassVar[Family] = Family.REQUIREMENT
+    event_type: Literal["requirement.completed"] = "requirement.completed"
+    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
+    payload: RequirementCompletedPayload = RequirementCompletedPayload()

@@ -1,0 +1,144 @@
+"""Task lifecycle: created, started, status changed, completed, failed, cancelled, dependency added."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import Field, NonNegativeInt, model_validator
+
+from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+
+
+class TaskStatus(enum.StrEnum):
+    """Lifecycle states of a task."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskCreatedPayload(Payload):
+    """A new task."""
+
+    title: ShortText = Field(description="One line saying what is to be done.")
+    description: Text | None = Field(default=None, description="The details.")
+    parent_task_id: EntityId | None = Field(default=None, description="The task this one is a sub-task of.")
+    priority: Annotated[int, Field(ge=0, le=5)] = Field(default=3, description="0 (lowest) to 5 (highest).")
+
+
+class TaskStartedPayload(Payload):
+    """Work on a task began."""
+
+    assignee: EntityId | None = Field(default=None, description="Who works on it: an agent or a person.")
+
+
+class TaskCompletedPayload(Payload):
+    """A task was finished successfully."""
+
+    duration_ms: NonNegativeInt | None = Field(default=None, description="Time from start to completion.")
+    summary: Text | None = Field(default=None, description="What was done.")
+
+
+class TaskFailedPayload(Payload):
+    """A task ended without success."""
+
+    error: Text = Field(description="Why it failed.")
+    retriable: bool = Field(default=False, description="Whether trying again may succeed.")
+    duration_ms: NonNegativeInt | None = Field(default=None, description="Time from start to failure.")
+
+
+class TaskStatusChangedPayload(Payload):
+    """A task moved from one status to another."""
+
+    from_status: TaskStatus = Field(description="Status before the change.")
+    to_status: TaskStatus = Field(description="Status after the change; differs from from_status.")
+    reason: Text | None = Field(default=None, description="Why it changed.")
+
+    @model_validator(mode="after")
+    def _status_differs(self) -> Self:
+        if self.from_status == self.to_status:
+            raise ValueError(f"from_status and to_status are both {self.from_status.value!r}; nothing changed")
+        return self
+
+
+class TaskCancelledPayload(Payload):
+    """A task was abandoned on purpose (not a failure)."""
+
+    reason: Text | None = Field(default=None, description="Why it was cancelled.")
+    cancelled_by: EntityId | None = Field(default=None, description="Who cancelled it: an agent or a person.")
+
+
+class TaskDependencyAddedPayload(Payload):
+    """The task (envelope ``task_id``) now depends on another task."""
+
+    depends_on_task_id: EntityId = Field(description="The task it depends on; differs from the envelope's task_id.")
+    blocking: bool = Field(default=True, description="Whether the task cannot complete before the other one.")
+
+
+class TaskCreated(Envelope):
+    """A task was created."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.created"] = "task.created"
+    payload: TaskCreatedPayload
+
+
+class TaskStarted(Envelope):
+    """Work on a task started."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.started"] = "task.started"
+    payload: TaskStartedPayload = TaskStartedPayload()
+
+
+class TaskCompleted(Envelope):
+    """A task was completed."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.completed"] = "task.completed"
+    payload: TaskCompletedPayload = TaskCompletedPayload()
+
+
+class TaskFailed(Envelope):
+    """A task failed."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.failed"] = "task.failed"
+    payload: TaskFailedPayload
+
+
+class TaskStatusChanged(Envelope):
+    """A task's status changed (``task_id`` required)."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.status_changed"] = "task.status_changed"
+    task_id: EntityId = Field(description="The task whose status changed.")
+    payload: TaskStatusChangedPayload
+
+
+class TaskCancelled(Envelope):
+    """A task was cancelled (``task_id`` required)."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.cancelled"] = "task.cancelled"
+    task_id: EntityId = Field(description="The cancelled task.")
+    payload: TaskCancelledPayload = TaskCancelledPayload()
+
+
+class TaskDependencyAdded(Envelope):
+    """A dependency between two tasks was added (``task_id`` required)."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.dependency_added"] = "task.dependency_added"
+    task_id: EntityId = Field(description="The dependent task.")
+    payload: TaskDependencyAddedPayload
+
+    @model_validator(mode="after")
+    def _not_on_itself(self) -> Self:
+        if self.payload.depends_on_task_id == self.task_id:
+            raise ValueError(f"task {self.task_id!r} cannot depend on itself")
+        return self
