@@ -29,10 +29,13 @@ class ProcessorSettings(KafkaSettings):
 
     Attributes:
         processor_group: Faust app id (consumer group; prefix of its changelog topic).
-        dedup_window_s: how long an ``event_id`` is remembered. Memory is roughly
-            ``events per second x window x 100 bytes``.
+        dedup_window_s: how long an ``event_id`` is remembered.
+        dedup_max_ids: at most this many ids are remembered (about 150 bytes each); past
+            it the oldest are forgotten before their window ends. Memory stays bounded;
+            a copy re-sent after that is stopped by the database keys instead.
         processor_batch_messages: Kafka messages handled together at most.
         processor_batch_wait_s: how long a partial batch waits for more messages.
+        processor_buffer_messages: messages Faust may prefetch (bounds memory: bundles are big).
         processor_clean_bundle_events: events per clean-topic message at most.
         processor_clean_bundle_bytes: bytes per clean-topic message, about (one event may exceed it).
         max_event_bytes: largest accepted event, JSON-encoded; larger ones are dead letters.
@@ -42,7 +45,9 @@ class ProcessorSettings(KafkaSettings):
 
     processor_group: str = "devtrail-processor"
     dedup_window_s: float = Field(default=600.0, gt=0)
-    processor_batch_messages: int = Field(default=200, ge=1)
+    dedup_max_ids: int = Field(default=1_000_000, ge=1000)
+    processor_batch_messages: int = Field(default=100, ge=1)
+    processor_buffer_messages: int = Field(default=256, ge=1)
     processor_batch_wait_s: float = Field(default=0.05, gt=0)
     processor_clean_bundle_events: int = Field(default=1000, ge=1)
     processor_clean_bundle_bytes: int = Field(default=512 * 1024, ge=1024)

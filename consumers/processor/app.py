@@ -51,6 +51,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         web_enabled=False,
         datadir=str(settings.processor_data_dir),
         table_standby_replicas=0,
+        stream_buffer_maxsize=settings.processor_buffer_messages,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)
@@ -84,7 +85,7 @@ class Processor:
         self._table = table
         self._clean = clean
         self._dead_letters = dead_letters
-        self.index = DedupIndex(settings.dedup_window_s)
+        self.index = DedupIndex(settings.dedup_window_s, settings.dedup_max_ids)
 
     def restore(self) -> None:
         """Rebuild the in-memory index from the table after recovery."""
@@ -130,6 +131,9 @@ class Processor:
             for key in self.index.expire(partition, now):
                 self._table.data.pop(key, None)
                 writes.append(self._table.send_changelog(partition, key, None, value_serializer="raw"))
+        for partition, key in self.index.evict_over_capacity():
+            self._table.data.pop(key, None)
+            writes.append(self._table.send_changelog(partition, key, None, value_serializer="raw"))
         await asyncio.gather(*writes)
 
     def _count(self, outcome: BatchOutcome) -> None:

@@ -42,12 +42,15 @@ class DedupIndex:
 
     Args:
         window_s: how long an id is remembered.
+        max_ids: how many ids at most; beyond, the oldest entries are forgotten early.
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, max_ids: int = 1_000_000) -> None:
         self.window_s = window_s
+        self.max_ids = max_ids
         self._owner: dict[str, str] = {}
         self._entries: dict[int, deque[DedupEntry]] = {}
+        self._held = 0  # ids held by live entries (an id accepted twice counts twice)
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._owner
@@ -58,6 +61,7 @@ class DedupIndex:
     def record(self, entry: DedupEntry) -> None:
         """Remember an entry's ids (call once the entry is on its way to the changelog)."""
         self._entries.setdefault(entry.partition, deque()).append(entry)
+        self._held += len(entry.event_ids)
         for event_id in entry.event_ids:
             self._owner[event_id] = entry.key
 
@@ -69,14 +73,33 @@ class DedupIndex:
         while entries and entries[0].seen_at < horizon:
             entry = entries.popleft()
             expired.append(entry.key)
-            for event_id in entry.event_ids:
-                if self._owner.get(event_id) == entry.key:
-                    del self._owner[event_id]
+            self._forget(entry)
         return expired
+
+    def evict_over_capacity(self) -> list[tuple[int, str]]:
+        """Forget the oldest entries while more than ``max_ids`` ids are held.
+
+        Returns:
+            (partition, table key) of each forgotten entry.
+        """
+        evicted: list[tuple[int, str]] = []
+        while self._held > self.max_ids:
+            oldest = min((q for q in self._entries.values() if q), key=lambda q: q[0].seen_at)
+            entry = oldest.popleft()
+            evicted.append((entry.partition, entry.key))
+            self._forget(entry)
+        return evicted
+
+    def _forget(self, entry: DedupEntry) -> None:
+        self._held -= len(entry.event_ids)
+        for event_id in entry.event_ids:
+            if self._owner.get(event_id) == entry.key:
+                del self._owner[event_id]
 
     def restore(self, entries: Iterable[DedupEntry]) -> None:
         """Replace the index with the given entries (the table's content after recovery)."""
         self._owner.clear()
         self._entries.clear()
+        self._held = 0
         for entry in sorted(entries, key=lambda e: e.seen_at):
             self.record(entry)

@@ -131,3 +131,13 @@ def test_dead_letter_originals_are_capped() -> None:
     assert record["original_truncated"] is True
     assert record["original_size"] == MAX_ORIGINAL_BYTES + 10
     assert len(record["original"]) == MAX_ORIGINAL_BYTES
+
+
+def test_index_memory_is_bounded_by_max_ids() -> None:
+    index = DedupIndex(window_s=3600, max_ids=1000)
+    for n in range(5):
+        index.record(DedupEntry(f"k{n}", n % 2, float(n), tuple(f"id-{n}-{i}" for i in range(400))))
+    evicted = index.evict_over_capacity()
+    assert evicted == [(0, "k0"), (1, "k1"), (0, "k2")]
+    assert len(index) == 800
+    assert "id-0-1" not in index and "id-4-399" in index
