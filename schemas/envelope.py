@@ -88,7 +88,9 @@ class Envelope(BaseModel):
         description="UUIDv7 set once by the producer; the deduplication key. A re-sent copy keeps it.",
     )
     schema_version: SchemaVersion = Field(
-        default=SCHEMA_VERSION, description="Contract version the producer wrote, MAJOR.MINOR; major must be 1."
+        default=SCHEMA_VERSION,
+        description=f"Contract version the producer wrote, MAJOR.MINOR; major must be {SCHEMA_MAJOR}.",
+        json_schema_extra={"pattern": rf"^{SCHEMA_MAJOR}\.\d{{1,3}}$"},
     )
     source: ShortText = Field(description="Who emitted the event: a service, an agent runtime, a CI job.")
     occurred_at: OccurredAt = Field(

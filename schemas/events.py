@@ -197,23 +197,22 @@ __all__ = [
     "ValidationResultPayload",
 ]
 
-#: Every event class, grouped by family in catalog order.
+#: Every event class, in catalog order (grouped by family).
 EVENT_CLASSES: tuple[type[Envelope], ...] = (
-    TaskCreated,
-    TaskStarted,
-    TaskCompleted,
-    TaskFailed,
-    AgentAction,
-    ToolCalled,
-    LlmCalled,
-    # added in 1.1
     AgentRegistered,
+    AgentAction,
     AgentErrorReported,
     AgentUnregistered,
+    ToolCalled,
+    LlmCalled,
     SessionStarted,
     SessionEnded,
     ChatMessage,
+    TaskCreated,
+    TaskStarted,
     TaskStatusChanged,
+    TaskCompleted,
+    TaskFailed,
     TaskCancelled,
     TaskDependencyAdded,
     RequirementCreated,
@@ -241,20 +240,20 @@ EVENT_CLASSES_BY_TYPE: dict[str, type[Envelope]] = {
 }
 
 Event = Annotated[
-    TaskCreated
-    | TaskStarted
-    | TaskCompleted
-    | TaskFailed
+    AgentRegistered
     | AgentAction
-    | ToolCalled
-    | LlmCalled
-    | AgentRegistered
     | AgentErrorReported
     | AgentUnregistered
+    | ToolCalled
+    | LlmCalled
     | SessionStarted
     | SessionEnded
     | ChatMessage
+    | TaskCreated
+    | TaskStarted
     | TaskStatusChanged
+    | TaskCompleted
+    | TaskFailed
     | TaskCancelled
     | TaskDependencyAdded
     | RequirementCreated

@@ -1,0 +1,282 @@
+"""The event catalog as Markdown (``docs/events.md``), rendered from the classes.
+
+Tables come from the same JSON Schemas that ``schemas.jsonschema`` exports, so the page,
+the schema files and the validators cannot disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
+from schemas.events import EVENT_CLASSES
+from schemas.jsonschema import NO_NUL, envelope_schema, event_schema, event_type_of, schema_file_name
+from schemas.topics import TopicMap
+
+EXPORT_COMMAND = "devtrail schemas export docs/schemas"
+DOCS_COMMAND = "devtrail schemas docs docs/events.md"
+#: Where docs/events.md finds the schema files, relative to itself.
+SCHEMAS_LINK = "schemas/"
+
+_INTRO = f"""\
+# Event catalog
+
+<!-- Generated from the classes in schemas/ by `{DOCS_COMMAND}`. Do not edit by hand. -->
+
+Contract version **{SCHEMA_VERSION}** (this code reads every `{SCHEMA_MAJOR}.x` and writes
+`{SCHEMA_VERSION}`). Every event is one JSON object: the envelope fields below plus a typed
+`payload`. A JSON Schema (draft 2020-12) per event type is in [`docs/schemas/`]({SCHEMAS_LINK})
+with an [`index.json`]({SCHEMAS_LINK}index.json) of types, topics and files
+(`{EXPORT_COMMAND}` writes them), so a service in any language can publish.
+
+Rules for every event:
+
+- Unknown fields are rejected, in the envelope and in every payload.
+- No string may contain the NUL character (`\\u0000`): PostgreSQL cannot store it. The codec
+  finds it in the JSON bytes and rejects the event with the path of the string, including
+  keys and values inside free-form objects (`detail`, `attributes`, ...).
+- Counts, tokens, costs and durations are non-negative; numbers are finite.
+- A producer that does not use the Python classes must set `event_id` (a UUIDv7, kept by a
+  re-sent copy: it is the deduplication key), `event_type` and `occurred_at`.
+- The Kafka key is the entity whose order matters: `task_id`, else `session_id`, else
+  `correlation_id`, else `event_id`. Events of one deployment keep their order when they
+  share a `correlation_id` (the deployment id, say).
+- What fails validation goes to the dead-letter topic `{TopicMap().dead_letters}` with the
+  reason and the paths of the offending fields.
+"""
+
+_EVOLUTION = f"""\
+## Evolution
+
+`schema_version` is `MAJOR.MINOR`. Within a major version every change is additive:
+
+- New event types, new optional payload fields (with a default, usually `null`) and new
+  enum values may be added in a minor version (`1.0` -> `1.1`). Required fields are never
+  added to an existing type, and no field is removed, renamed or given a new meaning or a
+  narrower type.
+- Readers reject unknown fields, so the readers (the processor) are upgraded before any
+  producer sends a field or a type they do not know yet; a reader of `{SCHEMA_MAJOR}.x`
+  accepts events of every `{SCHEMA_MAJOR}.y` written by older producers, unchanged.
+- Events as written by released versions are kept as frozen fixtures
+  (`tests/unit/fixtures/`) and must keep decoding with the current classes.
+- A breaking change is a new major version (`2.0`): first the consumers are upgraded to
+  read both majors, then the producers switch to writing the new one; events of the old
+  major keep being read for as long as they can be replayed from Kafka or stored.
+- Versions added per field: a description ending in "(since 1.1)" marks a field added
+  after 1.0 to a type that existed before.
+"""
+
+
+def render_catalog_markdown() -> str:
+    """Return ``docs/events.md``: envelope, one section per event type, enumerations, evolution."""
+    parts = [_INTRO, _envelope_section(), _overview_section()]
+    parts += [_event_section(cls) for cls in EVENT_CLASSES]
+    parts += [_enumerations_section(), _EVOLUTION]
+    return "\n".join(parts)
+
+
+def write_catalog_markdown(path: Path) -> Path:
+    """Write the rendered catalog to ``path`` (parent directories are created) and return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_catalog_markdown(), encoding="utf-8")
+    return path
+
+
+# ---- sections -------------------------------------------------------------------------
+
+
+def _envelope_section() -> str:
+    schema = envelope_schema()
+    rows = [_field_row(name, prop, name in schema["required"], schema) for name, prop in schema["properties"].items()]
+    rows.insert(1, "| `event_type` | string | yes | one of the types below | The discriminator. |")
+    rows.append("| `payload` | object | per type | see each type | The typed payload. |")
+    return "## Envelope\n\n" + _table(("field", "type", "required", "constraints", "description"), rows)
+
+
+def _overview_section() -> str:
+    topics = TopicMap()
+    rows = [
+        f"| [`{event_type_of(cls)}`](#{_anchor(event_type_of(cls))}) | `{topics.input_topic(cls.family)}` "
+        f"| `{cls.__name__}` | {_first_line(cls)} |"
+        for cls in EVENT_CLASSES
+    ]
+    families = ", ".join(f"`{family.value}`" for family in Family)
+    return f"## Event types\n\nOne input topic per family, `devtrail.<family>`: {families}.\n\n" + _table(
+        ("event_type", "topic", "class", "what happened"), rows
+    )
+
+
+def _event_section(cls: type[Envelope]) -> str:
+    schema = event_schema(cls)
+    event_type = event_type_of(cls)
+    lines = [
+        f"### `{event_type}`",
+        "",
+        f"{_first_line(cls)} Class `{cls.__name__}`, topic `{TopicMap().input_topic(cls.family)}`, "
+        f"schema [`{schema_file_name(cls)}`]({SCHEMAS_LINK}{schema_file_name(cls)}).",
+        "",
+    ]
+    required_refs = _required_references(schema)
+    if required_refs:
+        lines += ["Required envelope references: " + ", ".join(f"`{name}`" for name in required_refs) + ".", ""]
+    payload = _resolve(schema["properties"]["payload"], schema)
+    payload_required = "payload" in schema["required"]
+    variants = payload.get("oneOf")
+    if variants:
+        tag = payload["discriminator"]["propertyName"]
+        lines += [f"`payload` is chosen by `{tag}`:", ""]
+        for variant in variants:
+            lines += _payload_table(_resolve(variant, schema), schema, heading=True)
+    else:
+        if not payload_required:
+            lines += ["`payload` may be omitted (all its fields have defaults).", ""]
+        lines += _payload_table(payload, schema, heading=False)
+    return "\n".join(lines)
+
+
+def _payload_table(payload: dict[str, Any], root: dict[str, Any], heading: bool) -> list[str]:
+    lines = []
+    if heading:
+        lines += [f"`{payload['properties']['kind']['const']}`: {_markdown(payload.get('description', ''))}", ""]
+    elif payload.get("description"):
+        lines += [_markdown(str(payload["description"])), ""]
+    required = payload.get("required", [])
+    rows = [_field_row(name, prop, name in required, root) for name, prop in payload.get("properties", {}).items()]
+    lines += [_table(("payload field", "type", "required", "constraints", "description"), rows)]
+    return lines
+
+
+def _enumerations_section() -> str:
+    enums: dict[str, dict[str, Any]] = {
+        name: definition
+        for cls in EVENT_CLASSES
+        for name, definition in event_schema(cls).get("$defs", {}).items()
+        if "enum" in definition
+    }
+    lines = ["## Enumerations", ""]
+    for name in sorted(enums):
+        values = ", ".join(f"`{value}`" for value in enums[name]["enum"])
+        lines += [f"- `{name}`: {values}. {enums[name].get('description', '')}".rstrip()]
+    return "\n".join([*lines, ""])
+
+
+# ---- cells ----------------------------------------------------------------------------
+
+
+def _field_row(name: str, prop: dict[str, Any], required: bool, root: dict[str, Any]) -> str:
+    nullable, inner = _unwrap_nullable(prop)
+    inner = _resolve(inner, root)
+    type_text = _type_text(inner, root) + (" or null" if nullable else "")
+    cells = (
+        f"`{name}`",
+        type_text,
+        "yes" if required else "",
+        _constraints_text(inner, prop, root),
+        _escape(_markdown(str(prop.get("description", inner.get("description", ""))))),
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def _type_text(node: dict[str, Any], root: dict[str, Any]) -> str:
+    if "const" in node:
+        return f'`"{node["const"]}"`'
+    if "enum" in node:
+        return f"`{node.get('title', 'enum')}`"
+    kind = node.get("type")
+    if kind == "array":
+        items = _resolve(node.get("items", {}), root)
+        return f"array of {_type_text(items, root)}"
+    if kind == "object":
+        values = node.get("additionalProperties")
+        if isinstance(values, dict) and values:
+            return f"object of {_type_text(_resolve(values, root), root)}"
+        return "object"
+    if "anyOf" in node:
+        return " or ".join(_type_text(_resolve(option, root), root) for option in node["anyOf"])
+    if kind == "string" and "format" in node:
+        return f"string ({node['format']})"
+    return str(kind or "any")
+
+
+def _constraints_text(node: dict[str, Any], prop: dict[str, Any], root: dict[str, Any]) -> str:
+    found: list[str] = []
+    if "enum" in node:
+        found.append("one of " + ", ".join(f"`{value}`" for value in node["enum"]))
+    if "maxLength" in node:
+        low = node.get("minLength", 0)
+        found.append(f"{low} to {node['maxLength']:,} chars" if low else f"at most {node['maxLength']:,} chars")
+    elif node.get("minLength"):
+        found.append(f"at least {node['minLength']} chars")
+    if "pattern" in node:
+        found.append(f"pattern `{node['pattern']}`")
+    bounds = [(key, symbol) for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))]
+    found += [f"{symbol} {node[key]}" for key, symbol in bounds if key in node]
+    if node.get("type") == "array" and "maxItems" in node:
+        found.append(f"at most {node['maxItems']} items")
+    if node.get("type") == "object" and "maxProperties" in node:
+        found.append(f"at most {node['maxProperties']} keys")
+    key_pattern = _resolve(node.get("propertyNames", {}), root).get("pattern")
+    if node.get("type") == "object" and key_pattern:
+        found.append(f"keys match `{key_pattern}`")
+    if node.get("type") == "array":
+        found += [
+            f"items: {text}" for text in [_constraints_text(_resolve(node.get("items", {}), root), {}, root)] if text
+        ]
+    if "default" in prop and prop["default"] not in (None, [], {}) and "const" not in node:
+        found.append(f"default `{_default_text(prop['default'])}`")
+    return _escape("; ".join(found))
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def _required_references(schema: dict[str, Any]) -> list[str]:
+    references = ("correlation_id", "project_id", "agent_id", "session_id", "task_id", "requirement_id")
+    return [name for name in references if name in schema["required"]]
+
+
+def _unwrap_nullable(prop: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    options = prop.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        return True, rest[0] if len(rest) == 1 else {"anyOf": rest}
+    return False, prop
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if not isinstance(ref, str):
+        return {key: value for key, value in node.items() if key not in NO_NUL}
+    resolved: dict[str, Any] = root["$defs"][ref.rsplit("/", 1)[-1]]
+    return resolved
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _first_line(cls: type[Envelope]) -> str:
+    return _markdown((cls.__doc__ or "").strip().split("\n", 1)[0])
+
+
+def _markdown(text: str) -> str:
+    """Docstrings use reStructuredText literals (````x````); Markdown uses single backticks."""
+    return text.replace("``", "`")
+
+
+def _anchor(event_type: str) -> str:
+    return event_type.replace(".", "")
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, ...], rows: list[str]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
