@@ -113,3 +113,36 @@ def cpu_seconds(pid: int | None) -> float:
 def workers_cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds of each running worker process."""
     return {w.name: cpu_seconds(w.pid) for w in stack.workers if w.pid}
+
+
+class Milestones:
+    """When a growing count first reached 10 %, 90 % and 100 % of its goal.
+
+    The rate between 10 % and 90 % is the steady-state rate: it leaves out start-up
+    (group joins) and the last partial batches, the same way for every system measured.
+    """
+
+    def __init__(self, goal: int) -> None:
+        self.goal = goal
+        self.started = time.perf_counter()
+        self.times: dict[int, float] = {}
+
+    def observe(self, count: int) -> bool:
+        """Record ``count`` now; return whether the goal is reached."""
+        now = time.perf_counter()
+        for percent in (1, 10, 90, 100):
+            if percent not in self.times and count * 100 >= self.goal * percent:
+                self.times[percent] = now
+        return 100 in self.times
+
+    @property
+    def steady_rate(self) -> float:
+        return 0.8 * self.goal / (self.times[90] - self.times[10])
+
+    @property
+    def overall_rate(self) -> float:
+        return self.goal / (self.times[100] - self.started)
+
+    @property
+    def startup_seconds(self) -> float:
+        return self.times[1] - self.started

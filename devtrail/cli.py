@@ -141,9 +141,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one worker in this process (what ``devtrail up`` starts for each role)."""
-    from devtrail.workers import ROLES, serve_worker_metrics
+    from devtrail.workers import ROLES, serve_worker_metrics, tune_garbage_collector
 
     serve_worker_metrics(_settings(args).metrics_port)
+    tune_garbage_collector()
     ROLES[args.role]()
     return 0
 

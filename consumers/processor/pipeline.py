@@ -39,15 +39,15 @@ class BatchOutcome:
     """What a batch turned into.
 
     Attributes:
-        clean: accepted events by source partition (the clean topic's partition too).
-        encoded: the same events as clean rows (``consumers.clean``), JSON-encoded, same order.
+        encoded: accepted events by source partition (the clean topic's partition too), as
+            clean rows (``consumers.clean``), JSON-encoded. The models are not kept: holding
+            tens of thousands of them alive makes the garbage collector cost more than validation.
         dead_letters: rejected messages and events, with reasons.
         entries: dedup entries to record, one per source topic-partition with accepted ids.
         duplicates: events dropped because their id was seen within the window.
         received: events decoded, by type (``unknown`` for a type not in the catalog).
     """
 
-    clean: dict[int, list[Event]] = field(default_factory=dict)
     encoded: dict[int, list[bytes]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     entries: list[DedupEntry] = field(default_factory=list)
@@ -56,7 +56,7 @@ class BatchOutcome:
 
     @property
     def accepted(self) -> int:
-        return sum(len(events) for events in self.clean.values())
+        return sum(len(rows) for rows in self.encoded.values())
 
 
 def process_batch(
@@ -64,7 +64,7 @@ def process_batch(
 ) -> BatchOutcome:
     """Turn a batch of input messages into clean events, dead letters and dedup entries.
 
-    Every event of every message ends in exactly one of: ``clean``, ``dead_letters``,
+    Every event of every message ends in exactly one of: ``encoded``, ``dead_letters``,
     ``duplicates``. The index is not modified; record ``entries`` once they are durable.
 
     Args:
@@ -93,7 +93,6 @@ def process_batch(
                 outcome.duplicates += 1
                 continue
             in_batch.add(event_id)
-            outcome.clean.setdefault(message.partition, []).append(event)
             outcome.encoded.setdefault(message.partition, []).append(row)
             accepted_ids.setdefault(tp, []).append(event_id)
     for (topic, partition), ids in accepted_ids.items():
