@@ -7,11 +7,13 @@ the schema files and the validators cannot disagree.
 from __future__ import annotations
 
 import enum
+import json
 from pathlib import Path
 from typing import Any
 
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
 from schemas.events import EVENT_CLASSES
+from schemas.examples import example_event
 from schemas.jsonschema import NO_NUL, envelope_schema, event_schema, event_type_of, schema_file_name
 from schemas.topics import TopicMap
 
@@ -133,6 +135,8 @@ def _event_section(cls: type[Envelope]) -> str:
         if not payload_required:
             lines += ["`payload` may be omitted (all its fields have defaults).", ""]
         lines += _payload_table(payload, schema, heading=False)
+    example = json.dumps(example_event(event_type), indent=2, ensure_ascii=False)
+    lines += ["<details><summary>Example</summary>", "", "```json", example, "```", "", "</details>", ""]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from pydantic_core import core_schema
 
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
 from schemas.events import EVENT_CLASSES
+from schemas.examples import example_event
 from schemas.topics import TopicMap
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -32,11 +33,18 @@ NO_NUL: dict[str, Any] = {"not": {"pattern": "\\u0000"}}
 
 
 class ContractJsonSchema(GenerateJsonSchema):
-    """pydantic's generator, plus the rule the codec enforces on every string: no NUL."""
+    """pydantic's generator, plus the rule the codec enforces on every string (no NUL), and
+    dicts whose keys have a pattern reject other keys, as the validator does."""
 
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
         json_schema = super().str_schema(schema)
         json_schema.update(NO_NUL)
+        return json_schema
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema:
+            json_schema.setdefault("additionalProperties", False)
         return json_schema
 
 
@@ -73,7 +81,7 @@ def event_schema(cls: type[Envelope], base_uri: str = DEFAULT_BASE_URI) -> dict[
         f"{TopicMap().input_topic(cls.family)}, contract {SCHEMA_VERSION}.",
     }
     generated.pop("title", None)
-    return header | generated
+    return header | generated | {"examples": [example_event(event_type)]}
 
 
 def envelope_schema() -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""Events written by an older minor version keep decoding; 1.x changes stay additive."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from schemas.codec import decode_message, encode_event, validate_event
+from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope
+from schemas.events import EVENT_CLASSES_BY_TYPE, TaskCreated, TaskCreatedPayload
+
+FIXTURES_1_0 = Path(__file__).parent / "fixtures" / "v1.0"
+FIXTURE_FILES = sorted(FIXTURES_1_0.glob("*.json"))
+
+#: The 1.0 contract: every field of the envelope and of each payload, with its default
+#: (``REQUIRED`` when it had none). Frozen: 1.x may add optional fields, never change these.
+REQUIRED = object()
+ENVELOPE_1_0 = {
+    "event_id": "factory",
+    "schema_version": SCHEMA_VERSION,  # the version this code writes
+    "source": REQUIRED,
+    "occurred_at": "factory",
+    "correlation_id": None,
+    "causation_id": None,
+    "project_id": None,
+    "agent_id": None,
+    "session_id": None,
+    "task_id": None,
+    "requirement_id": None,
+}
+PAYLOADS_1_0: dict[str, dict[str, Any]] = {
+    "task.created": {"title": REQUIRED, "description": None, "parent_task_id": None, "priority": 3},
+    "task.started": {"assignee": None},
+    "task.completed": {"duration_ms": None, "summary": None},
+    "task.failed": {"error": REQUIRED, "retriable": False, "duration_ms": None},
+    "agent.action": {"action": REQUIRED, "detail": "factory"},
+    "tool.called": {"tool_name": REQUIRED, "success": True, "duration_ms": None, "error": None},
+    "llm.called": {
+        "provider": REQUIRED,
+        "model": REQUIRED,
+        "input_tokens": REQUIRED,
+        "output_tokens": REQUIRED,
+        "cached_tokens": 0,
+        "cost_usd": 0.0,
+        "latency_ms": None,
+    },
+}
+#: Types whose payload could be left out in 1.0.
+OPTIONAL_PAYLOAD_1_0 = {"task.started", "task.completed"}
+
+
+def fixture_events() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{path.name}[{i}]", raw) for path in FIXTURE_FILES for i, raw in enumerate(decode_message(path.read_bytes()))
+    ]
+
+
+def test_fixtures_of_released_versions_are_frozen() -> None:
+    lines = (FIXTURES_1_0 / "SHA256SUMS").read_text().splitlines()
+    recorded = {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+    actual = {f"v1.0/{path.name}": hashlib.sha256(path.read_bytes()).hexdigest() for path in FIXTURE_FILES}
+    assert actual == recorded, "fixtures of a released version were changed; add new fixtures instead"
+
+
+def test_fixtures_cover_every_1_0_type() -> None:
+    assert {raw["event_type"] for _, raw in fixture_events()} == set(PAYLOADS_1_0)
+    assert {raw["schema_version"] for _, raw in fixture_events()} == {"1.0"}
+
+
+@pytest.mark.parametrize(("name", "raw"), fixture_events(), ids=[name for name, _ in fixture_events()])
+def test_1_0_events_decode_with_the_current_classes(name: str, raw: dict[str, Any]) -> None:
+    event = validate_event(raw)
+    assert type(event) is EVENT_CLASSES_BY_TYPE[raw["event_type"]]
+    assert event.schema_version == "1.0", "the version an event was written with is kept"
+    assert str(event.event_id) == raw["event_id"]
+
+
+@pytest.mark.parametrize(("name", "raw"), fixture_events(), ids=[name for name, _ in fixture_events()])
+def test_1_0_values_survive_a_round_trip(name: str, raw: dict[str, Any]) -> None:
+    encoded = orjson.loads(encode_event(validate_event(raw)))
+    for field, value in raw.items():
+        if field == "occurred_at":
+            continue  # normalised to UTC; checked below
+        if field == "payload":
+            assert {k: encoded["payload"][k] for k in value} == value
+        else:
+            assert encoded[field] == value, field
+    [again] = decode_message(orjson.dumps(encoded))
+    assert validate_event(again) == validate_event(raw)
+
+
+def test_offsets_of_1_0_timestamps_are_normalised_to_utc() -> None:
+    by_id = {raw["event_id"]: validate_event(raw) for _, raw in fixture_events()}
+    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0b"].occurred_at.isoformat() == "2026-03-02T12:00:00+00:00"
+    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0d"].occurred_at.isoformat() == "2026-03-02T17:31:00.500000+00:00"
+
+
+def test_a_bundle_may_mix_1_0_and_current_events() -> None:
+    old = orjson.loads((FIXTURES_1_0 / "task.created.json").read_bytes())
+    new = orjson.loads(encode_event(TaskCreated(source="s", payload=TaskCreatedPayload(title="t"))))
+    events = [validate_event(raw) for raw in decode_message(orjson.dumps([old, new]))]
+    assert [e.schema_version for e in events] == ["1.0", SCHEMA_VERSION]
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None:
+            result[name] = "factory"
+        elif info.default is PydanticUndefined:
+            result[name] = REQUIRED
+        elif isinstance(info.default, BaseModel):
+            result[name] = "model"
+        else:
+            result[name] = info.default
+    return result
+
+
+@pytest.mark.parametrize("event_type", list(PAYLOADS_1_0))
+def test_1_0_fields_keep_their_names_and_defaults_and_new_ones_are_optional(event_type: str) -> None:
+    cls = EVENT_CLASSES_BY_TYPE[event_type]
+    envelope = {k: v for k, v in _fields(cls).items() if k not in ("event_type", "payload")}
+    assert {k: envelope[k] for k in ENVELOPE_1_0} == ENVELOPE_1_0
+    assert all(envelope[k] is not REQUIRED for k in envelope.keys() - ENVELOPE_1_0.keys())
+    payload_cls = cls.model_fields["payload"].annotation
+    assert isinstance(payload_cls, type)
+    assert issubclass(payload_cls, BaseModel)
+    payload = _fields(payload_cls)
+    assert {k: payload.get(k, "missing") for k in PAYLOADS_1_0[event_type]} == PAYLOADS_1_0[event_type]
+    added = payload.keys() - PAYLOADS_1_0[event_type].keys()
+    assert all(payload[k] is not REQUIRED for k in added), f"{event_type}: a field added in 1.x must be optional"
+    assert (not cls.model_fields["payload"].is_required()) == (event_type in OPTIONAL_PAYLOAD_1_0)
+
+
+def test_this_reader_accepts_every_minor_of_its_major_and_no_other() -> None:
+    raw = orjson.loads((FIXTURES_1_0 / "task.started.json").read_bytes())
+    for version in ("1.0", "1.1", "1.9", "1.250"):
+        assert validate_event(raw | {"schema_version": version}).schema_version == version
+    for version in (f"{SCHEMA_MAJOR + 1}.0", "0.9"):
+        with pytest.raises(Exception, match="not supported"):
+            validate_event(raw | {"schema_version": version})
+
+
+def test_new_event_types_are_unknown_to_nothing_that_1_0_knew() -> None:
+    assert set(PAYLOADS_1_0) <= set(EVENT_CLASSES_BY_TYPE)
+    assert all(issubclass(cls, Envelope) for cls in EVENT_CLASSES_BY_TYPE.values())
