@@ -4,23 +4,17 @@ Any Kafka client can publish a single JSON object. The devtrail producer packs e
 bound for the same partition into one array, so a processor pays its per-message cost
 once per bundle instead of once per event.
 
-Strings holding the NUL character are rejected here, not in the models: PostgreSQL text and
-jsonb cannot store NUL, and a JSON text can only spell it ``\\u0000``. ``has_nul_escape``
-looks for that escape in the bytes (a memchr for a backslash, then a substring search only
-if there is one: tens of nanoseconds an event). Only when it is there does
-``decode_message`` walk the decoded values and mark the events that really hold a NUL;
-``validate_event`` rejects a marked event with the path of each such string, and
-``encode_event`` refuses to encode one. Validation itself pays nothing per string (a
-pattern on every string field cost about 10 % of validation throughput, measured).
-
-A caller that validates JSON bytes straight with ``EVENT_ADAPTER.validate_json`` or
-``EVENT_LIST_ADAPTER.validate_json`` bypasses this; it must send a message for which
-``has_nul_escape`` is true through ``decode_message`` and ``validate_event`` instead.
+Strings holding the NUL character are rejected (``schemas.nul`` says how, cheaply):
+``decode_message`` marks the events that hold one, ``validate_event`` rejects a marked
+event with the path of each such string, ``encode_event`` refuses to encode one, and
+``EVENT_ADAPTER.validate_json`` / ``EVENT_LIST_ADAPTER.validate_json`` reject them in
+JSON bytes. Only ``validate_python`` on a dict that did not come from ``decode_message``
+does not look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -28,37 +22,29 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from schemas.errors import DecodeError, EventValidationError
-from schemas.events import EVENT_ADAPTER, EVENT_CLASSES_BY_TYPE, EVENT_LIST_ADAPTER, Event
+from schemas.events import EVENT_ADAPTER, EVENT_LIST_ADAPTER, Event
+from schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE, JsonPath, event_nul_locs, has_nul_escape
 
-#: How JSON spells NUL. A JSON text cannot hold a raw NUL byte inside a string, and orjson
-#: and pydantic both write it this way, so no NUL gets past a search for these bytes.
-NUL_ESCAPE = b"\\u0000"
-_BACKSLASH = 0x5C  # ``int in bytes`` is a memchr; most events have no backslash at all
-#: ``type`` of the validation error for a string holding NUL.
-NUL_ERROR_TYPE = "string_contains_nul"
-NUL_ERROR_MESSAGE = "String should not contain the NUL character (\\u0000): PostgreSQL cannot store it"
-
-Path = tuple[str | int, ...]
+__all__ = [
+    "chunk_encoded",
+    "decode_message",
+    "encode_bundle",
+    "encode_event",
+    "has_nul_escape",
+    "join_encoded",
+    "validate_event",
+]
 
 
 class _NulBearingEvent(dict[str, Any]):
     """A decoded event in which some string (a value or a key) holds NUL.
 
     Equal to, and encoded by orjson exactly like, the plain dict it copies;
-    ``validate_event`` rejects it with ``nul_paths``.
+    ``validate_event`` rejects it with ``nul_locs``.
     """
 
-    __slots__ = ("nul_paths",)
-    nul_paths: list[Path]
-
-
-def has_nul_escape(value: bytes) -> bool:
-    """Whether JSON bytes may hold a NUL character in some string.
-
-    False means certainly not. True means the bytes contain ``\\u0000``: a NUL, or a
-    backslash followed by the text ``u0000`` (``decode_message`` tells them apart).
-    """
-    return _BACKSLASH in value and value.rfind(NUL_ESCAPE) != -1
+    __slots__ = ("nul_locs",)
+    nul_locs: list[JsonPath]
 
 
 def decode_message(value: bytes | None) -> list[Any]:
@@ -102,7 +88,7 @@ def validate_event(raw: Any) -> Event:
             holding NUL is reported with type ``string_contains_nul``.
     """
     if type(raw) is _NulBearingEvent:
-        errors = _nul_errors(raw.get("event_type"), raw.nul_paths)
+        errors = _nul_errors(raw.nul_locs)
         try:
             EVENT_ADAPTER.validate_python(raw)
         except ValidationError as exc:
@@ -122,46 +108,21 @@ def _pydantic_errors(exc: ValidationError) -> list[dict[str, object]]:
     ]
 
 
-def nul_paths(value: Any, path: Path = ()) -> Iterator[Path]:
-    """Yield the path of every string in a JSON-like value that holds NUL.
-
-    A dict key holding NUL is reported as the path to it (its NUL written ``\\u0000``).
-    """
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = (*path, key.replace("\x00", "\\u0000")) if isinstance(key, str) else (*path, str(key))
-            if isinstance(key, str) and "\x00" in key:
-                yield where
-            yield from nul_paths(item, where)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from nul_paths(item, (*path, index))
-
-
 def _mark_nul(raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        return raw
-    paths = list(nul_paths(raw))
-    if not paths:
+    locs = event_nul_locs(raw) if isinstance(raw, dict) else []
+    if not locs:
         return raw
     marked = _NulBearingEvent(raw)
-    marked.nul_paths = paths
+    marked.nul_locs = locs
     return marked
 
 
-def _nul_errors(event_type: object, paths: Iterable[Path]) -> list[dict[str, object]]:
-    prefix: list[str | int] = (
-        [event_type] if isinstance(event_type, str) and event_type in EVENT_CLASSES_BY_TYPE else []
-    )
-    return [{"loc": [*prefix, *path], "msg": NUL_ERROR_MESSAGE, "type": NUL_ERROR_TYPE} for path in paths]
+def _nul_errors(locs: Iterable[JsonPath]) -> list[dict[str, object]]:
+    return [{"loc": list(loc), "msg": NUL_ERROR_MESSAGE, "type": NUL_ERROR_TYPE} for loc in locs]
 
 
 def _reject_nul(event: Envelope) -> None:
-    dumped = event.model_dump()
-    errors = _nul_errors(dumped.get("event_type"), nul_paths(dumped))
+    errors = _nul_errors(event_nul_locs(event.model_dump()))
     if errors:
         raise EventValidationError(_summary(errors), errors)
 
@@ -179,7 +140,7 @@ def encode_event(event: Envelope) -> bytes:
         EventValidationError: a string in the event holds NUL (PostgreSQL cannot store it).
     """
     encoded = event.__pydantic_serializer__.to_json(event)
-    if _BACKSLASH in encoded and encoded.rfind(NUL_ESCAPE) != -1:
+    if has_nul_escape(encoded):
         _reject_nul(event)
     return encoded
 
@@ -191,7 +152,7 @@ def encode_bundle(events: Sequence[Event]) -> bytes:
         EventValidationError: a string in one of the events holds NUL.
     """
     encoded = EVENT_LIST_ADAPTER.dump_json(list(events))
-    if _BACKSLASH in encoded and encoded.rfind(NUL_ESCAPE) != -1:
+    if has_nul_escape(encoded):
         for event in events:
             _reject_nul(event)
     return encoded

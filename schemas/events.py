@@ -51,6 +51,7 @@ from schemas.link_events import (
     LinkKind,
     LinkTarget,
 )
+from schemas.nul import NulRejectingAdapter
 from schemas.observation_events import (
     ContextStored,
     ContextStoredPayload,
@@ -276,5 +277,7 @@ Event = Annotated[
     Field(discriminator="event_type"),
 ]
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+#: Validates one event; ``validate_json`` also rejects strings holding NUL (``schemas.nul``).
+EVENT_ADAPTER: TypeAdapter[Event] = NulRejectingAdapter(Event)
+#: Validates a bundle; ``validate_json`` also rejects strings holding NUL.
+EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = NulRejectingAdapter(list[Event])

@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 import schemas
 import schemas.events
@@ -15,6 +15,7 @@ from schemas.events import (
     EVENT_ADAPTER,
     EVENT_CLASSES,
     EVENT_CLASSES_BY_TYPE,
+    EVENT_LIST_ADAPTER,
     AgentAction,
     AgentActionPayload,
     DeploymentStarted,
@@ -332,3 +333,21 @@ def test_every_event_class_is_an_envelope_with_a_literal_type() -> None:
         assert issubclass(cls, Envelope)
         assert cls.model_config.get("extra") == "forbid"
         assert cls.model_fields["payload"].annotation is not None
+
+
+def test_the_adapters_reject_a_nul_in_json_bytes_before_parsing() -> None:
+    good, bad = example_event("task.created"), example_event("llm.called")
+    bad["payload"]["model"] = "m\x00"
+    with pytest.raises(ValidationError) as one:
+        EVENT_ADAPTER.validate_json(nul_message(bad))
+    assert [(e["type"], e["loc"]) for e in one.value.errors()] == [
+        ("string_contains_nul", ("llm.called", "payload", "model"))
+    ]
+    with pytest.raises(ValidationError) as bundle:
+        EVENT_LIST_ADAPTER.validate_json(nul_message([good, bad]))  # type: ignore[arg-type]
+    assert [e["loc"] for e in bundle.value.errors()] == [(1, "llm.called", "payload", "model")]
+    with pytest.raises(ValidationError, match="NUL"):
+        EVENT_ADAPTER.validate_json(nul_message(bad).decode())
+    literal = orjson.dumps(raw_event("task.failed", error="C:\\u0000"))
+    assert EVENT_ADAPTER.validate_json(literal).payload.error == "C:\\u0000"  # type: ignore[union-attr]
+    assert isinstance(EVENT_ADAPTER, TypeAdapter)
