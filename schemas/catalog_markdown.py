@@ -36,9 +36,10 @@ with an [`index.json`]({SCHEMAS_LINK}index.json) of types, topics and files
 Rules for every event:
 
 - Unknown fields are rejected, in the envelope and in every payload.
-- No string may contain the NUL character (`\\u0000`): PostgreSQL cannot store it. The codec
-  finds it in the JSON bytes and rejects the event with the path of the string, including
-  keys and values inside free-form objects (`detail`, `attributes`, ...).
+- No string may contain the NUL character (`\\u0000`): PostgreSQL cannot store it. The
+  processor finds it in the JSON bytes and rejects the event with the path of the string,
+  keys and values inside free-form objects (`detail`, `attributes`, ...) included. The JSON
+  Schemas state the rule for every typed string and key.
 - Counts, tokens, costs and durations are non-negative; numbers are finite.
 - A producer that does not use the Python classes must set `event_id` (a UUIDv7, kept by a
   re-sent copy: it is the deduplication key), `event_type` and `occurred_at`.

@@ -18,9 +18,9 @@ from schemas.fields import (
     DeploymentId,
     DurationMs,
     EnvironmentName,
-    HttpUrl,
     PullRequestNumber,
     RepositoryName,
+    WebUrl,
 )
 
 _DEPLOYMENT_ID = "The deployment, as the deploying system names it."
@@ -65,7 +65,7 @@ class DeploymentBuildResultPayload(Payload):
     outcome: StepOutcome = Field(description="success, failure, cancelled or skipped.")
     commit_sha: CommitSha = Field(description=_COMMIT)
     duration_ms: DurationMs | None = Field(default=None, description="How long the build took.")
-    log_url: HttpUrl | None = Field(default=None, description="Where the build log is.")
+    log_url: WebUrl | None = Field(default=None, description="Where the build log is.")
     error: Text | None = Field(default=None, description="Why it failed.")
 
 
@@ -80,7 +80,7 @@ class DeploymentTestResultPayload(Payload):
     tests_failed: NonNegativeInt = Field(default=0, description="Tests that failed.")
     tests_skipped: NonNegativeInt = Field(default=0, description="Tests skipped.")
     duration_ms: DurationMs | None = Field(default=None, description="How long the tests took.")
-    report_url: HttpUrl | None = Field(default=None, description="Where the test report is.")
+    report_url: WebUrl | None = Field(default=None, description="Where the test report is.")
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> Self:
@@ -96,7 +96,7 @@ class DeploymentCompletedPayload(Payload):
     deployment_id: DeploymentId = Field(description=_DEPLOYMENT_ID)
     environment: EnvironmentName = Field(description=_ENVIRONMENT)
     commit_sha: CommitSha = Field(description=_COMMIT)
-    url: HttpUrl | None = Field(default=None, description="Where the deployed service answers.")
+    url: WebUrl | None = Field(default=None, description="Where the deployed service answers.")
     duration_ms: DurationMs | None = Field(default=None, description="Time from start to live.")
 
 

@@ -40,6 +40,7 @@ from schemas.deployment_events import (
     StepOutcome,
 )
 from schemas.envelope import Envelope
+from schemas.fields import Severity
 from schemas.link_events import (
     ClaudeSessionLink,
     CodegenRequestLink,
@@ -167,6 +168,7 @@ __all__ = [
     "SessionEndedPayload",
     "SessionStarted",
     "SessionStartedPayload",
+    "Severity",
     "StepOutcome",
     "SystemConfigChanged",
     "SystemConfigChangedPayload",

@@ -23,7 +23,6 @@ __all__ = [
     "EntityId",
     "EnvironmentName",
     "FiniteFloat",
-    "HttpUrl",
     "Labels",
     "LongText",
     "Priority",
@@ -34,6 +33,7 @@ __all__ = [
     "ShortText",
     "Text",
     "TokenCount",
+    "WebUrl",
 ]
 
 #: Chat messages and other long content: up to 100,000 characters.
@@ -61,7 +61,7 @@ PullRequestNumber = Annotated[int, Field(ge=1, le=2_147_483_647)]
 #: A deployment environment: a lower-case slug such as ``production``, ``staging``, ``preview-123``.
 EnvironmentName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 #: An http(s) URL, at most 2,048 characters.
-HttpUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+WebUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
 #: A deployment id from the deploying system: letters, digits and ``._:/-``, at most 200 characters.
 DeploymentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")]
 #: A SHA-256 digest in lower-case hexadecimal.

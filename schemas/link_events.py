@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, StringConstraints
 
 from schemas.envelope import Envelope, Family, Payload, ShortText
-from schemas.fields import DeploymentId, HttpUrl
+from schemas.fields import DeploymentId, WebUrl
 
 
 class LinkKind(enum.StrEnum):
@@ -48,7 +48,7 @@ class LinkCreatedPayload(Payload):
 
     kind: LinkKind = Field(description="What is linked.")
     external_id: ShortText = Field(description="Its id in the other system, in that system's format.")
-    url: HttpUrl | None = Field(default=None, description=_URL)
+    url: WebUrl | None = Field(default=None, description=_URL)
     title: ShortText | None = Field(default=None, description=_TITLE)
 
 
