@@ -114,6 +114,7 @@ class CheckpointedConsumer:
             heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             max_poll_interval_ms=max(300_000, int(s.db_retry_max_backoff_s * 1000) * 6),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             **s.aiokafka_security(),
         )
         self._consumer.subscribe([self._topic], listener=_SeekToStoredOffsets(self))

@@ -9,7 +9,19 @@ from pydantic import Field
 from schemas.settings import KafkaSettings
 
 
-class DatabaseSettings(KafkaSettings):
+class ConsumerSettings(KafkaSettings):
+    """Kafka consumer tuning shared by the processor, the sink and the aggregators.
+
+    Attributes:
+        kafka_fetch_max_wait_ms: how long a fetch may wait on the broker for data. Apache
+            Kafka answers as soon as data arrives; the embedded broker always waits this
+            long, so it is a floor on every hop's latency there.
+    """
+
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+
+
+class DatabaseSettings(ConsumerSettings):
     """Kafka plus PostgreSQL: what a consumer that writes to the database needs.
 
     Attributes:
@@ -24,7 +36,7 @@ class DatabaseSettings(KafkaSettings):
     db_retry_max_backoff_s: float = Field(default=10.0, gt=0)
 
 
-class ProcessorSettings(KafkaSettings):
+class ProcessorSettings(ConsumerSettings):
     """The Faust processor: validate, deduplicate, publish to the clean topic.
 
     Attributes:

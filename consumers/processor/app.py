@@ -22,6 +22,7 @@ import faust
 
 from consumers import metrics
 from consumers.clean import chunk_rows
+from consumers.processor import transport
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
@@ -34,9 +35,10 @@ STAGE = "processor"
 def build_app(settings: ProcessorSettings) -> faust.App:
     """Create the Faust app with its topics, dedup table and agent."""
     settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
+    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     app = faust.App(
         settings.processor_group,
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker=[f"{transport.SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
