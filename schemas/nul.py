@@ -84,10 +84,15 @@ class NulRejectingAdapter(TypeAdapter[T]):  # type: ignore[misc]  # @final only 
         Raises:
             ValidationError: with an error of type ``string_contains_nul`` per such string.
         """
-        if has_nul_escape(data):
+        if (_BACKSLASH in data and data.rfind(NUL_ESCAPE) != -1) if data.__class__ is bytes else has_nul_escape(data):
             _raise_for_nul(data)
-        result: T = super().validate_json(data, *args, **kwargs)
-        return result
+        if args or kwargs:
+            result: T = super().validate_json(data, *args, **kwargs)
+            return result
+        # What TypeAdapter.validate_json does with default options, minus its Python layer:
+        # this makes the check above free (measured: faster than a plain TypeAdapter).
+        validated: T = self.validator.validate_json(data)
+        return validated
 
 
 def _raise_for_nul(data: str | bytes | bytearray) -> None:

@@ -348,6 +348,9 @@ def test_the_adapters_reject_a_nul_in_json_bytes_before_parsing() -> None:
     assert [e["loc"] for e in bundle.value.errors()] == [(1, "llm.called", "payload", "model")]
     with pytest.raises(ValidationError, match="NUL"):
         EVENT_ADAPTER.validate_json(nul_message(bad).decode())
+    with pytest.raises(ValidationError, match="NUL"):
+        EVENT_ADAPTER.validate_json(bytearray(nul_message(bad)), strict=False)
+    assert EVENT_ADAPTER.validate_json(orjson.dumps(good), strict=False).event_type == "task.created"
     literal = orjson.dumps(raw_event("task.failed", error="C:\\u0000"))
     assert EVENT_ADAPTER.validate_json(literal).payload.error == "C:\\u0000"  # type: ignore[union-attr]
     assert isinstance(EVENT_ADAPTER, TypeAdapter)
