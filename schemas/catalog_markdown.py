@@ -22,6 +22,8 @@ DOCS_COMMAND = "devtrail schemas docs docs/events.md"
 #: Where docs/events.md finds the schema files, relative to itself.
 SCHEMAS_LINK = "schemas/"
 
+_TAG_NOTE = "Selects this payload; required."
+
 _INTRO = f"""\
 # Event catalog
 
@@ -179,7 +181,9 @@ def _field_row(name: str, prop: dict[str, Any], required: bool, root: dict[str, 
         type_text,
         "yes" if required else "",
         _constraints_text(inner, prop, root),
-        _escape(_markdown(str(prop.get("description", inner.get("description", ""))))),
+        _escape(
+            _markdown(str(prop.get("description", inner.get("description", _TAG_NOTE if "const" in inner else ""))))
+        ),
     )
     return "| " + " | ".join(cells) + " |"
 
