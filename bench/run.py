@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,24 @@ from bench.sink import bench_sink
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each benchmark does."""
+
+    producer: int
+    drain: int
+    sink: int
+    naive: int
+    latency_s: float
+    peer: int
+
+
 SIZES = {
-    "quick": {"producer": 200_000, "drain": 300_000, "sink": 200_000, "naive": 5_000, "latency_s": 20.0},
-    "full": {"producer": 1_000_000, "drain": 1_000_000, "sink": 1_000_000, "naive": 20_000, "latency_s": 60.0},
+    "quick": Sizes(producer=200_000, drain=300_000, sink=200_000, naive=5_000, latency_s=20.0, peer=0),
+    "full": Sizes(producer=1_000_000, drain=1_000_000, sink=1_000_000, naive=20_000, latency_s=60.0, peer=200_000),
 }
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path("bench") / "results"  # relative to where it runs: the checkout
 
 
 def machine() -> dict[str, Any]:
@@ -47,17 +61,17 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
             results["broker"] = "embedded Tansu 0.6 (memory)" if stack.kafka_embedded else "external"
             wanted = only or {"producer", "sink", "drain", "latency"}
             if "producer" in wanted:
-                results |= await bench_producer(stack.settings, sizes["producer"])
+                results |= await bench_producer(stack.settings, sizes.producer)
             if "sink" in wanted:
-                results |= await bench_sink(stack.settings, admin_url, sizes["sink"], sizes["naive"])
+                results |= await bench_sink(stack.settings, admin_url, sizes.sink, sizes.naive)
             if "drain" in wanted:
-                results |= await bench_drain(stack, admin_url, sizes["drain"])
+                results |= await bench_drain(stack, admin_url, sizes.drain)
             if "latency" in wanted:
-                results |= await bench_latency(stack, admin_url, 10_000, sizes["latency_s"])
-            if mode == "full" and (only is None or "peer" in only):
+                results |= await bench_latency(stack, admin_url, 10_000, sizes.latency_s)
+            if sizes.peer and (only is None or "peer" in only):
                 from bench.peer_quix import bench_quix
 
-                results |= await bench_quix(stack, admin_url, sizes["drain"] // 5)
+                results |= await bench_quix(stack, admin_url, sizes.peer)
     results["peak_rss_mb"] = {"bench": peak_rss_mb(), **_worker_peaks(results)}
     return results
 

@@ -149,6 +149,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the JSON Schemas (one per event type + index.json) or the Markdown catalog."""
+    if args.action == "export":
+        from schemas.jsonschema import export_schemas
+
+        written = export_schemas(args.path)
+        print(f"wrote {len(written)} files to {args.path}")
+    else:
+        from schemas.catalog_markdown import write_catalog_markdown
+
+        write_catalog_markdown(args.path)
+        print(f"wrote {args.path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark programs (bench/); arguments go to them."""
+    try:
+        from bench.run import main as bench_main
+    except ImportError as exc:
+        raise SetupError(f"the benchmark programs are not installed here ({exc}); run from a checkout") from exc
+    return bench_main([a for a in args.bench_args if a != "--"])
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="devtrail", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -177,11 +201,21 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "run one worker in the foreground")
     run.add_argument("role", choices=("processor", "sink", "aggregator"))
     run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics here (0: off)")
+    schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
+    schemas.set_defaults(fun=cmd_schemas)
+    schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")
+    schemas.add_argument("path", type=Path, help="directory (export) or file (docs)")
+    bench = sub.add_parser("bench", help="run the benchmarks (--quick, --json, --only ...)", add_help=False)
+    bench.set_defaults(fun=cmd_bench)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``devtrail`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every argument belongs to the benchmark programs, --help too
+        argv = ["bench", "--", *argv[1:]]
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,

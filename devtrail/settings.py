@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -19,12 +20,13 @@ class StackSettings(SinkSettings, AggregatorSettings, ProcessorSettings, Produce
     Attributes:
         data_dir: embedded PostgreSQL data, worker logs, metrics files.
         metrics_port: HTTP port of ``/metrics`` and ``/healthz`` (0 disables them).
-        processor_workers: Faust processor processes (scale up to the partition count).
+        processor_workers: Faust processor processes (scale up to the partition count);
+            by default one per CPU, at most 4. Validation is the most CPU-hungry stage.
     """
 
     data_dir: Path = Path(".devtrail")
     metrics_port: int = Field(default=9464, ge=0, le=65535)
-    processor_workers: int = Field(default=1, ge=1)
+    processor_workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)), ge=1)
 
     @property
     def embedded_kafka(self) -> bool:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -64,10 +65,6 @@ def test_unreachable_database_says_what_to_do(tmp_path: Path) -> None:
 def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path_factory: pytest.TempPathFactory) -> None:
     import signal
     import socket
-    import time
-    import urllib.request
-
-    import psutil
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,35 +78,43 @@ def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path_fact
         text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(data_dir)},
     ) as up:
-        assert up.stdout is not None
-        banner = [up.stdout.readline() for _ in range(4)]
-        assert banner[0].startswith("devtrail is up"), banner
-        children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 4  # broker, PostgreSQL, three workers
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
-                    health = orjson.loads(response.read())
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "no healthy /healthz"
-                time.sleep(0.5)
-        assert health["healthy"] is True
-        assert set(health["workers"]) == {"processor-1", "sink-1", "aggregator-1"}
-        bootstrap = banner[0].split("Kafka: ")[1].split()[0]
-        asyncio.run(_emit_tasks(bootstrap, 25))
-        stored = 'devtrail_events_out_total{stage="sink"} 25.0'
-        while stored not in (metrics := _get(f"http://127.0.0.1:{port}/metrics")):
-            assert time.monotonic() < deadline + 60, metrics[-2000:]
-            time.sleep(0.5)
-        up.send_signal(signal.SIGTERM)
         try:
+            children = _check_running_stack(up, port)
+            up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=60) == 0
+            assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         finally:
             if up.poll() is None:
                 up.kill()
-        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+                up.wait()
+
+
+def _check_running_stack(up: subprocess.Popen[str], port: int) -> list[psutil.Process]:
+    """Check banner, health and metrics of a running ``devtrail up``; return its child processes."""
+    import time
+
+    assert up.stdout is not None
+    banner = [up.stdout.readline() for _ in range(4)]
+    assert banner[0].startswith("devtrail is up"), banner
+    children = psutil.Process(up.pid).children(recursive=True)
+    assert len(children) >= 4  # broker, PostgreSQL, the workers
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            health = orjson.loads(_get(f"http://127.0.0.1:{port}/healthz"))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "no healthy /healthz"
+            time.sleep(0.5)
+    assert health["healthy"] is True
+    assert {"processor-1", "sink-1", "aggregator-1"} <= set(health["workers"])
+    bootstrap = banner[0].split("Kafka: ")[1].split()[0]
+    asyncio.run(_emit_tasks(bootstrap, 25))
+    stored = 'devtrail_events_out_total{stage="sink"} 25.0'
+    while stored not in (metrics := _get(f"http://127.0.0.1:{port}/metrics")):
+        assert time.monotonic() < deadline + 60, metrics[-2000:]
+        time.sleep(0.5)
+    return children
 
 
 def _get(url: str) -> str:
