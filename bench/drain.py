@@ -77,8 +77,8 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
     return {
         "drain_events": events,
         "drain_duplicates_sent": duplicates,
-        "drain_stored": stored,
-        "drain_aggregated": counted,
+        "drain_stored": int(stored),
+        "drain_aggregated": int(counted),
         "drain_events_per_second": round(progress.steady_rate),
         "drain_events_per_second_including_startup": round(events / total),
         "drain_startup_seconds": round(progress.startup_seconds, 2),

@@ -28,18 +28,19 @@ async def offer(producer: EventProducer, workload: Workload, rate: int, seconds:
     per_tick = max(1, round(rate * TICK_S))
     started = time.perf_counter()
     sent, ticks = 0, 0
-    waiters = []
+    waiters: dict[int, asyncio.Future[None]] = {}
     while (elapsed := time.perf_counter() - started) < seconds:
         due = int(elapsed / TICK_S) + 1
         for _ in range(due - ticks):
             now = datetime.now(UTC)
             for i in range(per_tick):
                 event = template[(sent + i) % len(template)]
-                waiters.append(producer.emit_nowait(event.model_copy(update={"event_id": uuid7(), "occurred_at": now})))
+                waiter = producer.emit_nowait(event.model_copy(update={"event_id": uuid7(), "occurred_at": now}))
+                waiters[id(waiter)] = waiter
             sent += per_tick
         ticks = due
         await asyncio.sleep(max(0.0, ticks * TICK_S - (time.perf_counter() - started)))
-    await asyncio.gather(*waiters)
+    await asyncio.gather(*waiters.values())
     return sent
 
 

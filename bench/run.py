@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{mode}.json"
-        path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+        path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=float) + b"\n")
         say(f"results written to {path}")
     for key, value in results.items():
         if not isinstance(value, dict):
             sys.stdout.write(f"{key:48} {value}\n")
     if args.json:
-        sys.stdout.write(orjson.dumps(results).decode() + "\n")
+        sys.stdout.write(orjson.dumps(results, default=float).decode() + "\n")
     return 0
 
 

@@ -103,9 +103,12 @@ async def bench_sink(base: StackSettings, admin_url: str, events: int, naive_eve
     say(f"sink: {events:,} rows from the clean topic at {sink_rate:,.0f} rows/s (batches of {batch})")
     rows = [copy_record(row) for row in decode_rows(encode_rows(encoded))]
     conn = await asyncpg.connect(settings.database_url)
+    if not settings.db_synchronous_commit:
+        await conn.execute("SET synchronous_commit TO off")  # the same session setting as the sink
     try:
         raw_batched, raw_single = await bench_raw_copy(conn, rows, batch)
         say(f"raw COPY: {raw_batched:,.0f} rows/s in {batch}-row transactions, {raw_single:,.0f} in one")
+        await conn.execute("SET synchronous_commit TO on")  # as the systems devtrail replaces run
         naive = await bench_naive_insert(conn, rows[:naive_events])
         say(f"naive INSERT: {naive:,.0f} rows/s ({naive_events:,} rows, one autocommitted INSERT each)")
     finally:

@@ -246,6 +246,9 @@ class CheckpointedConsumer:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(self._settings.database_url)
+            if not self._settings.db_synchronous_commit:
+                # Safe: offsets commit with the rows (see CheckpointSettings.db_synchronous_commit).
+                await self._conn.execute("SET synchronous_commit TO off")
         return self._conn
 
     async def _reset_connection(self) -> None:

@@ -70,11 +70,23 @@ class ProcessorSettings(ConsumerSettings):
 
 
 class CheckpointSettings(DatabaseSettings):
-    """Batching of a consumer whose offsets live in PostgreSQL with its writes."""
+    """Batching of a consumer whose offsets live in PostgreSQL with its writes.
 
-    batch_max_events: int = Field(default=5000, ge=1)
+    Attributes:
+        batch_max_events: rows per database transaction at most (the commit, not the
+            COPY, is what a small batch pays for).
+        batch_max_wait_ms: how long a batch may wait to fill (the latency it adds).
+        db_synchronous_commit: wait for each commit's WAL flush. Off by default, and safe:
+            the consumer's offsets are in the same transaction, so a PostgreSQL crash that
+            loses the last commits loses their offsets too, and the events are read again
+            from Kafka. Turn it on if other readers must never see a row that a crash
+            could take back.
+    """
+
+    batch_max_events: int = Field(default=20_000, ge=1)
     batch_max_wait_ms: int = Field(default=250, ge=1)
     fetch_max_messages: int = Field(default=500, ge=1)
+    db_synchronous_commit: bool = False
 
 
 class SinkSettings(CheckpointSettings):

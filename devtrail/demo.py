@@ -101,15 +101,16 @@ async def _send_all(
     producer: EventProducer, unique_events: list[Envelope], resent: list[Envelope], progress: Progress
 ) -> None:
     total = len(unique_events) + len(resent)
-    waiters = []
+    waiters: dict[int, asyncio.Future[None]] = {}
     # Re-sent copies go out after their originals, as a client retrying would send them.
     for n, event in enumerate([*unique_events, *resent], start=1):
         await producer.wait_for_room()
-        waiters.append(producer.emit_nowait(event))
+        waiter = producer.emit_nowait(event)
+        waiters[id(waiter)] = waiter
         if n % 5000 == 0 or n == total:
             progress.update(f"producing  {n:>9,}/{total:,} events")
             await asyncio.sleep(0)
-    await asyncio.gather(*waiters)
+    await asyncio.gather(*waiters.values())
     progress.done(f"produced   {total:,} events ({len(resent):,} of them re-sent duplicates), all acknowledged")
 
 

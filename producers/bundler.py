@@ -24,18 +24,21 @@ def choose_partition(key: bytes, partitions: list[int]) -> int:
 
 @dataclass
 class Bundle:
-    """Encoded events bound for one topic-partition, and their callers' futures."""
+    """Encoded events bound for one topic-partition, and the future they share.
+
+    One future per bundle, not per event: the events of a bundle are acknowledged (or
+    fail) together, and a future per event cost more than encoding the event.
+    """
 
     topic: str
     partition: int
     key: bytes
+    done: asyncio.Future[None]
     encoded: list[bytes] = field(default_factory=list)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     size: int = 2
 
-    def add(self, encoded: bytes, waiter: asyncio.Future[None]) -> None:
+    def add(self, encoded: bytes) -> None:
         self.encoded.append(encoded)
-        self.waiters.append(waiter)
         self.size += len(encoded) + 1
 
     def fits(self, encoded: bytes, max_events: int, max_bytes: int) -> bool:

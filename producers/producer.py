@@ -40,6 +40,7 @@ class EventProducer:
         self._topics = settings.topics
         self._kafka: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._partition_of: dict[tuple[str, bytes], int] = {}  # murmur2 is pure Python: cache it
         self._open: dict[tuple[str, int], Bundle] = {}
         self._linger_handles: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._send_lock = asyncio.Lock()
@@ -96,6 +97,9 @@ class EventProducer:
     def emit_nowait(self, event: Envelope) -> asyncio.Future[None]:
         """Buffer an event and return a future that resolves when the broker acknowledged it.
 
+        The future is shared by the events of one bundle: await it, but do not cancel it
+        (wrap it in ``asyncio.shield`` to put a timeout on the wait).
+
         Raises:
             BufferFullError: ``producer_max_pending_events`` are already waiting.
             ProducerClosedError: the producer is not started.
@@ -109,10 +113,12 @@ class EventProducer:
             )
         topic = self._topics.input_topic(event.family)
         key = event.partition_key()
-        partition = choose_partition(key, self._partitions[topic])
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._append(topic, partition, key, encode_event(event), waiter)
-        return waiter
+        partition = self._partition_of.get((topic, key))
+        if partition is None:
+            if len(self._partition_of) > 100_000:
+                self._partition_of.clear()
+            partition = self._partition_of[(topic, key)] = choose_partition(key, self._partitions[topic])
+        return self._append(topic, partition, key, encode_event(event))
 
     async def emit(self, event: Envelope) -> None:
         """Publish one event; return once the broker has acknowledged it.
@@ -122,15 +128,18 @@ class EventProducer:
             BufferFullError: the buffer is full and ``producer_overflow`` is ``raise``.
         """
         await self.wait_for_room()
-        await self.emit_nowait(event)
+        await asyncio.shield(self.emit_nowait(event))
 
     async def emit_many(self, events: Iterable[Envelope]) -> None:
         """Publish many events; return once all are acknowledged (or raise the first error)."""
-        waiters = []
+        waiters: dict[int, asyncio.Future[None]] = {}
+        limit = self._settings.producer_max_pending_events
         for event in events:
-            await self.wait_for_room()
-            waiters.append(self.emit_nowait(event))
-        await asyncio.gather(*waiters)
+            if self._pending >= limit:
+                await self.wait_for_room()
+            waiter = self.emit_nowait(event)
+            waiters[id(waiter)] = waiter
+        await asyncio.gather(*waiters.values())
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Publish bytes as they are, as any other Kafka client would (tests, tools)."""
@@ -155,7 +164,7 @@ class EventProducer:
                 self._room.clear()
                 await self._room.wait()
 
-    def _append(self, topic: str, partition: int, key: bytes, encoded: bytes, waiter: asyncio.Future[None]) -> None:
+    def _append(self, topic: str, partition: int, key: bytes, encoded: bytes) -> asyncio.Future[None]:
         s = self._settings
         slot = (topic, partition)
         bundle = self._open.get(slot)
@@ -163,13 +172,14 @@ class EventProducer:
             self._close_bundle(slot)
             bundle = None
         if bundle is None:
-            bundle = self._open[slot] = Bundle(topic, partition, key)
             loop = asyncio.get_running_loop()
+            bundle = self._open[slot] = Bundle(topic, partition, key, loop.create_future())
             self._linger_handles[slot] = loop.call_later(s.producer_linger_ms / 1000, self._close_bundle, slot)
-        bundle.add(encoded, waiter)
+        bundle.add(encoded)
         self._pending += 1
         if len(bundle) >= s.producer_bundle_max_events:
             self._close_bundle(slot)
+        return bundle.done
 
     def _close_bundle(self, slot: tuple[str, int]) -> None:
         bundle = self._open.pop(slot, None)
@@ -200,13 +210,11 @@ class EventProducer:
             self._settle(bundle, None)
 
     def _settle(self, bundle: Bundle, error: DeliveryError | None) -> None:
-        for waiter in bundle.waiters:
-            if waiter.done():
-                continue
+        if not bundle.done.done():
             if error is None:
-                waiter.set_result(None)
+                bundle.done.set_result(None)
             else:
-                waiter.set_exception(error)
+                bundle.done.set_exception(error)
         self._pending -= len(bundle)
         if self._pending < self._settings.producer_max_pending_events:
             self._room.set()

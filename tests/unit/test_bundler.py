@@ -22,14 +22,14 @@ def test_murmur2_matches_the_java_client_test_vectors() -> None:
 
 async def test_bundle_limits_and_value() -> None:
     loop = asyncio.get_running_loop()
-    bundle = Bundle("t", 0, b"k")
+    bundle = Bundle("t", 0, b"k", loop.create_future())
     assert bundle.fits(b"x" * 10_000, max_events=2, max_bytes=100)  # an empty bundle takes anything
-    bundle.add(b'{"a":1}', loop.create_future())
+    bundle.add(b'{"a":1}')
     assert bundle.value() == b'{"a":1}'
     assert bundle.fits(b'{"b":2}', max_events=2, max_bytes=100)
-    bundle.add(b'{"b":2}', loop.create_future())
+    bundle.add(b'{"b":2}')
     assert bundle.value() == b'[{"a":1},{"b":2}]'
     assert not bundle.fits(b"{}", max_events=2, max_bytes=100)
-    big = Bundle("t", 0, b"k")
-    big.add(b"x" * 60, loop.create_future())
+    big = Bundle("t", 0, b"k", loop.create_future())
+    big.add(b"x" * 60)
     assert not big.fits(b"y" * 60, max_events=10, max_bytes=100)
