@@ -100,6 +100,7 @@ class CheckpointedConsumer:
         self._db_lock = asyncio.Lock()  # the main loop and the rebalance callbacks share the connection
         self._generation = 0  # bumped by every rebalance callback
         self._needs_seek = False
+        self._inflight: asyncio.Task[None] | None = None  # the batch being written
         self.events_written = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -122,9 +123,10 @@ class CheckpointedConsumer:
         try:
             while not stop.is_set():
                 await self._poll_once()
+            await self._finish_inflight()
             async with self._db_lock:
                 if self._batch:
-                    await self._flush()
+                    await self._flush(self._take_batch())
         finally:
             await self._consumer.stop()
             if self._dead_letters is not None:
@@ -136,6 +138,7 @@ class CheckpointedConsumer:
         assert self._consumer is not None
         s = self._settings
         if self._needs_seek:
+            await self._finish_inflight()
             async with self._db_lock:
                 await self._seek_to_stored_offsets()
         wait_ms = max(1, int(s.batch_max_wait_ms - self._batch.age_ms())) if self._batch else s.batch_max_wait_ms
@@ -149,11 +152,25 @@ class CheckpointedConsumer:
             for message in messages:
                 self._batch.add(tp, message.offset, message.value)
         if self._batch and (len(self._batch.rows) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms):
-            async with self._db_lock:
-                await self._flush()
+            # Double buffering: the next batch is read and decoded while this one is written.
+            await self._finish_inflight()
+            self._inflight = asyncio.create_task(self._flush_locked(self._take_batch()))
 
-    async def _flush(self) -> None:
+    def _take_batch(self) -> PendingBatch:
         batch, self._batch = self._batch, PendingBatch()
+        return batch
+
+    async def _finish_inflight(self) -> None:
+        """Wait for the batch being written (and raise what its write raised)."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
+    async def _flush_locked(self, batch: PendingBatch) -> None:
+        async with self._db_lock:
+            await self._flush(batch)
+
+    async def _flush(self, batch: PendingBatch) -> None:
         attempt = 0
         while True:
             try:
@@ -262,11 +279,18 @@ class CheckpointedConsumer:
         Runs in aiokafka's coordinator task, possibly while the main loop awaits a fetch.
         """
         self._generation += 1
+        inflight = self._inflight
+        if inflight is not None:
+            try:  # the batch being written must commit before a later one may
+                await asyncio.shield(inflight)
+            except Exception:  # noqa: BLE001 - the main loop raises it; a later batch must not commit past it
+                self._batch = PendingBatch()
+                return
         async with self._db_lock:
             if not self._batch:
                 return
             try:
-                await self._flush()
+                await self._flush(self._take_batch())
             except Exception as exc:
                 if not is_retriable_db_error(exc):
                     raise
