@@ -63,7 +63,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
             if "producer" in wanted:
                 results |= await bench_producer(stack.settings, sizes.producer)
             if "sink" in wanted:
-                results |= await bench_sink(stack.settings, admin_url, sizes.sink, sizes.naive)
+                results |= await bench_sink(stack, admin_url, sizes.sink, sizes.naive)
             if "drain" in wanted:
                 results |= await bench_drain(stack, admin_url, sizes.drain)
             if "latency" in wanted:

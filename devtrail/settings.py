@@ -22,11 +22,14 @@ class StackSettings(SinkSettings, AggregatorSettings, ProcessorSettings, Produce
         metrics_port: HTTP port of ``/metrics`` and ``/healthz`` (0 disables them).
         processor_workers: Faust processor processes (scale up to the partition count);
             by default one per CPU, at most 4. Validation is the most CPU-hungry stage.
+        sink_workers: COPY sink processes, each with its own connection (up to the
+            partition count); more than one when the database has cores to spare.
     """
 
     data_dir: Path = Path(".devtrail")
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     processor_workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)), ge=1)
+    sink_workers: int = Field(default=1, ge=1)
 
     @property
     def embedded_kafka(self) -> bool:
