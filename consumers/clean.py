@@ -43,11 +43,16 @@ Row = list[Any]
 _HEAD = b'{"columns":' + orjson.dumps(list(EVENT_COLUMNS)) + b',"rows":['
 
 
-def event_to_row(event: Envelope) -> Row:
-    """A validated event as a clean row (``EVENT_COLUMNS`` order)."""
+def event_to_row(event: Envelope, event_id: str | None = None) -> Row:
+    """A validated event as a clean row (``EVENT_COLUMNS`` order).
+
+    Args:
+        event: the event.
+        event_id: ``str(event.event_id)`` when the caller has it already.
+    """
     payload = getattr(event, "payload", None)
     return [
-        str(event.event_id),
+        event_id or str(event.event_id),
         event.occurred_at.isoformat(),
         getattr(event, "event_type", None),
         event.schema_version,

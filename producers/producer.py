@@ -78,11 +78,16 @@ class EventProducer:
             **s.aiokafka_security(),
         )
         await self._kafka.start()
-        for topic in self._topics.input_topics:
-            partitions = await self._kafka.partitions_for(topic)
-            if not partitions:
-                raise ProducerClosedError(f"topic {topic!r} does not exist; run `devtrail topics create`")
-            self._partitions[topic] = sorted(partitions)
+        try:
+            for topic in self._topics.input_topics:
+                partitions = await self._kafka.partitions_for(topic)
+                if not partitions:
+                    raise ProducerClosedError(f"topic {topic!r} does not exist; create it with `devtrail topics`")
+                self._partitions[topic] = sorted(partitions)
+        except BaseException:
+            await self._kafka.stop()
+            self._kafka = None
+            raise
 
     async def close(self) -> None:
         """Send what is buffered, wait for its acknowledgements, and disconnect."""

@@ -82,15 +82,15 @@ def process_batch(
         last_offset[tp] = message.offset
         for position, event, raw in _validated(message, outcome):
             outcome.received[event.event_type] += 1
-            row = orjson.dumps(event_to_row(event))
+            event_id = str(event.event_id)
+            if event_id in index or event_id in in_batch:
+                outcome.duplicates += 1
+                continue
+            row = orjson.dumps(event_to_row(event, event_id))
             if len(row) > max_event_bytes:
                 too_large = EventTooLargeError(f"event is {len(row):,} bytes encoded; the limit is {max_event_bytes:,}")
                 original = raw if raw is not None else encode_event(event)
                 outcome.dead_letters.append(_dead(too_large, message, original, position))
-                continue
-            event_id = str(event.event_id)
-            if event_id in index or event_id in in_batch:
-                outcome.duplicates += 1
                 continue
             in_batch.add(event_id)
             outcome.encoded.setdefault(message.partition, []).append(row)
