@@ -33,6 +33,7 @@ def fresh_settings(base: StackSettings, database_url: str, **overrides: object) 
             "processor_group": f"{prefix}-processor",
             "sink_group": f"{prefix}-sink",
             "aggregator_group": f"{prefix}-aggregator",
+            "dead_letter_group": f"{prefix}-dead-letters",
             "database_url": database_url,
             **overrides,
         }
@@ -146,3 +147,24 @@ class Milestones:
     @property
     def startup_seconds(self) -> float:
         return self.times[1] - self.started
+
+
+async def wait_for_stable_groups(bootstrap: str, members: dict[str, int], timeout_s: float = 120) -> None:
+    """Wait until each consumer group is ``Stable`` with the given number of members.
+
+    A measurement at steady load must not include the rebalance of a worker that joined late.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+
+        async def stable() -> bool:
+            responses = await admin.describe_consumer_groups(list(members))
+            states = {group[1]: (group[2], len(group[5])) for response in responses for group in response.groups}
+            return all(states.get(group) == ("Stable", count) for group, count in members.items())
+
+        await wait_for(stable, timeout_s, f"consumer groups {sorted(members)} to be stable", poll_s=0.5)
+    finally:
+        await admin.close()

@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from bench.harness import fresh_database, fresh_settings, say, wait_for, workers_cpu, workers_peak_rss
+from bench.harness import (
+    fresh_database,
+    fresh_settings,
+    say,
+    wait_for,
+    wait_for_stable_groups,
+    workers_cpu,
+    workers_peak_rss,
+)
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
 from producers import EventProducer, Workload
@@ -56,6 +64,14 @@ async def bench_latency(stack: Stack, admin_url: str, rate: int, seconds: float)
             await producer.emit_many(list(warmup.events(200)))
             await wait_for(
                 lambda: _count(conn, warmup.source, 200), 120, "the warm-up events (workers joined)", poll_s=0.2
+            )
+            await wait_for_stable_groups(
+                settings.kafka_bootstrap_servers,
+                {
+                    settings.processor_group: settings.processor_workers,
+                    settings.sink_group: settings.sink_workers,
+                    settings.aggregator_group: 1,
+                },
             )
             workload = Workload("bench-latency", seed=4)
             say(f"latency: offering {rate:,} events/s for {seconds:.0f}s")

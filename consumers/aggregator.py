@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from consumers import metrics
-from consumers.clean import AGENT_ID, EVENT_ID, EVENT_TYPE, OCCURRED_AT, PROJECT_ID, Row, unique_rows
+from consumers.clean import AGENT_ID, EVENT_ID, EVENT_TYPE, OCCURRED_AT, PROJECT_ID, CleanTopicReader, Row, unique_rows
 
 _CLAIM_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS applied_staging
@@ -90,7 +90,7 @@ def hourly_counts(rows: list[Row]) -> Counter[tuple[datetime, str, str, str]]:
     return counts
 
 
-class HourlyEventCounts:
+class HourlyEventCounts(CleanTopicReader):
     """``BatchWriter`` maintaining ``event_counts_hourly`` (bucket, project, agent, type)."""
 
     stage = "aggregator"

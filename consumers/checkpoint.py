@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import asyncpg
@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from consumers import metrics
-from consumers.clean import EVENT_ID, OCCURRED_AT, Row, decode_rows, row_as_object
+from consumers.clean import EVENT_ID, OCCURRED_AT, Row, row_as_object
 from consumers.deadletter import DeadLetter
 from consumers.errors import is_retriable_db_error
 from consumers.offsets import load_offsets, store_offsets
@@ -41,17 +41,22 @@ log = logging.getLogger(__name__)
 
 
 class BatchWriter(Protocol):
-    """Writes one batch of clean events; see the module docstring for when it is called."""
+    """Writes one batch of rows; see the module docstring for when it is called."""
 
     stage: str
+
+    def decode(self, topic: str, partition: int, offset: int, value: bytes | None) -> list[Row]:
+        """The rows one message carries. Raises ``ValueError`` for a message it cannot read."""
+        ...
 
     async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int: ...
 
 
 class PendingBatch:
-    """Events read since the last commit, and the offsets that follow them."""
+    """Rows read since the last commit, and the offsets that follow them."""
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[str, int, int, bytes | None], list[Row]]) -> None:
+        self._decode = decode
         self.rows: list[Row] = []
         self.origins: list[tuple[TopicPartition, int]] = []  # (partition, offset) of each row
         self.next_offsets: dict[TopicPartition, int] = {}
@@ -62,11 +67,11 @@ class PendingBatch:
             self.started = time.monotonic()
         self.next_offsets[tp] = offset + 1
         try:
-            rows = decode_rows(value)
+            rows = self._decode(tp.topic, tp.partition, offset, value)
         except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
-            # The clean topic is written only by the processor; this is a bug, not bad input.
-            log.error("undecodable clean message at %s:%s offset %s skipped: %s", tp.topic, tp.partition, offset, exc)
-            metrics.DEAD_LETTERS.labels("clean_undecodable").inc()
+            # These topics are written only by devtrail's own stages; this is a bug, not bad input.
+            log.error("undecodable message at %s:%s offset %s skipped: %s", tp.topic, tp.partition, offset, exc)
+            metrics.DEAD_LETTERS.labels("undecodable_internal").inc()
             return
         self.rows.extend(rows)
         self.origins.extend([(tp, offset)] * len(rows))
@@ -93,7 +98,7 @@ class CheckpointedConsumer:
         self._writer = writer
         self._group = group
         self._topic = topic
-        self._batch = PendingBatch()
+        self._batch = PendingBatch(self._writer.decode)
         self._conn: asyncpg.Connection | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._dead_letters: AIOKafkaProducer | None = None
@@ -157,7 +162,7 @@ class CheckpointedConsumer:
             self._inflight = asyncio.create_task(self._flush_locked(self._take_batch()))
 
     def _take_batch(self) -> PendingBatch:
-        batch, self._batch = self._batch, PendingBatch()
+        batch, self._batch = self._batch, PendingBatch(self._writer.decode)
         return batch
 
     async def _finish_inflight(self) -> None:
@@ -284,7 +289,7 @@ class CheckpointedConsumer:
             try:  # the batch being written must commit before a later one may
                 await asyncio.shield(inflight)
             except Exception:  # noqa: BLE001 - the main loop raises it; a later batch must not commit past it
-                self._batch = PendingBatch()
+                self._batch = PendingBatch(self._writer.decode)
                 return
         async with self._db_lock:
             if not self._batch:
@@ -297,7 +302,7 @@ class CheckpointedConsumer:
                 log.warning(
                     "%s: could not write before rebalance (%s); the next owner rereads it", self._writer.stage, exc
                 )
-                self._batch = PendingBatch()
+                self._batch = PendingBatch(self._writer.decode)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Note the new assignment; the main loop seeks it to the stored offsets before reading."""
@@ -315,7 +320,7 @@ class CheckpointedConsumer:
             else:
                 await self._consumer.seek_to_beginning(tp)
         self._needs_seek = False
-        self._batch = PendingBatch()  # anything read before the seek is read again after it
+        self._batch = PendingBatch(self._writer.decode)  # anything read before the seek is read again after it
         log.info("%s: assigned %s, resuming at stored offsets %s", self._writer.stage, sorted(assigned), stored)
 
 

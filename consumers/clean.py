@@ -118,3 +118,12 @@ def chunk_rows(encoded_rows: Sequence[bytes], max_rows: int, max_bytes: int) -> 
     if start < len(encoded_rows):
         messages.append(encode_rows(encoded_rows[start:]))
     return messages
+
+
+class CleanTopicReader:
+    """Mixin for batch writers that read the clean topic."""
+
+    @staticmethod
+    def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[Row]:
+        """The rows of a clean message (``decode_rows``)."""
+        return decode_rows(value)

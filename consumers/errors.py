@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from schemas.errors import DevtrailError
+from schemas.errors import ContractError, DevtrailError
 
 
 class ConsumerError(DevtrailError):
     """Base of consumer errors."""
+
+
+class EventNotEncodableError(ContractError):
+    """A valid event that cannot be written as JSON again (nested deeper than the encoder goes)."""
+
+    kind = "unencodable"
 
 
 # SQLSTATE classes after which the same transaction may succeed if tried again:

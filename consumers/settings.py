@@ -97,6 +97,12 @@ class SinkSettings(CheckpointSettings):
     partitions_check_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class DeadLetterStoreSettings(CheckpointSettings):
+    """The consumer that copies the dead-letter topic into ``dead_letters``."""
+
+    dead_letter_group: str = "devtrail-dead-letters"
+
+
 class AggregatorSettings(CheckpointSettings):
     """The aggregator maintaining ``event_counts_hourly``."""
 

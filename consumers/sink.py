@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from consumers import metrics
-from consumers.clean import EVENT_COLUMNS, EVENT_TYPE, Row, unique_rows
+from consumers.clean import EVENT_COLUMNS, EVENT_TYPE, CleanTopicReader, Row, unique_rows
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def copy_record(row: Row) -> tuple[Any, ...]:
     return (row[0], _parse_time(row[1]), *row[2:])
 
 
-class EventSink:
+class EventSink(CleanTopicReader):
     """``BatchWriter`` for the ``events`` table (see ``consumers.checkpoint``)."""
 
     stage = "sink"

@@ -149,6 +149,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List dead letters, or replay the ones that now pass validation."""
+    from devtrail import dlq
+
+    settings = _settings(args)
+    if settings.embedded_postgres:
+        raise SetupError("dlq needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    if args.action == "list":
+        asyncio.run(dlq.list_dead_letters(settings, args.kind, args.all, args.limit))
+        return 0
+    if settings.embedded_kafka:
+        raise SetupError("dlq replay publishes to Kafka: set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS (or --kafka)")
+    fixes = dlq.load_fixes(args.fix) if args.fix else None
+    report = asyncio.run(dlq.replay_dead_letters(settings, args.id or None, args.kind, args.limit, fixes, args.dry_run))
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"{verb} {len(report.replayed)}: {report.replayed}")
+    for dead_letter_id, reason in report.still_invalid.items():
+        print(f"still invalid {dead_letter_id}: {reason}")
+    if report.truncated:
+        print(f"not replayed (original truncated; give a fix with --fix): {report.truncated}")
+    return 0 if not report.still_invalid else 1
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     """Write the JSON Schemas (one per event type + index.json) or the Markdown catalog."""
     if args.action == "export":
@@ -199,8 +222,16 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--downgrade", metavar="REVISION", help="migrate down to REVISION (base: drop all)")
     add("topics", cmd_topics, "create the pipeline's topics")
     run = add("run", cmd_run, "run one worker in the foreground")
-    run.add_argument("role", choices=("processor", "sink", "aggregator"))
+    run.add_argument("role", choices=("processor", "sink", "aggregator", "dead-letters"))
     run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics here (0: off)")
+    dlq = add("dlq", cmd_dlq, "list dead letters, or replay the ones that now pass validation")
+    dlq.add_argument("action", choices=("list", "replay"))
+    dlq.add_argument("--kind", help="only this error kind (decode, validation, too_large, database)")
+    dlq.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable)")
+    dlq.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
+    dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
+    dlq.add_argument("--fix", metavar="FILE", help='replay: JSON {"<id>": <corrected event>, ...}')
+    dlq.add_argument("--dry-run", action="store_true", help="replay: only say what would be replayed")
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
     schemas.set_defaults(fun=cmd_schemas)
     schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")

@@ -126,7 +126,9 @@ class Stack:
         roles: which workers to run (all by default).
     """
 
-    def __init__(self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "aggregator")) -> None:
+    def __init__(
+        self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "aggregator", "dead-letters")
+    ) -> None:
         self.settings = settings
         self._roles = roles
         self._kafka: EmbeddedKafka | None = None
@@ -185,7 +187,9 @@ class Stack:
         # A new in-memory broker has empty topics: offsets stored for the old ones are void.
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            await forget_offsets(conn, [self.settings.sink_group, self.settings.aggregator_group])
+            await forget_offsets(
+                conn, [self.settings.sink_group, self.settings.aggregator_group, self.settings.dead_letter_group]
+            )
         finally:
             await conn.close()
 

@@ -10,7 +10,13 @@ from collections.abc import Callable, Coroutine
 
 from consumers.aggregator import HourlyEventCounts
 from consumers.checkpoint import BatchWriter, CheckpointedConsumer
-from consumers.settings import AggregatorSettings, CheckpointSettings, ProcessorSettings, SinkSettings
+from consumers.settings import (
+    AggregatorSettings,
+    CheckpointSettings,
+    DeadLetterStoreSettings,
+    ProcessorSettings,
+    SinkSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +78,19 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def run_dead_letter_store() -> None:
+    """The copy of the dead-letter topic into ``dead_letters``."""
+    from consumers.deadletter_store import DeadLetterStore
+
+    settings = DeadLetterStoreSettings()
+    asyncio.run(_consume(settings, DeadLetterStore(), settings.dead_letter_group, topic=settings.topics.dead_letters))
+
+
 ROLES: dict[str, Callable[[], None]] = {
     "processor": run_processor,
     "sink": run_sink,
     "aggregator": run_aggregator,
+    "dead-letters": run_dead_letter_store,
 }
 
 
@@ -84,12 +99,14 @@ async def _consume(
     writer: BatchWriter,
     group: str,
     alongside: Callable[[asyncio.Event], Coroutine[None, None, None]] | None = None,
+    topic: str | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    consumer = CheckpointedConsumer(settings, writer, group, settings.topics.clean)
-    log.info("%s: consuming %s as group %s", writer.stage, settings.topics.clean, group)
+    topic = topic or settings.topics.clean
+    consumer = CheckpointedConsumer(settings, writer, group, topic)
+    log.info("%s: consuming %s as group %s", writer.stage, topic, group)
     await asyncio.gather(consumer.run(stop), *([alongside(stop)] if alongside else []))
     log.info("%s: stopped after writing %d events", writer.stage, consumer.events_written)

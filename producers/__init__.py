@@ -1,9 +1,11 @@
 """What services call to publish devtrail events."""
 
+from producers.context import caused_by, correlation, current_ids
 from producers.errors import BufferFullError, DeliveryError, ProducerClosedError, ProducerError
 from producers.loadgen import Workload, WorkloadShape
 from producers.producer import EventProducer
 from producers.settings import ProducerSettings
+from producers.sync import SyncEventProducer
 
 __all__ = [
     "BufferFullError",
@@ -12,6 +14,10 @@ __all__ = [
     "ProducerClosedError",
     "ProducerError",
     "ProducerSettings",
+    "SyncEventProducer",
     "Workload",
     "WorkloadShape",
+    "caused_by",
+    "correlation",
+    "current_ids",
 ]

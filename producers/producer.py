@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from producers.bundler import Bundle, choose_partition
+from producers.context import apply_context
 from producers.errors import BufferFullError, DeliveryError, ProducerClosedError
 from producers.settings import ProducerSettings
 from schemas.codec import encode_event
@@ -111,6 +112,7 @@ class EventProducer:
         """
         if self._kafka is None:
             raise ProducerClosedError("producer is not started; use `async with EventProducer(...)`")
+        event = apply_context(event)
         if self._pending >= self._settings.producer_max_pending_events:
             raise BufferFullError(
                 f"{self._pending} events await acknowledgement "

@@ -99,14 +99,15 @@ class Processor:
         """Process one batch; return only when all its results are durable."""
         now = time.time()
         messages = [SourceMessage(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-        outcome = process_batch(messages, self.index, now, self._settings.max_event_bytes)
         try:
+            outcome = process_batch(messages, self.index, now, self._settings.max_event_bytes)
             await self._publish(outcome)
             await self._remember(outcome, now)
         except Exception:
             # Nothing of this batch is acknowledged; a restart reads it again. Exiting is
-            # the only safe move: Faust would otherwise go on past the unacked offsets.
-            log.critical("processor: could not publish a batch; exiting for a restart", exc_info=True)
+            # the only safe move: Faust would keep the process alive with its agent
+            # crashed (consuming nothing), or go on past the unacked offsets.
+            log.critical("processor: could not process a batch; exiting for a restart", exc_info=True)
             os._exit(70)
         self._count(outcome)
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from consumers.clean import event_to_row
 from consumers.deadletter import DeadLetter
+from consumers.errors import EventNotEncodableError
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.errors import ContractError, EventTooLargeError
@@ -86,7 +88,14 @@ def process_batch(
             if event_id in index or event_id in in_batch:
                 outcome.duplicates += 1
                 continue
-            row = orjson.dumps(event_to_row(event, event_id))
+            try:
+                row = orjson.dumps(event_to_row(event, event_id))
+            except (PydanticSerializationError, ValueError, TypeError) as exc:
+                # Valid but not representable as JSON again (e.g. nested deeper than the encoder goes).
+                unencodable = EventNotEncodableError(f"event cannot be encoded: {exc}")
+                original = raw if raw is not None else (message.value or b"")  # the whole bundle, then
+                outcome.dead_letters.append(_dead(unencodable, message, original, position))
+                continue
             if len(row) > max_event_bytes:
                 too_large = EventTooLargeError(f"event is {len(row):,} bytes encoded; the limit is {max_event_bytes:,}")
                 original = raw if raw is not None else encode_event(event)

@@ -145,3 +145,16 @@ def test_index_memory_is_bounded_by_max_ids() -> None:
     assert evicted == [(0, "k0"), (1, "k1"), (0, "k2")]
     assert len(index) == 800
     assert "id-0-1" not in index and "id-4-399" in index
+
+
+def test_an_event_too_deep_to_encode_is_dead_lettered_not_raised() -> None:
+    from schemas.events import AgentAction, AgentActionPayload
+
+    base = AgentAction(source="t", agent_id="A", payload=AgentActionPayload(action="dig")).model_dump_json()
+    deep = base.replace('"detail":{}', '"detail":' + '{"d":' * 1000 + '"x"' + "}" * 1000).encode()
+    fine = task_created()
+    outcome = process_batch([msg(deep, offset=1), msg(encode_event(fine), offset=2)], DedupIndex(60), 0.0)
+    assert accepted(outcome, 0) == [str(fine.event_id)]
+    [dead] = outcome.dead_letters
+    assert dead.error_kind in {"unencodable", "validation", "decode"}
+    assert dead.original == deep
