@@ -155,15 +155,22 @@ async def wait_for_stable_groups(bootstrap: str, members: dict[str, int], timeou
     A measurement at steady load must not include the rebalance of a worker that joined late.
     """
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
 
         async def stable() -> bool:
-            responses = await admin.describe_consumer_groups(list(members))
-            states = {group[1]: (group[2], len(group[5])) for response in responses for group in response.groups}
-            return all(states.get(group) == ("Stable", count) for group, count in members.items())
+            for name, count in members.items():  # one group per request: Tansu drops the connection otherwise
+                try:
+                    [response] = await admin.describe_consumer_groups([name])
+                except KafkaError:
+                    return False
+                [group] = response.groups
+                if (group[2], len(group[5])) != ("Stable", count):
+                    return False
+            return True
 
         await wait_for(stable, timeout_s, f"consumer groups {sorted(members)} to be stable", poll_s=0.5)
     finally:

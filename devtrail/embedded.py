@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devtrail.errors import SetupError
+from devtrail.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class EmbeddedKafka:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         await wait_for_port("127.0.0.1", port, 15, "the embedded Kafka broker (Tansu)")
         self.bootstrap_servers = f"127.0.0.1:{port}"

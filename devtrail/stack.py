@@ -23,6 +23,7 @@ import asyncpg
 from consumers.offsets import forget_offsets
 from devtrail import migrate
 from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
+from devtrail.procs import die_with_parent
 from devtrail.settings import StackSettings
 from devtrail.topics import ensure_topics
 
@@ -73,6 +74,7 @@ class WorkerProcess:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "devtrail", "run", self.role,
             env=self._env, stdout=self._log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
 
     async def _supervise(self) -> None:
