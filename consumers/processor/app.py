@@ -54,6 +54,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         datadir=str(settings.processor_data_dir),
         table_standby_replicas=0,
         stream_buffer_maxsize=settings.processor_buffer_messages,
+        broker_credentials=_credentials(settings),
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)
@@ -77,6 +78,22 @@ def build_app(settings: ProcessorSettings) -> faust.App:
             await processor.handle(events)
 
     return app
+
+
+def _credentials(settings: ProcessorSettings) -> Any:
+    """Faust's form of the Kafka TLS / SASL settings (``None`` for plaintext)."""
+    security = settings.aiokafka_security()
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(security["ssl_context"])
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=security.get("sasl_plain_password"),
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=security.get("ssl_context"),
+    )
 
 
 class Processor:

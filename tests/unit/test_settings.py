@@ -32,3 +32,22 @@ def test_worker_environment_round_trips() -> None:
 def test_passwords_are_not_printed() -> None:
     assert _redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert _redact("postgresql://postgres:@/devtrail?host=/tmp/x") == "postgresql://postgres:***@/devtrail?host=/tmp/x"
+
+
+def test_kafka_security_reaches_every_client() -> None:
+    import faust
+
+    from consumers.processor.app import _credentials
+    from consumers.settings import ProcessorSettings
+
+    settings = ProcessorSettings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+    )
+    assert settings.aiokafka_security()["sasl_plain_password"] == "pw"
+    credentials = _credentials(settings)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert (credentials.username, credentials.password) == ("svc", "pw")
+    assert _credentials(ProcessorSettings()) is None
