@@ -26,7 +26,6 @@ from schemas.events import EVENT_ADAPTER, EVENT_LIST_ADAPTER, Event
 from schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE, JsonPath, event_nul_locs, has_nul_escape
 
 __all__ = [
-    "chunk_encoded",
     "decode_message",
     "encode_bundle",
     "encode_event",
@@ -161,20 +160,3 @@ def encode_bundle(events: Sequence[Event]) -> bytes:
 def join_encoded(encoded_events: Iterable[bytes]) -> bytes:
     """Join already-encoded JSON objects into a bundle without re-encoding them."""
     return b"[" + b",".join(encoded_events) + b"]"
-
-
-def chunk_encoded(encoded_events: Sequence[bytes], max_events: int, max_bytes: int) -> list[bytes]:
-    """Join encoded events into bundles of at most ``max_events`` and about ``max_bytes``.
-
-    An event larger than ``max_bytes`` travels alone.
-    """
-    bundles: list[bytes] = []
-    start, size = 0, 2
-    for i, encoded in enumerate(encoded_events):
-        if i > start and (i - start >= max_events or size + len(encoded) + 1 > max_bytes):
-            bundles.append(join_encoded(encoded_events[start:i]))
-            start, size = i, 2
-        size += len(encoded) + 1
-    if start < len(encoded_events):
-        bundles.append(join_encoded(encoded_events[start:]))
-    return bundles
