@@ -111,6 +111,9 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"  throughput        {r['events_per_second']:>10,.0f}   unique events per second, end to end",
         f"  {verdict}",
         "",
+        "  The rows stay in PostgreSQL under the data directory: `devtrail up --data-dir DIR` and",
+        "  `devtrail dlq list` show them again (the embedded broker's topics do not survive).",
+        "",
     ]
     out.write("\n".join(lines) + "\n")
     out.flush()
