@@ -111,8 +111,9 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"  throughput        {r['events_per_second']:>10,.0f}   unique events per second, end to end",
         f"  {verdict}",
         "",
-        "  The rows stay in PostgreSQL under the data directory: `devtrail up --data-dir DIR` and",
-        "  `devtrail dlq list` show them again (the embedded broker's topics do not survive).",
+        "  The rows stay in PostgreSQL under the data directory (the broker's topics do not):",
+        "  `devtrail up --data-dir DIR` prints its database URL; `devtrail dlq list --database-url URL`",
+        "  then lists the dead letters with their reasons.",
         "",
     ]
     out.write("\n".join(lines) + "\n")
