@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace) -> StackSettings:
 
 def _redact(url: str) -> str:
     """The URL without its password, for printing."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def test_worker_environment_round_trips() -> None:
 
 def test_passwords_are_not_printed() -> None:
     assert _redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert _redact("postgresql://postgres:@/devtrail?host=/tmp/x") == "postgresql://postgres:***@/devtrail?host=/tmp/x"
+    assert _redact("postgresql://postgres:@/devtrail?host=/tmp/x") == "postgresql://postgres:@/devtrail?host=/tmp/x"
 
 
 def test_kafka_security_reaches_every_client() -> None:
