@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
@@ -247,8 +248,6 @@ class CheckpointedConsumer:
             return
         oldest = min(str(row[OCCURRED_AT]) for row in rows)
         try:
-            from datetime import UTC, datetime
-
             age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
         except (TypeError, ValueError):
             return
