@@ -9,8 +9,10 @@ import asyncpg
 from bench.harness import (
     Milestones,
     Timer,
+    cpu_used_between,
     fresh_database,
     fresh_settings,
+    machine_cpu_by_program,
     say,
     wait_for,
     workers_cpu,
@@ -49,6 +51,7 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
     conn = await asyncpg.connect(settings.database_url)
     try:
         progress = Milestones(events)
+        cpu_before = machine_cpu_by_program()
         await stack.start_workers(("processor", "sink", "aggregator"), settings)
 
         async def aggregated_all() -> bool:
@@ -62,6 +65,7 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
         await wait_for(aggregated_all, 60 + events / 2000, "every event aggregated", poll_s=0.1)
         await wait_for(stored_all, 120, "every event stored", poll_s=0.1)
         finished = time.perf_counter()
+        machine = cpu_used_between(cpu_before, machine_cpu_by_program(), finished - progress.started)
         rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
         stored = await conn.fetchval("SELECT count(*) FROM events")
         counted = await conn.fetchval("SELECT sum(count) FROM event_counts_hourly")
@@ -74,6 +78,7 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
         f" = {events / total:,.0f}/s overall, {progress.steady_rate:,.0f}/s steady (10-90 %)"
     )
     say(f"drain: worker CPU seconds {cpu}; peak RSS MB {rss}")
+    say(f"drain: CPU seconds by program, worker start to the end {machine}")
     return {
         "drain_events": events,
         "drain_duplicates_sent": duplicates,
@@ -83,5 +88,6 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
         "drain_events_per_second_including_startup": round(events / total),
         "drain_startup_seconds": round(progress.startup_seconds, 2),
         "drain_worker_cpu_seconds": cpu,
+        "drain_cpu_seconds_by_program": machine,
         "drain_peak_rss_mb": rss,
     }

@@ -111,6 +111,43 @@ def cpu_seconds(pid: int | None) -> float:
     return round((int(fields[11]) + int(fields[12])) / ticks, 2)
 
 
+def machine_cpu_by_program() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by every process on the machine: ``{pid: (program, seconds)}``.
+
+    Taken before and after a measurement (``cpu_used_between``), the difference shows where
+    the CPU went: the broker (``tansu``), PostgreSQL (``postgres``), the workers and the
+    benchmark (``python``), the kernel's threads. Exited processes are not counted.
+    """
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    usage: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == "2" or name.startswith("kworker"):  # children of kthreadd
+            name = "kernel threads"
+        usage[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return usage
+
+
+def cpu_used_between(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """CPU seconds per program between two ``machine_cpu_by_program`` snapshots, with the wall time."""
+    used: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used[name] = used.get(name, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    top = {name: round(s, 2) for name, s in sorted(used.items(), key=lambda kv: -kv[1]) if s >= 0.05}
+    return {"wall_seconds": round(wall_s, 2), **top}
+
+
 def workers_cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds of each running worker process."""
     return {w.name: cpu_seconds(w.pid) for w in stack.workers if w.pid}

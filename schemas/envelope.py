@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints
+from pydantic_core import CoreSchema, core_schema
 
 from schemas.ids import uuid7
 
@@ -42,28 +43,42 @@ class Family(enum.StrEnum):
     SYSTEM = "system"
 
 
-def _utc_in_bounds(value: datetime) -> datetime:
-    value = value.astimezone(UTC)
-    if not EARLIEST_OCCURRED_AT <= value < LATEST_OCCURRED_AT:
-        raise ValueError(
-            f"occurred_at must be between {EARLIEST_OCCURRED_AT:%Y-%m-%d} and {LATEST_OCCURRED_AT:%Y-%m-%d}"
-        )
-    return value
-
-
-def _supported_version(value: str) -> str:
-    major = int(value.split(".", 1)[0])
-    if major != SCHEMA_MAJOR:
-        raise ValueError(f"schema_version major {major} is not supported (this reader: {SCHEMA_MAJOR})")
-    return value
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc_in_bounds)]
-SchemaVersion = Annotated[str, Field(pattern=r"^\d{1,3}\.\d{1,3}$"), AfterValidator(_supported_version)]
+# Both constraints are declarative, so pydantic-core checks them without calling Python:
+# two Python validators here cost ~20 % of validation throughput (measured, docs/benchmarks.md).
+#: A tz-aware time, 2000 <= year < 2100. It keeps the offset it was sent with; the clean
+#: rows (and so PostgreSQL and the aggregates) carry it in UTC.
+OccurredAt = Annotated[AwareDatetime, Field(ge=EARLIEST_OCCURRED_AT, lt=LATEST_OCCURRED_AT)]
+
+
+class ErrorMessage:
+    """Annotation replacing the errors of the annotated type with one clear message.
+
+    Unlike a Python validator, it runs inside pydantic-core (``custom_error_schema``).
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        self.message = message
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.custom_error_schema(
+            handler(source), custom_error_type=self.error_type, custom_error_message=self.message
+        )
+
+
+#: MAJOR.MINOR with MAJOR = ``SCHEMA_MAJOR``.
+SchemaVersion = Annotated[
+    str,
+    Field(pattern=rf"^{SCHEMA_MAJOR}\.\d{{1,3}}$"),
+    ErrorMessage(
+        "schema_version_unsupported",
+        f"schema_version must be {SCHEMA_MAJOR}.MINOR (e.g. {SCHEMA_VERSION}): other majors are not supported",
+    ),
+]
 
 
 class Payload(BaseModel):
@@ -90,7 +105,6 @@ class Envelope(BaseModel):
     schema_version: SchemaVersion = Field(
         default=SCHEMA_VERSION,
         description=f"Contract version the producer wrote, MAJOR.MINOR; major must be {SCHEMA_MAJOR}.",
-        json_schema_extra={"pattern": rf"^{SCHEMA_MAJOR}\.\d{{1,3}}$"},
     )
     source: ShortText = Field(description="Who emitted the event: a service, an agent runtime, a CI job.")
     occurred_at: OccurredAt = Field(

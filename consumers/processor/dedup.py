@@ -3,10 +3,15 @@
 The index lives in memory for speed; its durable copy is a Faust table with a changelog
 topic, one entry per (source partition, batch) holding the ids accepted from it. A
 restarted or rebalanced worker restores the index from the table, so it still remembers.
+
+Ids are held as integers (``UUID.int``): hashing and comparing them is cheaper than
+strings, and ``str(uuid)`` alone cost 0.7 us an event. In the table an entry's ids are
+one hexadecimal string of their 16-byte forms (32 characters an id).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,20 +26,27 @@ class DedupEntry:
         key: table key, unique per entry (``partition:topic:last_offset``).
         partition: the source partition; the entry lives in that changelog partition.
         seen_at: wall-clock seconds when the ids were accepted.
-        event_ids: the accepted ids.
+        event_ids: the accepted ids, as ``UUID.int``.
     """
 
     key: str
     partition: int
     seen_at: float
-    event_ids: tuple[str, ...]
+    event_ids: tuple[int, ...]
 
     def to_table_value(self) -> dict[str, Any]:
-        return {"p": self.partition, "t": self.seen_at, "ids": list(self.event_ids)}
+        blob = b"".join(i.to_bytes(16, "big") for i in self.event_ids)
+        return {"p": self.partition, "t": self.seen_at, "x": blob.hex()}
 
     @classmethod
     def from_table_item(cls, key: str, value: dict[str, Any]) -> DedupEntry:
-        return cls(key, int(value["p"]), float(value["t"]), tuple(value["ids"]))
+        """Read a table value (also the older form, ``"ids"``: a list of UUID strings)."""
+        if "x" in value:
+            blob = bytes.fromhex(value["x"])
+            ids = tuple(int.from_bytes(blob[i : i + 16], "big") for i in range(0, len(blob), 16))
+        else:
+            ids = tuple(uuid.UUID(i).int for i in value["ids"])
+        return cls(key, int(value["p"]), float(value["t"]), ids)
 
 
 class DedupIndex:
@@ -48,11 +60,11 @@ class DedupIndex:
     def __init__(self, window_s: float, max_ids: int = 1_000_000) -> None:
         self.window_s = window_s
         self.max_ids = max_ids
-        self._owner: dict[str, str] = {}
+        self._owner: dict[int, str] = {}
         self._entries: dict[int, deque[DedupEntry]] = {}
         self._held = 0  # ids held by live entries (an id accepted twice counts twice)
 
-    def __contains__(self, event_id: str) -> bool:
+    def __contains__(self, event_id: int) -> bool:
         return event_id in self._owner
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from consumers.clean import event_to_row
+from consumers.clean import EVENT_ID, PAYLOAD, Row, chunk_bounds, encode_clean, event_to_row
 from consumers.deadletter import DeadLetter
 from consumers.errors import EventNotEncodableError
 from consumers.processor.dedup import DedupEntry, DedupIndex
@@ -36,78 +36,153 @@ class SourceMessage:
     value: bytes | None
 
 
+#: Bytes a clean row takes beyond its payload text, at most: nine text fields of up to 200
+#: characters, each character up to 6 bytes in JSON, plus ids and the time.
+_ROW_BYTES_BEYOND_PAYLOAD = 9 * 200 * 6 + 200
+
+
 @dataclass
 class BatchOutcome:
     """What a batch turned into.
 
     Attributes:
-        encoded: accepted events by source partition (the clean topic's partition too), as
-            clean rows (``consumers.clean``), JSON-encoded. The models are not kept: holding
-            tens of thousands of them alive makes the garbage collector cost more than validation.
+        bundles: clean messages (``consumers.clean``) by source partition, which is the
+            clean topic's partition too. The models are not kept: holding tens of thousands
+            of them alive makes the garbage collector cost more than validation.
+        accepted: events in ``bundles``.
         dead_letters: rejected messages and events, with reasons.
         entries: dedup entries to record, one per source topic-partition with accepted ids.
         duplicates: events dropped because their id was seen within the window.
         received: events decoded, by type (``unknown`` for a type not in the catalog).
     """
 
-    encoded: dict[int, list[bytes]] = field(default_factory=dict)
+    bundles: dict[int, list[bytes]] = field(default_factory=dict)
+    accepted: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     entries: list[DedupEntry] = field(default_factory=list)
     duplicates: int = 0
     received: Counter[str] = field(default_factory=Counter)
 
-    @property
-    def accepted(self) -> int:
-        return sum(len(rows) for rows in self.encoded.values())
+
+@dataclass
+class _Accepted:
+    """Rows accepted for one clean partition, with what a dead letter would need."""
+
+    rows: list[Row] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # encoded size, or an upper bound
+    origins: list[tuple[SourceMessage, int | None, bytes | None]] = field(default_factory=list)
 
 
 def process_batch(
-    messages: Iterable[SourceMessage], index: DedupIndex, now: float, max_event_bytes: int = 1 << 20
+    messages: Iterable[SourceMessage],
+    index: DedupIndex,
+    now: float,
+    max_event_bytes: int = 1 << 20,
+    bundle_rows: int = 1000,
+    bundle_bytes: int = 512 * 1024,
 ) -> BatchOutcome:
-    """Turn a batch of input messages into clean events, dead letters and dedup entries.
+    """Turn a batch of input messages into clean messages, dead letters and dedup entries.
 
-    Every event of every message ends in exactly one of: ``encoded``, ``dead_letters``,
-    ``duplicates``. The index is not modified; record ``entries`` once they are durable.
+    Every event of every message ends in exactly one of: a clean message in ``bundles``,
+    ``dead_letters``, ``duplicates``. The index is not modified; record ``entries`` once
+    they are durable.
 
     Args:
         messages: the batch, in the order read.
         index: ids seen within the dedup window.
         now: wall-clock seconds, stamped on the dedup entries.
-        max_event_bytes: an event whose JSON is larger is dead-lettered (``too_large``).
+        max_event_bytes: an event whose clean row is larger is dead-lettered (``too_large``).
+        bundle_rows: rows per clean message at most.
+        bundle_bytes: bytes per clean message, about (one larger event travels alone).
     """
     outcome = BatchOutcome()
-    in_batch: set[str] = set()
-    accepted_ids: dict[tuple[str, int], list[str]] = {}
+    in_batch: set[int] = set()
+    accepted: dict[int, _Accepted] = {}
+    accepted_ids: dict[tuple[str, int], list[int]] = {}
     last_offset: dict[tuple[str, int], int] = {}
     for message in messages:
         tp = (message.topic, message.partition)
         last_offset[tp] = message.offset
         for position, event, raw in _validated(message, outcome):
             outcome.received[event.event_type] += 1
-            event_id = str(event.event_id)
+            event_id = event.event_id.int
             if event_id in index or event_id in in_batch:
                 outcome.duplicates += 1
                 continue
             try:
-                row = orjson.dumps(event_to_row(event, event_id))
-            except (PydanticSerializationError, ValueError, TypeError) as exc:
+                row = event_to_row(event)
+            except PydanticSerializationError as exc:
                 # Valid but not representable as JSON again (e.g. nested deeper than the encoder goes).
-                unencodable = EventNotEncodableError(f"event cannot be encoded: {exc}")
                 original = raw if raw is not None else (message.value or b"")  # the whole bundle, then
-                outcome.dead_letters.append(_dead(unencodable, message, original, position))
+                outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
                 continue
-            if len(row) > max_event_bytes:
-                too_large = EventTooLargeError(f"event is {len(row):,} bytes encoded; the limit is {max_event_bytes:,}")
-                original = raw if raw is not None else encode_event(event)
-                outcome.dead_letters.append(_dead(too_large, message, original, position))
-                continue
+            size = len(row[PAYLOAD]) * 4 + _ROW_BYTES_BEYOND_PAYLOAD  # 4: bytes per character at most
+            if size > max_event_bytes:  # possibly too large: measure it
+                try:
+                    size = len(orjson.dumps(row))
+                except orjson.JSONEncodeError as exc:
+                    original = raw if raw is not None else (message.value or b"")
+                    outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
+                    continue
+                if size > max_event_bytes:
+                    too_large = EventTooLargeError(f"event is {size:,} bytes encoded; the limit is {max_event_bytes:,}")
+                    original = raw if raw is not None else encode_event(event)
+                    outcome.dead_letters.append(_dead(too_large, message, original, position))
+                    continue
             in_batch.add(event_id)
-            outcome.encoded.setdefault(message.partition, []).append(row)
+            bucket = accepted.get(message.partition)
+            if bucket is None:
+                bucket = accepted[message.partition] = _Accepted()
+            bucket.rows.append(row)
+            bucket.sizes.append(size if size <= max_event_bytes else len(row[PAYLOAD]) + 400)
+            bucket.origins.append((message, position, raw))
             accepted_ids.setdefault(tp, []).append(event_id)
+    refused: set[int] = set()  # rows JSON could not hold after all: dead letters, not seen ids
+    for partition, bucket in accepted.items():
+        outcome.bundles[partition] = _encode(bucket, bundle_rows, bundle_bytes, outcome, refused)
     for (topic, partition), ids in accepted_ids.items():
         key = f"{partition}:{topic}:{last_offset[(topic, partition)]}"
-        outcome.entries.append(DedupEntry(key, partition, now, tuple(ids)))
+        kept = tuple(i for i in ids if i not in refused) if refused else tuple(ids)
+        if kept:
+            outcome.entries.append(DedupEntry(key, partition, now, kept))
     return outcome
+
+
+def _encode(bucket: _Accepted, max_rows: int, max_bytes: int, outcome: BatchOutcome, refused: set[int]) -> list[bytes]:
+    """Encode a partition's rows into clean messages; dead-letter any row JSON cannot hold.
+
+    A row's estimated size (its payload and the envelope's typical share) decides the
+    chunks; the encoding is one orjson call per chunk. Should a chunk fail (a string with a
+    lone surrogate, say), its rows are encoded one by one to find the culprits.
+    """
+    typical = [min(size, len(row[PAYLOAD]) + 400) for size, row in zip(bucket.sizes, bucket.rows, strict=True)]
+    bundles: list[bytes] = []
+    for start, stop in chunk_bounds(typical, max_rows, max_bytes):
+        chunk = bucket.rows[start:stop]
+        try:
+            bundles.append(encode_clean(chunk))
+            outcome.accepted += len(chunk)
+            continue
+        except orjson.JSONEncodeError:
+            pass
+        encodable: list[Row] = []
+        for row, (message, position, raw) in zip(chunk, bucket.origins[start:stop], strict=True):
+            try:
+                orjson.dumps(row)
+            except orjson.JSONEncodeError as exc:
+                original = raw if raw is not None else (message.value or b"")
+                outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
+                refused.add(row[EVENT_ID].int)
+                continue
+            encodable.append(row)
+        if encodable:
+            bundles.append(encode_clean(encodable))
+            outcome.accepted += len(encodable)
+    return bundles
+
+
+def _unencodable(exc: Exception) -> EventNotEncodableError:
+    return EventNotEncodableError(f"event cannot be encoded: {exc}")
 
 
 def _validated(message: SourceMessage, outcome: BatchOutcome) -> Iterator[tuple[int | None, Event, bytes | None]]:

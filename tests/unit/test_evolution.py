@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from consumers.clean import EVENT_ID, OCCURRED_AT, decode_rows, encode_clean, event_to_row
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope
 from schemas.events import EVENT_CLASSES_BY_TYPE, TaskCreated, TaskCreatedPayload
@@ -95,10 +96,11 @@ def test_1_0_values_survive_a_round_trip(name: str, raw: dict[str, Any]) -> None
     assert validate_event(again) == validate_event(raw)
 
 
-def test_offsets_of_1_0_timestamps_are_normalised_to_utc() -> None:
-    by_id = {raw["event_id"]: validate_event(raw) for _, raw in fixture_events()}
-    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0b"].occurred_at.isoformat() == "2026-03-02T12:00:00+00:00"
-    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0d"].occurred_at.isoformat() == "2026-03-02T17:31:00.500000+00:00"
+def test_offsets_of_1_0_timestamps_are_stored_in_utc() -> None:
+    rows = decode_rows(encode_clean([event_to_row(validate_event(raw)) for _, raw in fixture_events()]))
+    by_id = {row[EVENT_ID]: row for row in rows}
+    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0b"][OCCURRED_AT] == "2026-03-02T12:00:00+00:00"
+    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0d"][OCCURRED_AT] == "2026-03-02T17:31:00.500000+00:00"
 
 
 def test_a_bundle_may_mix_1_0_and_current_events() -> None:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import uuid
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumers.clean import decode_rows
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from schemas.codec import encode_bundle, encode_event
@@ -16,17 +19,17 @@ def msg(value: bytes, partition: int = 0, offset: int = 0, topic: str = "in") ->
 
 def accepted(outcome: BatchOutcome, partition: int, column: int = 0) -> list[str]:
     """A column of the accepted rows (0: event_id, 8: task_id)."""
-    return [orjson.loads(row)[column] for row in outcome.encoded.get(partition, [])]
+    return [row[column] for bundle in outcome.bundles.get(partition, []) for row in decode_rows(bundle)]
 
 
 def test_duplicates_inside_a_batch_and_across_the_window_are_dropped() -> None:
     a, b = task_created(task_id="A"), task_created(task_id="B")
     index = DedupIndex(window_s=60)
-    index.record(DedupEntry("0:in:0", 0, 100.0, (str(b.event_id),)))
+    index.record(DedupEntry("0:in:0", 0, 100.0, (b.event_id.int,)))
     outcome = process_batch([msg(encode_bundle([a, a, b]), offset=1), msg(encode_event(a), offset=2)], index, 101.0)
     assert accepted(outcome, 0) == [str(a.event_id)]
     assert outcome.duplicates == 3
-    assert outcome.entries == [DedupEntry("0:in:2", 0, 101.0, (str(a.event_id),))]
+    assert outcome.entries == [DedupEntry("0:in:2", 0, 101.0, (a.event_id.int,))]
 
 
 def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_with_its_position() -> None:
@@ -54,19 +57,29 @@ def test_an_undecodable_message_is_dead_lettered_whole_and_keeps_its_bytes() -> 
 
 def test_index_forgets_after_the_window_and_returns_table_keys() -> None:
     index = DedupIndex(window_s=10)
-    index.record(DedupEntry("k1", 0, 100.0, ("a", "b")))
-    index.record(DedupEntry("k2", 0, 105.0, ("c",)))
-    index.record(DedupEntry("k3", 1, 100.0, ("d",)))
+    a, b, c, d = 1, 2, 3, 4
+    index.record(DedupEntry("k1", 0, 100.0, (a, b)))
+    index.record(DedupEntry("k2", 0, 105.0, (c,)))
+    index.record(DedupEntry("k3", 1, 100.0, (d,)))
     assert index.expire(0, 109.0) == []
     assert index.expire(0, 111.0) == ["k1"]
-    assert "a" not in index and "c" in index and "d" in index
+    assert a not in index and c in index and d in index
 
 
 def test_restore_rebuilds_the_index_from_table_items() -> None:
-    entry = DedupEntry("0:in:5", 0, 50.0, ("x", "y"))
+    x, y = uuid.uuid4(), uuid.uuid4()
+    entry = DedupEntry("0:in:5", 0, 50.0, (x.int, y.int))
+    value = orjson.loads(orjson.dumps(entry.to_table_value()))  # as the changelog holds it
+    assert value["x"] == x.hex + y.hex
     index = DedupIndex(window_s=10)
-    index.restore([DedupEntry.from_table_item(entry.key, entry.to_table_value())])
-    assert "x" in index and "y" in index and len(index) == 2
+    index.restore([DedupEntry.from_table_item(entry.key, value)])
+    assert x.int in index and y.int in index and len(index) == 2
+
+
+def test_restore_reads_the_older_table_form_with_a_list_of_uuid_strings() -> None:
+    x = uuid.uuid4()
+    entry = DedupEntry.from_table_item("0:in:5", {"p": 0, "t": 50.0, "ids": [str(x)]})
+    assert entry.event_ids == (x.int,)
 
 
 @given(
@@ -119,12 +132,22 @@ def test_clean_messages_respect_row_count_and_size() -> None:
 
 
 def test_clean_rows_keep_the_payload_as_json_text_and_follow_their_columns() -> None:
-    from consumers.clean import EVENT_COLUMNS, PAYLOAD, decode_rows, event_to_row
+    from consumers.clean import EVENT_COLUMNS, PAYLOAD, encode_clean, event_to_row
 
-    row = event_to_row(llm_called(tokens_in=42))
+    event = llm_called(tokens_in=42)
+    [row] = decode_rows(encode_clean([event_to_row(event)]))
     assert orjson.loads(row[PAYLOAD])["input_tokens"] == 42
+    assert row[:2] == [str(event.event_id), event.occurred_at.isoformat()]
     reordered = {"columns": [*reversed(EVENT_COLUMNS), "added_later"], "rows": [[*reversed(row), "x"]]}
     assert decode_rows(orjson.dumps(reordered)) == [row]
+
+
+def test_bundles_respect_row_count_and_keep_the_order() -> None:
+    events = [task_created(task_id=f"T{i}") for i in range(10)]
+    outcome = process_batch([msg(encode_bundle(events))], DedupIndex(60), 0.0, bundle_rows=4)
+    assert [len(decode_rows(b)) for b in outcome.bundles[0]] == [4, 4, 2]
+    assert accepted(outcome, 0, column=8) == [f"T{i}" for i in range(10)]
+    assert outcome.accepted == 10
 
 
 def test_dead_letter_originals_are_capped() -> None:
@@ -140,11 +163,11 @@ def test_dead_letter_originals_are_capped() -> None:
 def test_index_memory_is_bounded_by_max_ids() -> None:
     index = DedupIndex(window_s=3600, max_ids=1000)
     for n in range(5):
-        index.record(DedupEntry(f"k{n}", n % 2, float(n), tuple(f"id-{n}-{i}" for i in range(400))))
+        index.record(DedupEntry(f"k{n}", n % 2, float(n), tuple(n * 1000 + i for i in range(400))))
     evicted = index.evict_over_capacity()
     assert evicted == [(0, "k0"), (1, "k1"), (0, "k2")]
     assert len(index) == 800
-    assert "id-0-1" not in index and "id-4-399" in index
+    assert 1 not in index and 4399 in index
 
 
 def test_an_event_too_deep_to_encode_is_dead_lettered_not_raised() -> None:
