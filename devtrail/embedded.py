@@ -89,6 +89,13 @@ class EmbeddedKafka:
         log.info("embedded Kafka broker on %s (pid %d)", self.bootstrap_servers, self._process.pid)
         return self.bootstrap_servers
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id (while it runs)."""
+        if self._process is None:
+            raise RuntimeError("the embedded broker is not running")
+        return self._process.pid
+
     def stop(self) -> None:
         """Stop the broker (its topics are gone afterwards)."""
         if self._process is not None:
