@@ -10,7 +10,6 @@ over 40 s. Each fetch costs more as the partition's in-memory log grows.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -18,14 +17,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.harness import cpu_seconds
 from devtrail.embedded import EmbeddedKafka
 
 RATE, SIZE, SECONDS, EVERY = 400, 2000, 40, 5
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(with_consumer: bool) -> list[int]:

@@ -149,8 +149,9 @@ class Processor:
     async def _remember(self, outcome: BatchOutcome, now: float) -> None:
         writes = []
         for entry in outcome.entries:
-            self._table.data[entry.key] = entry.to_table_value()
-            writes.append(self._table.send_changelog(entry.partition, entry.key, entry.to_table_value()))
+            value = entry.to_table_value()
+            self._table.data[entry.key] = value
+            writes.append(self._table.send_changelog(entry.partition, entry.key, value))
             self.index.record(entry)
         for partition in {entry.partition for entry in outcome.entries}:
             for key in self.index.expire(partition, now):
