@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
@@ -44,6 +45,12 @@ async def bench_quix(stack: Stack, admin_url: str, events: int) -> dict[str, obj
     host = parse_qs(url.query).get("host", [url.hostname or "127.0.0.1"])[0]
     args = [settings.kafka_bootstrap_servers, topic, f"{settings.topic_prefix}-quix", host, str(url.port or 5432)]
     args += [url.path.lstrip("/"), url.username or "postgres", "quix_events"]
+    with tempfile.TemporaryDirectory(prefix="dtb-quix-") as state_dir:
+        return await _measure(settings.database_url, [*args, state_dir], events)
+
+
+async def _measure(database_url: str, args: list[str], events: int) -> dict[str, object]:
+    """Run the Quix app with ``args`` until it has stored ``events`` rows; its rates and memory."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -52,7 +59,7 @@ async def bench_quix(stack: Stack, admin_url: str, events: int) -> dict[str, obj
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(database_url)
     progress = Milestones(events)
     try:
 

@@ -1,6 +1,6 @@
 """The peer: Quix Streams and its PostgreSQL sink on the same workload (run by bench.peer_quix).
 
-Usage: python -m bench.quix_app BOOTSTRAP TOPIC GROUP PGHOST PGPORT DBNAME USER TABLE
+Usage: python -m bench.quix_app BOOTSTRAP TOPIC GROUP PGHOST PGPORT DBNAME USER TABLE STATE_DIR
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ def main(argv: list[str]) -> None:
     from quixstreams import Application
     from quixstreams.sinks.community.postgresql import PostgreSQLSink
 
-    bootstrap, topic_name, group, host, port, dbname, user, table = argv
+    bootstrap, topic_name, group, host, port, dbname, user, table, state_dir = argv
     app = Application(
         broker_address=bootstrap,
         consumer_group=group,
         auto_offset_reset="earliest",
+        state_dir=state_dir,  # Quix would create ./state in the working directory
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
     )
     topic = app.topic(topic_name, value_deserializer="json")
