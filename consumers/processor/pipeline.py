@@ -51,7 +51,8 @@ class BatchOutcome:
             of them alive makes the garbage collector cost more than validation.
         accepted: events in ``bundles``.
         dead_letters: rejected messages and events, with reasons.
-        entries: dedup entries to record, one per source topic-partition with accepted ids.
+        entries: dedup entries to record, one per source partition number with accepted ids
+            (the input topics' partition p share one: see ``consumers.processor.dedup``).
         duplicates: events dropped because their id was seen within the window.
         received: events decoded, by type (``unknown`` for a type not in the catalog).
     """
@@ -98,7 +99,8 @@ def process_batch(
     outcome = BatchOutcome()
     in_batch: set[int] = set()
     accepted: dict[int, _Accepted] = {}
-    accepted_ids: dict[tuple[str, int], list[int]] = {}
+    accepted_ids: dict[int, list[int]] = {}  # by partition number, whatever the input topic
+    first_topic: dict[int, str] = {}
     last_offset: dict[tuple[str, int], int] = {}
     for message in messages:
         tp = (message.topic, message.partition)
@@ -136,12 +138,14 @@ def process_batch(
             bucket.rows.append(row)
             bucket.sizes.append(size if size <= max_event_bytes else len(row[PAYLOAD]) + 400)
             bucket.origins.append((message, position, raw))
-            accepted_ids.setdefault(tp, []).append(event_id)
+            accepted_ids.setdefault(message.partition, []).append(event_id)
+            first_topic.setdefault(message.partition, message.topic)
     refused: set[int] = set()  # rows JSON could not hold after all: dead letters, not seen ids
     for partition, bucket in accepted.items():
         outcome.bundles[partition] = _encode(bucket, bundle_rows, bundle_bytes, outcome, refused)
-    for (topic, partition), ids in accepted_ids.items():
-        key = f"{partition}:{topic}:{last_offset[(topic, partition)]}"
+    for partition, ids in accepted_ids.items():
+        topic = first_topic[partition]
+        key = f"{partition}:{topic}:{last_offset[(topic, partition)]}"  # unique: one batch read that offset
         kept = tuple(i for i in ids if i not in refused) if refused else tuple(ids)
         if kept:
             outcome.entries.append(DedupEntry(key, partition, now, kept))

@@ -32,6 +32,7 @@ async def test_acknowledged_events_are_bundled_where_the_kafka_partitioner_puts_
     await ensure_topics(stack_settings)
     events = [task_created(task_id=f"T{i % 7}") for i in range(300)]
     async with EventProducer(producer_settings(stack_settings)) as producer:
+        assert producer._kafka is not None and producer._kafka._compression_type == "zstd"  # the default
         await producer.emit_many(events)
     topic = stack_settings.topics.input_topic(events[0].family)
     consumer = AIOKafkaConsumer(

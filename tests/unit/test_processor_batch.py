@@ -32,6 +32,20 @@ def test_duplicates_inside_a_batch_and_across_the_window_are_dropped() -> None:
     assert outcome.entries == [DedupEntry("0:in:2", 0, 101.0, (a.event_id.int,))]
 
 
+def test_a_batch_makes_one_dedup_entry_per_partition_number_whatever_the_input_topic() -> None:
+    a, b, c = task_created(task_id="A"), llm_called(), task_created(task_id="C")
+    batch = [
+        msg(encode_event(a), partition=1, offset=7, topic="tasks"),
+        msg(encode_event(b), partition=1, offset=3, topic="llm"),
+        msg(encode_event(c), partition=2, offset=5, topic="tasks"),
+    ]
+    outcome = process_batch(batch, DedupIndex(60), 5.0)
+    assert outcome.entries == [
+        DedupEntry("1:tasks:7", 1, 5.0, (a.event_id.int, b.event_id.int)),
+        DedupEntry("2:tasks:5", 2, 5.0, (c.event_id.int,)),
+    ]
+
+
 def test_a_bad_event_in_a_bundle_is_dead_lettered_alone_with_its_position() -> None:
     good = task_created()
     bad = orjson.loads(encode_event(llm_called()))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from devtrail.cli import _redact
@@ -51,3 +53,20 @@ def test_kafka_security_reaches_every_client() -> None:
     assert isinstance(credentials, faust.SASLCredentials)
     assert (credentials.username, credentials.password) == ("svc", "pw")
     assert _credentials(ProcessorSettings()) is None
+
+
+def test_compression_is_zstd_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert StackSettings().compression == "zstd"
+    monkeypatch.setenv("DEVTRAIL_KAFKA_COMPRESSION_TYPE", "none")
+    assert StackSettings().compression is None
+    monkeypatch.setenv("DEVTRAIL_KAFKA_COMPRESSION_TYPE", "brotli")
+    with pytest.raises(ValueError, match="kafka_compression_type"):
+        StackSettings()
+
+
+def test_the_processor_compresses_what_it_produces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from consumers.processor.app import build_app
+
+    monkeypatch.setenv("DEVTRAIL_KAFKA_COMPRESSION_TYPE", "gzip")
+    settings = StackSettings(processor_data_dir=tmp_path)
+    assert build_app(settings).conf.producer_compression_type == "gzip"
