@@ -95,8 +95,8 @@ async def test_a_restarted_processor_still_knows_the_ids_it_has_seen(
     async with Stack(stack_settings) as stack, EventProducer(stack.settings) as producer:
         await producer.emit_many(events)
         await wait_for(lambda: _stored(db, len(events)), 90, "the first copies stored")
-        # Killed before their first offset commit, a restarted Faust worker was seen (1 run in
-        # 4) never to consume the partitions that had none: README, "Known issues".
+        # Killed before their first offset commit, a restarted Faust worker was seen (5 runs of
+        # ~38) never to consume the partitions that had none: README, "Known issue".
         await wait_for(lambda: _committed(stack.settings, events), 30, "the processors' first offset commits")
         processors = [w for w in stack.workers if w.role == "processor"]
         for worker in processors:
