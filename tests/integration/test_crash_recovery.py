@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from consumers.clean import decode_rows
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack, WorkerProcess
 from producers import EventProducer, Workload
-from producers.bundler import choose_partition
 from schemas.ids import uuid7
 from tests.integration.pipeline import aggregate_matches_events, counts, wait_for
 
@@ -95,9 +93,8 @@ async def test_a_restarted_processor_still_knows_the_ids_it_has_seen(
     async with Stack(stack_settings) as stack, EventProducer(stack.settings) as producer:
         await producer.emit_many(events)
         await wait_for(lambda: _stored(db, len(events)), 90, "the first copies stored")
-        # Killed before their first offset commit, a restarted Faust worker was seen (5 runs of
-        # ~38) never to consume the partitions that had none: README, "Known issue".
-        await wait_for(lambda: _committed(stack.settings, events), 30, "the processors' first offset commits")
+        # Often killed before their first offset commit: partitions without one used to be
+        # skipped after the restart (consumers/processor/transport.py).
         processors = [w for w in stack.workers if w.role == "processor"]
         for worker in processors:
             worker.kill()
@@ -111,21 +108,6 @@ async def test_a_restarted_processor_still_knows_the_ids_it_has_seen(
 
 async def _stored(db: asyncpg.Connection, expected: int) -> bool:
     return (await counts(db))[0] >= expected
-
-
-async def _committed(settings: StackSettings, events: list[Any]) -> bool:
-    """Whether the processors have committed an offset in every input partition holding events."""
-    partitions = list(range(settings.partitions))
-    used = {
-        TopicPartition(settings.topics.input_topic(e.family), choose_partition(e.partition_key(), partitions))
-        for e in events
-    }
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.processor_group)
-    await consumer.start()
-    try:
-        return all([await consumer.committed(tp) for tp in used])
-    finally:
-        await consumer.stop()
 
 
 async def _restarted(workers: list[WorkerProcess]) -> bool:
