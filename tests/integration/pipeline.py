@@ -48,18 +48,35 @@ async def aggregate_matches_events(db: asyncpg.Connection) -> bool:
     return int(mismatches) == 0
 
 
-async def read_topic(settings: StackSettings, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-    """Read ``expected`` JSON messages from the start of ``topic``."""
+async def read_values(
+    settings: StackSettings,
+    topic: str,
+    enough: Callable[[list[bytes]], bool],
+    quiet_s: float = 0.0,
+    timeout_s: float = 30,
+) -> list[bytes]:
+    """Message values from the start of ``topic``: until ``enough`` of them are there and
+    nothing new came for ``quiet_s``, or ``timeout_s`` passed."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    records: list[dict[str, Any]] = []
+    values: list[bytes] = []
+    last = time.monotonic()
+    deadline = last + timeout_s
     try:
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (enough(values) and time.monotonic() - last >= quiet_s):
             batch = await consumer.getmany(timeout_ms=500)
-            records += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+            fresh = [m.value for msgs in batch.values() for m in msgs if m.value is not None]
+            if fresh:
+                values += fresh
+                last = time.monotonic()
     finally:
         await consumer.stop()
-    return records
+    return values
+
+
+async def read_topic(settings: StackSettings, topic: str, expected: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Read ``expected`` JSON messages from the start of ``topic``."""
+    values = await read_values(settings, topic, lambda read: len(read) >= expected, timeout_s=timeout_s)
+    return [orjson.loads(v) for v in values]

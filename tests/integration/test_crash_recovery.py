@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from consumers.clean import decode_rows
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack, WorkerProcess
 from producers import EventProducer, Workload
 from schemas.ids import uuid7
-from tests.integration.pipeline import aggregate_matches_events, counts, wait_for
+from tests.integration.pipeline import aggregate_matches_events, counts, read_values, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,21 +61,12 @@ async def test_sigkill_of_every_worker_mid_stream(stack_settings: StackSettings,
 
 async def clean_rows(settings: StackSettings, at_least: int, quiet_s: float = 3.0) -> int:
     """Rows on the clean topic: read until ``at_least`` are there and nothing more comes for ``quiet_s``."""
-    consumer = AIOKafkaConsumer(
-        settings.topics.clean, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    rows, last = 0, time.monotonic()
-    try:
-        while rows < at_least or time.monotonic() - last < quiet_s:
-            fetched = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 30)
-            for messages in fetched.values():
-                for message in messages:
-                    rows += len(decode_rows(message.value))
-                    last = time.monotonic()
-    finally:
-        await consumer.stop()
-    return rows
+
+    def rows(values: list[bytes]) -> int:
+        return sum(len(decode_rows(v)) for v in values)
+
+    values = await read_values(settings, settings.topics.clean, lambda read: rows(read) >= at_least, quiet_s, 90)
+    return rows(values)
 
 
 async def test_a_restarted_processor_still_knows_the_ids_it_has_seen(
