@@ -14,6 +14,11 @@ Contract of a ``BatchWriter`` used by ``CheckpointedConsumer``:
 * On partition assignment the consumer seeks to the stored offsets, so the database,
   not Kafka's committed offsets, decides where reading resumes. Kafka offsets are
   committed afterwards too, but only so that lag shows up in Kafka tools.
+* When the database fails in a way worth retrying (connection lost, server restarted),
+  the batch being written and everything read after it are dropped, and once the
+  database answers again every partition is sought back to the offsets it stored. A
+  server crash can take back commits it had acknowledged (asynchronous commit, or a
+  replica promoted); their offsets go with them, and those events are read again.
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ class CheckpointedConsumer:
             await self._finish_inflight()
             async with self._db_lock:
                 if self._batch:
-                    await self._flush(self._take_batch())
+                    await self._flush(self._take_batch(), wait_for_database=False)
         finally:
             await self._consumer.stop()
             if self._dead_letters is not None:
@@ -160,6 +165,8 @@ class CheckpointedConsumer:
         if self._batch and (len(self._batch.rows) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms):
             # Double buffering: the next batch is read and decoded while this one is written.
             await self._finish_inflight()
+            if self._needs_seek:
+                return  # the database went away meanwhile: this batch is read again after the seek
             self._inflight = asyncio.create_task(self._flush_locked(self._take_batch()))
 
     def _take_batch(self) -> PendingBatch:
@@ -176,24 +183,51 @@ class CheckpointedConsumer:
         async with self._db_lock:
             await self._flush(batch)
 
-    async def _flush(self, batch: PendingBatch) -> None:
+    async def _flush(self, batch: PendingBatch, wait_for_database: bool = True) -> None:
+        """Write ``batch`` and its offsets in one transaction.
+
+        If the database fails in a way worth retrying, nothing of this batch is kept: the
+        consumer waits until the database answers (unless ``wait_for_database`` is false:
+        in a rebalance callback, or stopping), then resumes from the offsets stored there
+        (``_needs_seek``), which is what a commit lost in a crash requires.
+        """
+        if self._needs_seek:
+            return  # read before the database went away: read again after the seek
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            if not is_retriable_db_error(exc):
+                raise
+            self._needs_seek = True
+            if wait_for_database:
+                await self._reconnect(exc)
+            else:
+                await self._reset_connection()
+            return
+        await self._commit_kafka(batch.next_offsets)
+
+    async def _reconnect(self, cause: BaseException) -> None:
+        """Wait, with backoff, until the database accepts a connection again."""
+        stage = self._writer.stage
+        metrics.DB_RETRIES.labels(stage).inc()
+        metrics.DB_AVAILABLE.labels(stage).set(0)
+        log.warning("%s: database write failed (%s); resuming from the stored offsets once it is back", stage, cause)
+        await self._reset_connection()
         attempt = 0
         while True:
+            attempt += 1
             try:
-                await self._write(batch)
-                break
+                await self._connection()
             except Exception as exc:
                 if not is_retriable_db_error(exc):
                     raise
-                attempt += 1
-                metrics.DB_RETRIES.labels(self._writer.stage).inc()
                 backoff = min(self._settings.db_retry_max_backoff_s, 0.1 * 2**attempt)
-                log.warning(
-                    "%s: database write failed (%s); retry %d in %.1fs", self._writer.stage, exc, attempt, backoff
-                )
-                await self._reset_connection()
+                log.warning("%s: database unavailable (%s); attempt %d, next in %.1fs", stage, exc, attempt, backoff)
                 await asyncio.sleep(backoff)
-        await self._commit_kafka(batch.next_offsets)
+            else:
+                metrics.DB_AVAILABLE.labels(stage).set(1)
+                log.warning("%s: database back after %d attempts", stage, attempt)
+                return
 
     async def _write(self, batch: PendingBatch) -> None:
         conn = await self._connection()
@@ -294,17 +328,8 @@ class CheckpointedConsumer:
                 self._batch = PendingBatch(self._writer.decode)
                 return
         async with self._db_lock:
-            if not self._batch:
-                return
-            try:
-                await self._flush(self._take_batch())
-            except Exception as exc:
-                if not is_retriable_db_error(exc):
-                    raise
-                log.warning(
-                    "%s: could not write before rebalance (%s); the next owner rereads it", self._writer.stage, exc
-                )
-                self._batch = PendingBatch(self._writer.decode)
+            if self._batch:
+                await self._flush(self._take_batch(), wait_for_database=False)  # else the next owner rereads it
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Note the new assignment; the main loop seeks it to the stored offsets before reading."""

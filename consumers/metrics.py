@@ -34,3 +34,9 @@ COMMITTED_OFFSET = Gauge(
     ["stage", "topic", "partition"],
     multiprocess_mode="max",
 )
+DB_AVAILABLE = Gauge(
+    "devtrail_database_available",
+    "1 while the stage's last database attempt succeeded, 0 while it waits for the database",
+    ["stage"],
+    multiprocess_mode="min",
+)

@@ -156,6 +156,13 @@ class Stack:
         return self._kafka is not None
 
     @property
+    def kafka_pid(self) -> int:
+        """The embedded broker's process id (fault tests pause it)."""
+        if self._kafka is None:
+            raise RuntimeError("this stack does not run the embedded broker")
+        return self._kafka.pid
+
+    @property
     def log_dir(self) -> Path:
         return self.settings.data_dir / "logs"
 

@@ -135,6 +135,13 @@ class Processor:
             # crashed (consuming nothing), or go on past the unacked offsets.
             log.critical("processor: could not process a batch; exiting for a restart", exc_info=True)
             os._exit(70)
+        except BaseException:
+            # Cancelled (shutdown): ``take_events`` acks a batch however its body ended, so
+            # mark these messages done without telling the consumer: their offsets, and so
+            # every later one of their partitions, stay uncommitted.
+            for event in events:
+                event.message.acked = True
+            raise
         self._count(outcome)
 
     async def _publish(self, outcome: BatchOutcome) -> None:

@@ -1,0 +1,301 @@
+"""The fault matrix: steady load while workers are SIGKILLed and the broker is paused.
+
+One run produces ``unique`` events (plus re-sent copies) at a steady rate through a
+stack of its own, applies every fault of the matrix at random moments (seeded), waits
+for the pipeline to drain, and checks what a user would check: every event the broker
+acknowledged is stored exactly once, and every aggregate equals a GROUP BY over
+``events``. ``tests/integration/test_faults.py`` runs one short run in ``make test``;
+this program runs many (the soak)::
+
+    python -m bench.faults --runs 20 --events 60000 --rate 3000
+
+It prints one line per run (lost / doubled / aggregate mismatches) and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+
+from bench.harness import say
+from devtrail.settings import StackSettings
+from devtrail.stack import Stack
+from producers import EventProducer, Workload
+from schemas.envelope import Envelope
+
+#: Every kind of fault a run applies, each at least once, in a seeded random order.
+MATRIX = (
+    "kill processor-1",
+    "kill processor-2",
+    "kill both processors",
+    "kill sink-1",
+    "kill aggregator-1",
+    "pause broker",
+    "kill processor-1",
+    "kill both processors",
+)
+
+
+@dataclass
+class FaultPlan:
+    """What one run does.
+
+    Attributes:
+        seed: decides the workload, the copies, the faults and their moments.
+        unique: distinct events produced.
+        rate: events per second offered (copies included).
+        duplicate_rate: share of events re-sent as copies.
+        broker_pause_s: how long the broker is stopped (SIGSTOP) when paused.
+        drain_timeout_s: how long the pipeline may take to store everything afterwards.
+    """
+
+    seed: int = 1
+    unique: int = 30_000
+    rate: float = 1500.0
+    duplicate_rate: float = 0.05
+    broker_pause_s: float = 8.0
+    drain_timeout_s: float = 120.0
+    faults: tuple[str, ...] = MATRIX
+
+
+@dataclass
+class FaultResult:
+    """What one run found."""
+
+    seed: int
+    acknowledged: int = 0
+    unacknowledged: int = 0
+    stored_rows: int = 0
+    stored_ids: int = 0
+    lost: int = 0
+    doubled: int = 0
+    aggregate_mismatches: int = 0
+    faults: list[str] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.lost == 0 and self.doubled == 0 and self.aggregate_mismatches == 0
+
+    def line(self) -> str:
+        return (
+            f"seed {self.seed}: acknowledged {self.acknowledged:,}, lost {self.lost}, doubled {self.doubled}, "
+            f"aggregate mismatches {self.aggregate_mismatches}, restarts {self.restarts}, {self.seconds:.0f}s"
+        )
+
+
+class Chaos:
+    """Applies faults to a running stack."""
+
+    def __init__(self, stack: Stack, plan: FaultPlan) -> None:
+        self._stack = stack
+        self._plan = plan
+
+    async def apply(self, fault: str) -> None:
+        if fault == "pause broker":
+            await self.pause_broker(self._plan.broker_pause_s)
+        elif fault == "kill both processors":
+            for worker in self._stack.workers:
+                if worker.role == "processor":
+                    worker.kill()
+        else:
+            self._stack.worker(fault.removeprefix("kill ")).kill()
+
+    async def pause_broker(self, seconds: float) -> None:
+        pid = self._stack.kafka_pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+class AckedProducer:
+    """Produces at a steady rate and remembers which events the broker acknowledged."""
+
+    def __init__(self, producer: EventProducer, rate: float) -> None:
+        self._producer = producer
+        self._rate = rate
+        self.acknowledged: set[UUID] = set()
+        self.failed: set[UUID] = set()
+
+    async def run(self, stream: list[Envelope], chunk: int = 100) -> None:
+        started = time.monotonic()
+        pending: list[asyncio.Task[None]] = []
+        for start in range(0, len(stream), chunk):
+            part = stream[start : start + chunk]
+            pending.append(asyncio.create_task(self._send(part)))
+            delay = started + (start + chunk) / self._rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.gather(*pending)
+
+    async def _send(self, events: list[Envelope]) -> None:
+        futures = [(event.event_id, self._producer.emit_nowait(event)) for event in events]
+        for event_id, future in futures:
+            try:
+                await asyncio.shield(future)
+            except Exception:  # noqa: BLE001 - any failure means: not acknowledged
+                self.failed.add(event_id)
+            else:
+                self.acknowledged.add(event_id)
+
+
+def workload(plan: FaultPlan) -> list[Envelope]:
+    """Unique events with seeded copies among them, some close by, some far behind."""
+    rng = random.Random(plan.seed)
+    events = list(Workload(f"faults{plan.seed}", seed=plan.seed).events(plan.unique))
+    stream = events + rng.sample(events, int(plan.unique * plan.duplicate_rate))
+    rng.shuffle(stream)
+    return stream
+
+
+async def run_faults(stack: Stack, plan: FaultPlan) -> FaultResult:
+    """Produce ``plan``'s load into a running stack while applying its faults; check the tables."""
+    result = FaultResult(plan.seed)
+    started = time.monotonic()
+    rng = random.Random(plan.seed * 7919)
+    stream = workload(plan)
+    duration = len(stream) / plan.rate
+    chaos = Chaos(stack, plan)
+    async with EventProducer(stack.settings) as producer:
+        sender = AckedProducer(producer, plan.rate)
+        producing = asyncio.create_task(sender.run(stream))
+        slots = sorted(rng.uniform(0.1 * duration, 0.8 * duration) for _ in plan.faults)
+        faults = list(plan.faults)
+        rng.shuffle(faults)
+        applying = []
+        for at, fault in zip(slots, faults, strict=True):
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            say(f"t={time.monotonic() - started:5.1f}s {fault}")
+            applying.append(asyncio.create_task(chaos.apply(fault)))  # a paused broker holds no kill back
+            result.faults.append(fault)
+        await asyncio.gather(*applying)
+        await producing
+    result.acknowledged = len(sender.acknowledged)
+    result.unacknowledged = len(sender.failed - sender.acknowledged)
+    await _check(stack, sender.acknowledged, plan, result)
+    result.restarts = {w.name: w.restarts for w in stack.workers}
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def _check(stack: Stack, acknowledged: set[UUID], plan: FaultPlan, result: FaultResult) -> None:
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        await _wait_drained(conn, acknowledged, plan.drain_timeout_s)
+        await asyncio.sleep(3)  # anything still in flight would show up as a double
+        ids = list(acknowledged)
+        result.lost = await conn.fetchval(
+            "SELECT count(*) FROM unnest($1::uuid[]) AS a(id) WHERE NOT EXISTS "
+            "(SELECT 1 FROM events e WHERE e.event_id = a.id)",
+            ids,
+        )
+        row = await conn.fetchrow("SELECT count(*) AS rows, count(DISTINCT event_id) AS ids FROM events")
+        result.stored_rows, result.stored_ids = row["rows"], row["ids"]
+        result.doubled = result.stored_rows - result.stored_ids
+        result.aggregate_mismatches = await aggregate_mismatches(conn)
+    finally:
+        await conn.close()
+
+
+async def _wait_drained(conn: asyncpg.Connection, acknowledged: set[UUID], timeout_s: float) -> None:
+    """Until every acknowledged event is stored and counted, nothing moved for 10 s, or timeout."""
+    deadline = time.monotonic() + timeout_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        state = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM events) AS rows, "
+            "(SELECT coalesce(sum(count), 0) FROM event_counts_hourly) AS counted"
+        )
+        if state["rows"] >= len(acknowledged) and state["counted"] >= state["rows"]:
+            return
+        if tuple(state) != last:
+            last, since = tuple(state), time.monotonic()
+        elif time.monotonic() - since > 30:
+            say(f"no progress for 30 s: {dict(state)} of {len(acknowledged):,} acknowledged")
+            return
+        await asyncio.sleep(0.5)
+
+
+async def aggregate_mismatches(conn: asyncpg.Connection) -> int:
+    """Keys of ``event_counts_hourly`` that differ from a GROUP BY over ``events``."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH truth AS (
+                SELECT date_trunc('hour', occurred_at) AS bucket, coalesce(project_id, '') AS project_id,
+                       coalesce(agent_id, '') AS agent_id, event_type, count(*) AS count
+                FROM events GROUP BY 1, 2, 3, 4
+            )
+            SELECT count(*) FROM truth FULL JOIN event_counts_hourly c
+                USING (bucket, project_id, agent_id, event_type)
+            WHERE truth.count IS DISTINCT FROM c.count
+            """
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def fault_stack(data_dir: Path, **overrides: object) -> AsyncIterator[Stack]:
+    """A stack with its own embedded broker (the faults pause it) and two processors."""
+    settings = StackSettings(data_dir=data_dir, metrics_port=0, processor_workers=2, **overrides)  # type: ignore[arg-type]
+    async with Stack(settings) as stack:
+        await asyncio.sleep(8)  # let the processors join their group before the load
+        yield stack
+
+
+async def soak(plans: list[FaultPlan], out: Path | None) -> list[FaultResult]:
+    results = []
+    for plan in plans:
+        data_dir = Path(tempfile.mkdtemp(prefix="dt-faults-", dir="/tmp"))
+        async with fault_stack(data_dir) as stack:
+            result = await run_faults(stack, plan)
+        print(result.line(), flush=True)
+        if result.exact:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"  worker logs kept in {data_dir / 'logs'}", flush=True)
+        results.append(result)
+        if out is not None:
+            report = json.dumps([asdict(r) | {"exact": r.exact} for r in results], indent=2)
+            await asyncio.to_thread(out.write_text, report)
+    exact = sum(r.exact for r in results)
+    print(f"{exact} of {len(results)} runs exact; lost {sum(r.lost for r in results)}, "
+          f"doubled {sum(r.doubled for r in results)}", flush=True)  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/faults.json"))
+    args = parser.parse_args()
+    plans = [
+        FaultPlan(seed=seed, unique=args.events, rate=args.rate)
+        for seed in range(args.first_seed, args.first_seed + args.runs)
+    ]
+    results = asyncio.run(soak(plans, args.json))
+    raise SystemExit(0 if all(r.exact for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Under steady load, with every kind of worker SIGKILLed at random moments (both
+processors at once too) and the broker paused, every acknowledged event is stored exactly
+once and the aggregate equals a GROUP BY. ``python -m bench.faults`` runs the same matrix
+many times (the soak)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.faults import FaultPlan, fault_stack, run_faults
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+async def test_fault_matrix_under_steady_load(tmp_path: Path) -> None:
+    plan = FaultPlan(seed=11, unique=24_000, rate=1500, broker_pause_s=6)
+    async with fault_stack(tmp_path) as stack:
+        result = await run_faults(stack, plan)
+    assert sorted(set(result.faults)) == sorted(set(plan.faults))
+    assert all(result.restarts[name] >= 1 for name in ("processor-1", "processor-2", "sink-1", "aggregator-1"))
+    assert result.acknowledged >= plan.unique * 0.9, result.line()
+    assert (result.lost, result.doubled, result.aggregate_mismatches) == (0, 0, 0), result.line()
