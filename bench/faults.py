@@ -50,6 +50,11 @@ MATRIX = (
 )
 
 
+#: Faults of the database: a crash (immediate shutdown, back after ``database_down_s``)
+#: and an exclusive lock on ``events`` held for ``lock_s``.
+DATABASE_MATRIX = ("crash database", "lock events", "kill sink-1")
+
+
 @dataclass
 class FaultPlan:
     """What one run does.
@@ -61,6 +66,11 @@ class FaultPlan:
         duplicate_rate: share of events re-sent as copies.
         broker_pause_s: how long the broker is stopped (SIGSTOP) when paused.
         drain_timeout_s: how long the pipeline may take to store everything afterwards.
+        database_down_s: how long a crashed database stays down.
+        lock_s: how long ``events`` stays locked.
+        faults: the faults, each applied once at a random moment.
+        faults_overlap: whether a fault may start while another lasts (a paused broker,
+            a crashed database); otherwise they come one after the other.
     """
 
     seed: int = 1
@@ -69,7 +79,10 @@ class FaultPlan:
     duplicate_rate: float = 0.05
     broker_pause_s: float = 8.0
     drain_timeout_s: float = 120.0
+    database_down_s: float = 30.0
+    lock_s: float = 20.0
     faults: tuple[str, ...] = MATRIX
+    faults_overlap: bool = True
 
 
 @dataclass
@@ -86,6 +99,8 @@ class FaultResult:
     aggregate_mismatches: int = 0
     faults: list[str] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=dict)
+    max_rss_mb: dict[str, float] = field(default_factory=dict)
+    holes_reread: int = 0
     seconds: float = 0.0
 
     @property
@@ -95,7 +110,8 @@ class FaultResult:
     def line(self) -> str:
         return (
             f"seed {self.seed}: acknowledged {self.acknowledged:,}, lost {self.lost}, doubled {self.doubled}, "
-            f"aggregate mismatches {self.aggregate_mismatches}, restarts {self.restarts}, {self.seconds:.0f}s"
+            f"aggregate mismatches {self.aggregate_mismatches}, restarts {self.restarts}, "
+            f"holes read again {self.holes_reread}, max RSS MB {self.max_rss_mb}, {self.seconds:.0f}s"
         )
 
 
@@ -109,12 +125,31 @@ class Chaos:
     async def apply(self, fault: str) -> None:
         if fault == "pause broker":
             await self.pause_broker(self._plan.broker_pause_s)
+        elif fault == "crash database":
+            await self.crash_database(self._plan.database_down_s)
+        elif fault == "lock events":
+            await self.lock_events(self._plan.lock_s)
         elif fault == "kill both processors":
             for worker in self._stack.workers:
                 if worker.role == "processor":
                     worker.kill()
         else:
             self._stack.worker(fault.removeprefix("kill ")).kill()
+
+    async def crash_database(self, seconds: float) -> None:
+        await asyncio.to_thread(self._stack.postgres.crash)
+        await asyncio.sleep(seconds)
+        await self._stack.postgres.start()
+        say("database back")
+
+    async def lock_events(self, seconds: float) -> None:
+        conn = await asyncpg.connect(self._stack.settings.database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                await asyncio.sleep(seconds)
+        finally:
+            await conn.close()
 
     async def pause_broker(self, seconds: float) -> None:
         pid = self._stack.kafka_pid
@@ -156,6 +191,25 @@ class AckedProducer:
                 self.acknowledged.add(event_id)
 
 
+async def sample_rss(stack: Stack, peaks: dict[str, float], every_s: float = 0.5) -> None:
+    """Record each worker's largest resident memory (MB) until cancelled."""
+    import psutil
+
+    while True:
+        for worker in stack.workers:
+            with contextlib.suppress(psutil.Error, TypeError):
+                rss = psutil.Process(worker.pid).memory_info().rss / 2**20
+                peaks[worker.name] = round(max(peaks.get(worker.name, 0.0), rss), 1)
+        await asyncio.sleep(every_s)
+
+
+def count_in_logs(stack: Stack, role: str, text: str) -> int:
+    """Lines of the ``role`` workers' logs that contain ``text``."""
+    return sum(
+        path.read_text(errors="replace").count(text) for path in stack.log_dir.glob(f"{role}-*.log") if path.is_file()
+    )
+
+
 def workload(plan: FaultPlan) -> list[Envelope]:
     """Unique events with seeded copies among them, some close by, some far behind."""
     rng = random.Random(plan.seed)
@@ -173,6 +227,7 @@ async def run_faults(stack: Stack, plan: FaultPlan) -> FaultResult:
     stream = workload(plan)
     duration = len(stream) / plan.rate
     chaos = Chaos(stack, plan)
+    sampling = asyncio.create_task(sample_rss(stack, result.max_rss_mb))
     async with EventProducer(stack.settings) as producer:
         sender = AckedProducer(producer, plan.rate)
         producing = asyncio.create_task(sender.run(stream))
@@ -183,14 +238,19 @@ async def run_faults(stack: Stack, plan: FaultPlan) -> FaultResult:
         for at, fault in zip(slots, faults, strict=True):
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
             say(f"t={time.monotonic() - started:5.1f}s {fault}")
-            applying.append(asyncio.create_task(chaos.apply(fault)))  # a paused broker holds no kill back
+            if plan.faults_overlap:
+                applying.append(asyncio.create_task(chaos.apply(fault)))  # a paused broker holds no kill back
+            else:
+                await chaos.apply(fault)
             result.faults.append(fault)
         await asyncio.gather(*applying)
         await producing
+        sampling.cancel()
     result.acknowledged = len(sender.acknowledged)
     result.unacknowledged = len(sender.failed - sender.acknowledged)
     await _check(stack, sender.acknowledged, plan, result)
     result.restarts = {w.name: w.restarts for w in stack.workers}
+    result.holes_reread = count_in_logs(stack, "processor", "were never processed")
     result.seconds = time.monotonic() - started
     return result
 
@@ -251,6 +311,33 @@ async def aggregate_mismatches(conn: asyncpg.Connection) -> int:
     )
 
 
+async def run_embedded_crash(data_dir: Path, plan: FaultPlan) -> FaultResult:
+    """``devtrail up`` SIGKILLed mid-load (its broker and workers die; PostgreSQL, a daemon,
+    lives on) and started again on the same data directory. The in-memory broker's topics
+    are gone: what it had acknowledged but the sink had not stored is lost (counted), and
+    the aggregate must still equal a GROUP BY over what was stored."""
+    result = FaultResult(plan.seed, faults=["kill devtrail up"])
+    started = time.monotonic()
+    stream = workload(plan)
+    crash_at = started + 0.5 * len(stream) / plan.rate
+    async with fault_stack(data_dir) as stack, EventProducer(stack.settings) as producer:
+        sender = AckedProducer(producer, plan.rate)
+        producing = asyncio.create_task(sender.run(stream))
+        await asyncio.sleep(max(0.0, crash_at - time.monotonic()))
+        for worker in stack.workers:
+            worker.kill(restart=False)
+        os.kill(stack.kafka_pid, signal.SIGKILL)
+        say(f"t={time.monotonic() - started:5.1f}s killed the broker and every worker")
+        await producing
+    result.acknowledged = len(sender.acknowledged)
+    result.unacknowledged = len(sender.failed - sender.acknowledged)
+    async with fault_stack(data_dir) as stack:
+        plan.drain_timeout_s = 20  # nothing more can come: the broker lost the rest
+        await _check(stack, sender.acknowledged, plan, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
 @contextlib.asynccontextmanager
 async def fault_stack(data_dir: Path, **overrides: object) -> AsyncIterator[Stack]:
     """A stack with its own embedded broker (the faults pause it) and two processors."""
@@ -264,8 +351,11 @@ async def soak(plans: list[FaultPlan], out: Path | None) -> list[FaultResult]:
     results = []
     for plan in plans:
         data_dir = Path(tempfile.mkdtemp(prefix="dt-faults-", dir="/tmp"))
-        async with fault_stack(data_dir) as stack:
-            result = await run_faults(stack, plan)
+        if "kill devtrail up" in plan.faults:
+            result = await run_embedded_crash(data_dir, plan)
+        else:
+            async with fault_stack(data_dir) as stack:
+                result = await run_faults(stack, plan)
         print(result.line(), flush=True)
         if result.exact:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -287,10 +377,12 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument("--matrix", choices=("workers", "database", "embedded-crash"), default="workers")
     parser.add_argument("--json", type=Path, default=Path("bench/results/faults.json"))
     args = parser.parse_args()
+    faults = {"workers": MATRIX, "database": DATABASE_MATRIX, "embedded-crash": ("kill devtrail up",)}[args.matrix]
     plans = [
-        FaultPlan(seed=seed, unique=args.events, rate=args.rate)
+        FaultPlan(seed=seed, unique=args.events, rate=args.rate, faults=faults, faults_overlap=faults is MATRIX)
         for seed in range(args.first_seed, args.first_seed + args.runs)
     ]
     results = asyncio.run(soak(plans, args.json))

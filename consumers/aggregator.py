@@ -112,3 +112,44 @@ class HourlyEventCounts(CleanTopicReader):
             )
         metrics.EVENTS_IN.labels(self.stage, "*").inc(len(rows))
         return len(fresh)
+
+
+_REBUILD_HOURLY = """
+INSERT INTO event_counts_hourly (bucket, project_id, agent_id, event_type, count)
+SELECT date_trunc('hour', occurred_at), coalesce(project_id, ''), coalesce(agent_id, ''), event_type, count(*)
+FROM events GROUP BY 1, 2, 3, 4
+"""
+_FORGET_UNSTORED_CLAIMS = """
+DELETE FROM aggregate_applied a
+WHERE a.aggregate = $1 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = a.event_id)
+"""
+_CLAIM_STORED = """
+INSERT INTO aggregate_applied (aggregate, event_id) SELECT DISTINCT $1::text, event_id FROM events
+ON CONFLICT DO NOTHING
+"""
+
+
+async def rebuild_hourly_counts(conn: asyncpg.Connection) -> int:
+    """Make ``event_counts_hourly`` and its claims agree with ``events``, in one transaction.
+
+    For when the clean topic cannot be replayed: the embedded broker lost its topics (a
+    killed ``devtrail up``), so events the sink stored may never reach the aggregator, and
+    events the aggregator counted may never reach the sink. The hours from the oldest
+    stored event on are recomputed; older hours (whose events retention dropped) keep their
+    counts. Claims of events not stored are forgotten. Run while no aggregator runs.
+
+    Returns:
+        the number of stored events counted.
+    """
+    aggregate = HourlyEventCounts.aggregate
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE event_counts_hourly, aggregate_applied IN EXCLUSIVE MODE")
+        oldest = await conn.fetchval("SELECT date_trunc('hour', min(occurred_at)) FROM events")
+        if oldest is None:
+            return 0
+        await conn.execute("DELETE FROM event_counts_hourly WHERE bucket >= $1", oldest)
+        await conn.execute(_FORGET_UNSTORED_CLAIMS, aggregate)
+        await conn.execute(_CLAIM_STORED, aggregate)
+        await conn.execute(_REBUILD_HOURLY)
+        counted: int = await conn.fetchval("SELECT count(*) FROM events")
+    return counted

@@ -238,6 +238,7 @@ class CheckpointedConsumer:
                 await self._dead_letter(batch, rejected)
             await store_offsets(conn, self._group, batch.next_offsets)
         stage = self._writer.stage
+        metrics.LAST_COMMIT_TIMESTAMP.labels(stage).set_to_current_time()
         metrics.FLUSH_SECONDS.labels(stage, "batch").observe(time.perf_counter() - started)
         metrics.BATCH_EVENTS.labels(stage).observe(len(batch.rows))
         metrics.EVENTS_OUT.labels(stage).inc(written)
@@ -339,8 +340,7 @@ class CheckpointedConsumer:
     async def _seek_to_stored_offsets(self) -> None:
         assert self._consumer is not None
         assigned = self._consumer.assignment()
-        conn = await self._connection()
-        stored = await load_offsets(conn, self._group, [self._topic])
+        stored = await self._stored_offsets()
         for tp in assigned:
             if tp in stored:
                 self._consumer.seek(tp, stored[tp])
@@ -349,6 +349,16 @@ class CheckpointedConsumer:
         self._needs_seek = False
         self._batch = PendingBatch(self._writer.decode)  # anything read before the seek is read again after it
         log.info("%s: assigned %s, resuming at stored offsets %s", self._writer.stage, sorted(assigned), stored)
+
+    async def _stored_offsets(self) -> dict[TopicPartition, int]:
+        """The offsets the database holds, waiting for the database if it is away."""
+        while True:
+            try:
+                return await load_offsets(await self._connection(), self._group, [self._topic])
+            except Exception as exc:
+                if not is_retriable_db_error(exc):
+                    raise
+                await self._reconnect(exc)
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,5 +1,11 @@
 """Prometheus metrics of every stage. Worker processes share them through the
-prometheus-client multiprocess directory that the supervisor sets up."""
+prometheus-client multiprocess directory that the supervisor sets up.
+
+Gauges that describe a process's present state use a ``live*`` mode: the supervisor
+deletes a dead worker's files of those (``mark_process_dead``), so a worker that died
+while the database was down does not keep reporting it. What the supervisor itself
+knows (worker restarts, consumer lag) is exported by collectors in ``devtrail.http`` and
+``devtrail.lag``, not from here."""
 
 from __future__ import annotations
 
@@ -38,5 +44,12 @@ DB_AVAILABLE = Gauge(
     "devtrail_database_available",
     "1 while the stage's last database attempt succeeded, 0 while it waits for the database",
     ["stage"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
+)
+LAST_COMMIT_TIMESTAMP = Gauge(
+    "devtrail_last_commit_timestamp_seconds",
+    "Unix time of the stage's last committed batch (checkpointed stages: rows and offsets committed"
+    " together; processor: the batch's output acknowledged by the broker)",
+    ["stage"],
+    multiprocess_mode="max",
 )

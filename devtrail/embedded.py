@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -194,6 +196,23 @@ class EmbeddedPostgres:
                 await conn.execute(f'CREATE DATABASE "{self._database}"')
         finally:
             await conn.close()
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (immediate shutdown: no checkpoint, recovery at
+        the next start, asynchronous commits not yet flushed are gone). For fault tests."""
+        pid = self._server.get_pid() if self._server is not None else None
+        if pid is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        self._server.cleanup()  # forget the dead server's handle, so that start() starts a new one
+        self._server = None
 
     def stop(self) -> None:
         """Stop the server; the data stays."""

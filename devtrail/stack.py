@@ -14,12 +14,16 @@ import logging
 import os
 import shutil
 import sys
+import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import asyncpg
+from prometheus_client.multiprocess import mark_process_dead
 
+from consumers.aggregator import rebuild_hourly_counts
 from consumers.offsets import forget_offsets
 from devtrail import migrate
 from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_MAX_S = 30.0
 #: A worker that ran this long before dying is restarted after the shortest backoff again.
 HEALTHY_RUN_S = 30.0
+#: Exits remembered per worker (for the crash-loop judgement of ``/healthz``).
+EXITS_KEPT = 100
 
 
 class WorkerProcess:
@@ -42,9 +48,17 @@ class WorkerProcess:
         name: label for logs (``processor-1``).
         env: the full environment of the child.
         log_path: where its output goes.
+        metrics_dir: the prometheus-client multiprocess directory the child writes to; the
+            files of its live gauges are removed whenever it exits.
+
+    Attributes:
+        restarts: how often it was restarted after an unexpected exit.
+        exits: ``(time.time(), exit code)`` of its latest unexpected exits, oldest first.
     """
 
-    def __init__(self, role: str, name: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, role: str, name: str, env: dict[str, str], log_path: Path, metrics_dir: Path | None = None
+    ) -> None:
         self.role = role
         self.name = name
         self._env = env
@@ -53,7 +67,9 @@ class WorkerProcess:
         self._log: IO[bytes] | None = None
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
+        self._metrics_dir = metrics_dir
         self.restarts = 0
+        self.exits: deque[tuple[float, int]] = deque(maxlen=EXITS_KEPT)
 
     @property
     def pid(self) -> int | None:
@@ -62,6 +78,11 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    def exits_within(self, window_s: float) -> int:
+        """How many unexpected exits happened in the last ``window_s`` seconds."""
+        since = time.time() - window_s
+        return sum(1 for at, _ in self.exits if at >= since)
 
     async def start(self) -> None:
         await self._spawn()
@@ -84,8 +105,10 @@ class WorkerProcess:
             assert self._process is not None
             started = loop.time()
             code = await self._process.wait()
+            self._forget_live_metrics(self._process.pid)
             if self._stopping:
                 return
+            self.exits.append((time.time(), code))
             if loop.time() - started > HEALTHY_RUN_S:
                 backoff = 1.0
             self.restarts += 1
@@ -95,8 +118,15 @@ class WorkerProcess:
             if not self._stopping:
                 await self._spawn()
 
-    def kill(self) -> None:
-        """SIGKILL the current process (tests: the supervisor then restarts it)."""
+    def _forget_live_metrics(self, pid: int) -> None:
+        """Remove the dead child's live gauges (``livemin`` and co.) from the metrics directory."""
+        if self._metrics_dir is not None:
+            mark_process_dead(pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+
+    def kill(self, restart: bool = True) -> None:
+        """SIGKILL the current process (tests). The supervisor restarts it unless ``restart`` is false."""
+        if not restart:
+            self._stopping = True
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
 
@@ -111,6 +141,7 @@ class WorkerProcess:
                 log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
                 self._process.kill()
                 await self._process.wait()
+            self._forget_live_metrics(self._process.pid)
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,6 +187,13 @@ class Stack:
         return self._kafka is not None
 
     @property
+    def postgres(self) -> EmbeddedPostgres:
+        """The embedded PostgreSQL server (fault tests crash and restart it)."""
+        if self._postgres is None:
+            raise RuntimeError("this stack does not run the embedded PostgreSQL")
+        return self._postgres
+
+    @property
     def kafka_pid(self) -> int:
         """The embedded broker's process id (fault tests pause it)."""
         if self._kafka is None:
@@ -193,12 +231,21 @@ class Stack:
         await self.start_workers(self._roles)
 
     async def _forget_stale_offsets(self) -> None:
-        # A new in-memory broker has empty topics: offsets stored for the old ones are void.
+        """A new in-memory broker has empty topics: offsets stored for the old ones are void,
+        and what the old clean topic still held for the aggregator is gone, so its counts
+        are recomputed from ``events`` (they match what is stored, nothing more or less)."""
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             await forget_offsets(
                 conn, [self.settings.sink_group, self.settings.aggregator_group, self.settings.dead_letter_group]
             )
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
+                counted = await rebuild_hourly_counts(conn)
+                log.warning(
+                    "embedded broker started empty: event_counts_hourly recomputed from the %d stored events; "
+                    "events the previous broker had acknowledged but the sink had not stored are lost",
+                    counted,
+                )
         finally:
             await conn.close()
 
@@ -224,7 +271,7 @@ class Stack:
             for n in range(1, count + 1):
                 name = f"{role}-{n}"
                 worker_env = {**env, "DEVTRAIL_PROCESSOR_DATA_DIR": str(s.data_dir / "faust" / name)}
-                worker = WorkerProcess(role, name, worker_env, self.log_dir / f"{name}.log")
+                worker = WorkerProcess(role, name, worker_env, self.log_dir / f"{name}.log", self.metrics_dir)
                 await worker.start()
                 self.workers.append(worker)
 

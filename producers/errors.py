@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from schemas.envelope import Envelope
 from schemas.errors import DevtrailError
 
 
@@ -10,7 +11,7 @@ class ProducerError(DevtrailError):
 
 
 class ProducerClosedError(ProducerError):
-    """``emit`` was called on a producer that is not started or already closed."""
+    """The producer is not started, its start failed, or it is closing or closed; the message says which."""
 
 
 class BufferFullError(ProducerError):
@@ -29,3 +30,29 @@ class DeliveryError(ProducerError):
     def __init__(self, message: str, *, retriable: bool) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+class PartialDeliveryError(DeliveryError):
+    """``emit_many`` could not deliver every event: re-send ``failed`` only.
+
+    Raised once the outcome of every event is known. Each event is in exactly one of the
+    two lists, both in the order the caller gave them, as published (with the correlation
+    context's ids filled in, so a re-sent copy is the same event).
+
+    Attributes:
+        delivered: events the broker acknowledged.
+        failed: events that were not, each with its error: a ``DeliveryError`` (its
+            bundle was not acknowledged), or what refused it before sending
+            (``BufferFullError``, ``ProducerClosedError``, a ``ContractError``).
+        retriable: whether every error in ``failed`` is retriable.
+    """
+
+    def __init__(self, delivered: list[Envelope], failed: list[tuple[Envelope, DevtrailError]]) -> None:
+        total = len(delivered) + len(failed)
+        first = failed[0][1] if failed else None
+        super().__init__(
+            f"{len(failed)} of {total} events were not delivered ({len(delivered)} were); first error: {first}",
+            retriable=all(error.retriable for _, error in failed),
+        )
+        self.delivered = delivered
+        self.failed = failed

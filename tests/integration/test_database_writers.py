@@ -8,11 +8,12 @@ import asyncpg
 import orjson
 import pytest
 
-from consumers.aggregator import HourlyEventCounts
+from consumers.aggregator import HourlyEventCounts, rebuild_hourly_counts
 from consumers.clean import Row, decode_rows, encode_rows, event_to_row
 from consumers.offsets import load_offsets, store_offsets
 from consumers.sink import EventSink
 from tests.factories import llm_called, task_created
+from tests.integration.pipeline import aggregate_matches_events
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +98,20 @@ async def test_partitions_are_created_ahead_and_idempotently(db: asyncpg.Connect
         "SELECT inhrelid::regclass::text AS name FROM pg_inherits WHERE inhparent = 'events'::regclass"
     )
     assert len([n for n in names if n["name"] != "events_default"]) >= 15
+
+
+async def test_hourly_counts_rebuilt_from_events_after_the_broker_lost_the_clean_topic(
+    db: asyncpg.Connection,
+) -> None:
+    """What a killed embedded broker leaves: events stored but never counted, events counted
+    but never stored. The rebuild makes the counts equal a GROUP BY over ``events``, and a
+    replay afterwards counts nothing twice."""
+    events = clean([task_created(task_id=f"T{i}") for i in range(30)] + [llm_called()])
+    counts = HourlyEventCounts()
+    await write(db, EventSink(), events[:20])
+    await write(db, counts, events[10:31])  # 10..19 both; 20..30 counted only; 0..9 stored only
+    assert await rebuild_hourly_counts(db) == 20
+    assert await db.fetchval("SELECT sum(count) FROM event_counts_hourly") == 20
+    assert await aggregate_matches_events(db)
+    assert await write(db, counts, events[:20]) == 0
+    assert await write(db, counts, events[20:]) == 11  # re-sent and stored now: counted once
