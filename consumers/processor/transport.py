@@ -120,6 +120,9 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._acked_index[tp].difference_update(offsets)
 
     def _on_hole(self, tp: Any, start: int, first_processed: int) -> None:
+        if tp not in self.assignment():  # acknowledged after its partition went elsewhere
+            self._forget(tp, list(self._acked[tp]))
+            return
         now = time.monotonic()
         since = self._hole_since.setdefault(tp, now)
         if now - since < HOLE_REREAD_S:
