@@ -317,10 +317,10 @@ async def run_embedded_crash(data_dir: Path, plan: FaultPlan) -> FaultResult:
     are gone: what it had acknowledged but the sink had not stored is lost (counted), and
     the aggregate must still equal a GROUP BY over what was stored."""
     result = FaultResult(plan.seed, faults=["kill devtrail up"])
-    started = time.monotonic()
     stream = workload(plan)
-    crash_at = started + 0.5 * len(stream) / plan.rate
     async with fault_stack(data_dir) as stack, EventProducer(stack.settings) as producer:
+        started = time.monotonic()
+        crash_at = started + 0.5 * len(stream) / plan.rate
         sender = AckedProducer(producer, plan.rate)
         producing = asyncio.create_task(sender.run(stream))
         await asyncio.sleep(max(0.0, crash_at - time.monotonic()))
@@ -377,12 +377,20 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument("--broker-pause-s", type=float, default=15.0)
     parser.add_argument("--matrix", choices=("workers", "database", "embedded-crash"), default="workers")
     parser.add_argument("--json", type=Path, default=Path("bench/results/faults.json"))
     args = parser.parse_args()
     faults = {"workers": MATRIX, "database": DATABASE_MATRIX, "embedded-crash": ("kill devtrail up",)}[args.matrix]
     plans = [
-        FaultPlan(seed=seed, unique=args.events, rate=args.rate, faults=faults, faults_overlap=faults is MATRIX)
+        FaultPlan(
+            seed=seed,
+            unique=args.events,
+            rate=args.rate,
+            broker_pause_s=args.broker_pause_s,
+            faults=faults,
+            faults_overlap=faults is MATRIX,
+        )
         for seed in range(args.first_seed, args.first_seed + args.runs)
     ]
     results = asyncio.run(soak(plans, args.json))

@@ -90,11 +90,20 @@ class CheckpointSettings(DatabaseSettings):
 
 
 class SinkSettings(CheckpointSettings):
-    """The COPY sink from the clean topic into ``events``."""
+    """The COPY sink from the clean topic into ``events``, and the upkeep of its partitions.
+
+    Attributes:
+        partitions_months_ahead: months after the current one that always have a partition.
+        partitions_check_interval_s: seconds between two upkeep passes (partitions created,
+            rows moved out of ``events_default``, retention applied).
+        retention_days: partitions whose every row is older than this many days are dropped
+            with their rows; ``None`` or 0 keeps everything.
+    """
 
     sink_group: str = "devtrail-sink"
     partitions_months_ahead: int = Field(default=3, ge=1, le=120)
     partitions_check_interval_s: float = Field(default=3600.0, gt=0)
+    retention_days: int | None = Field(default=None, ge=0, le=36_500)
 
 
 class DeadLetterStoreSettings(CheckpointSettings):

@@ -29,8 +29,9 @@ def _settings(args: argparse.Namespace) -> StackSettings:
         value = getattr(args, flag, None)
         if value is not None:
             overrides[field] = value
-    if getattr(args, "metrics_port", None) is not None:
-        overrides["metrics_port"] = args.metrics_port
+    for flag in ("metrics_port", "metrics_host"):
+        if getattr(args, flag, None) is not None:
+            overrides[flag] = getattr(args, flag)
     return StackSettings(**overrides)
 
 
@@ -58,7 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             print(f"Publish to: {', '.join(s.topics.input_topics)}", flush=True)
             if runner is not None:
-                print(f"Metrics: http://127.0.0.1:{s.metrics_port}/metrics   health: /healthz", flush=True)
+                print(f"Metrics: http://{s.metrics_host}:{s.metrics_port}/metrics   health: /healthz", flush=True)
             print(f"Worker logs: {stack.log_dir}/   Stop with Ctrl-C.", flush=True)
             await stop.wait()
             print("stopping: workers finish their batch...", flush=True)
@@ -135,10 +136,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the pipeline's topics on the configured Kafka."""
-    from devtrail.topics import ensure_topics
+    from devtrail.topics import ensure_topics, max_message_bytes
 
     settings = _settings(args)
-    created = asyncio.run(ensure_topics(settings, settings.replication_factor))
+    created = asyncio.run(
+        ensure_topics(settings, settings.replication_factor, max_message_bytes(settings.max_event_bytes))
+    )
     print("created: " + (", ".join(created) or "nothing, all topics exist"))
     return 0
 
@@ -147,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one worker in this process (what ``devtrail up`` starts for each role)."""
     from devtrail.workers import ROLES, serve_worker_metrics, tune_garbage_collector
 
-    serve_worker_metrics(_settings(args).metrics_port)
+    serve_worker_metrics(_settings(args), args.role)
     tune_garbage_collector()
     ROLES[args.role]()
     return 0
@@ -174,6 +177,34 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if report.truncated:
         print(f"not replayed (original truncated; give a fix with --fix): {report.truncated}")
     return 0 if not report.still_invalid else 1
+
+
+def cmd_db_retention(args: argparse.Namespace) -> int:
+    """Drop the partitions of events older than the retention (one upkeep pass, as the sink runs)."""
+    import asyncpg
+
+    from consumers.retention import run_retention
+
+    settings = _settings(args)
+    if settings.embedded_postgres:
+        raise SetupError("db retention needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    days = args.older_than if args.older_than is not None else settings.retention_days
+    if not days:
+        raise SetupError("no retention configured: give --older-than DAYS or set DEVTRAIL_RETENTION_DAYS")
+    try:
+        report = asyncio.run(run_retention(settings.database_url, settings.partitions_months_ahead, days, args.dry_run))
+    except asyncpg.LockNotAvailableError as exc:
+        sys.stderr.write(f"devtrail: events is busy ({exc}); nothing more was changed, try again\n")
+        return 1
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _positive_days(text: str) -> int:
+    days = int(text)
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError("must be between 1 and 36500 days")
+    return days
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -215,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "run the whole pipeline until Ctrl-C")
     up.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: off)")
+    up.add_argument("--metrics-host", help="address /metrics and /healthz listen on (default 127.0.0.1)")
     demo = add("demo", cmd_demo, "send a realistic workload through the pipeline and check it")
     demo.add_argument("--events", type=int, default=20_000, help="unique events to produce")
     demo.add_argument("--duplicate-rate", type=float, default=0.05, help="share of events re-sent unchanged")
@@ -227,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     add("topics", cmd_topics, "create the pipeline's topics")
     run = add("run", cmd_run, "run one worker in the foreground")
     run.add_argument("role", choices=("processor", "sink", "aggregator", "dead-letters"))
-    run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics here (0: off)")
+    run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics, /livez, /readyz here (0: off)")
+    run.add_argument("--metrics-host", help="address they listen on (default 127.0.0.1)")
     dlq = add("dlq", cmd_dlq, "list dead letters, or replay the ones that now pass validation")
     dlq.add_argument("action", choices=("list", "replay"))
     dlq.add_argument("--kind", help="only this error kind (decode, validation, too_large, database)")
@@ -236,6 +269,13 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
     dlq.add_argument("--fix", metavar="FILE", help='replay: JSON {"<id>": <corrected event>, ...}')
     dlq.add_argument("--dry-run", action="store_true", help="replay: only say what would be replayed")
+    db = sub.add_parser("db", help="database upkeep (retention)", description="database upkeep")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    retention = db_sub.add_parser("retention", help=cmd_db_retention.__doc__, description=cmd_db_retention.__doc__)
+    retention.set_defaults(fun=cmd_db_retention)
+    retention.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    retention.add_argument("--older-than", type=_positive_days, metavar="DAYS", help="default: DEVTRAIL_RETENTION_DAYS")
+    retention.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
     schemas.set_defaults(fun=cmd_schemas)
     schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")

@@ -19,7 +19,15 @@ class StackSettings(SinkSettings, AggregatorSettings, DeadLetterStoreSettings, P
 
     Attributes:
         data_dir: embedded PostgreSQL data, worker logs, metrics files.
-        metrics_port: HTTP port of ``/metrics`` and ``/healthz`` (0 disables them).
+        metrics_port: HTTP port of ``/metrics``, ``/healthz``, ``/livez`` and ``/readyz``
+            (0 disables them).
+        metrics_host: the address that port listens on. Loopback by default: metrics and
+            health say a lot about the pipeline. Container images set ``0.0.0.0`` so
+            Prometheus and the probes reach it.
+        health_restart_limit: a worker that exited this many times within
+            ``health_restart_window_s`` is crash-looping: ``/healthz`` answers 503.
+        health_restart_window_s: the window of that count, in seconds.
+        lag_check_interval_s: seconds between two measurements of the consumer lag.
         processor_workers: Faust processor processes (scale up to the partition count);
             by default one per CPU, at most 4. Validation is the most CPU-hungry stage.
         sink_workers: COPY sink processes, each with its own connection (up to the
@@ -28,6 +36,10 @@ class StackSettings(SinkSettings, AggregatorSettings, DeadLetterStoreSettings, P
 
     data_dir: Path = Path(".devtrail")
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    health_restart_limit: int = Field(default=3, ge=1)
+    health_restart_window_s: float = Field(default=300.0, gt=0)
+    lag_check_interval_s: float = Field(default=10.0, gt=0)
     processor_workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)), ge=1)
     sink_workers: int = Field(default=1, ge=1)
 

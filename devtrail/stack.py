@@ -29,7 +29,7 @@ from devtrail import migrate
 from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
 from devtrail.procs import die_with_parent
 from devtrail.settings import StackSettings
-from devtrail.topics import ensure_topics
+from devtrail.topics import ensure_topics, max_message_bytes
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Stack:
             self.settings = s = s.model_copy(update=updates)
         await migrate.wait_for_database(s.database_url, s.database_wait_s)
         await asyncio.to_thread(migrate.upgrade, s.database_url)
-        created = await ensure_topics(s, s.replication_factor)
+        created = await ensure_topics(s, s.replication_factor, max_message_bytes(s.max_event_bytes))
         if fresh_broker:
             await self._forget_stale_offsets()
         log.info("topics created: %s", ", ".join(created) or "none (all existed)")

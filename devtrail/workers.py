@@ -19,6 +19,7 @@ from consumers.settings import (
     ProcessorSettings,
     SinkSettings,
 )
+from devtrail.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,19 @@ def run_processor() -> None:
 
 
 def run_sink() -> None:
-    """The COPY sink into ``events``, and the upkeep of its monthly partitions."""
-    from consumers.partitions import maintain_event_partitions
+    """The COPY sink into ``events``, and the upkeep of its monthly partitions and retention."""
+    from consumers.retention import maintain_event_partitions
     from consumers.sink import EventSink
 
     settings = SinkSettings()
 
     def upkeep(stop: asyncio.Event) -> Coroutine[None, None, None]:
         return maintain_event_partitions(
-            settings.database_url, settings.partitions_months_ahead, settings.partitions_check_interval_s, stop
+            settings.database_url,
+            settings.partitions_months_ahead,
+            settings.partitions_check_interval_s,
+            stop,
+            settings.retention_days,
         )
 
     asyncio.run(_consume(settings, EventSink(), settings.sink_group, upkeep))
@@ -51,20 +56,30 @@ def run_aggregator() -> None:
     asyncio.run(_consume(settings, HourlyEventCounts(), settings.aggregator_group))
 
 
-def serve_worker_metrics(port: int) -> None:
-    """Serve this process's metrics on ``port`` (one worker per pod, as in Kubernetes).
+def serve_worker_metrics(settings: StackSettings, role: str) -> None:
+    """Serve this process's ``/metrics``, ``/livez`` and ``/readyz`` (one worker per pod, as
+    in Kubernetes) on ``metrics_host:metrics_port``, with the lag of its consumer group.
 
-    Under ``devtrail up`` the supervisor serves every worker's metrics instead, and starts
-    workers with port 0.
+    Under ``devtrail up`` the supervisor serves every worker's metrics and the stack's
+    health instead, and starts workers with port 0.
+
+    Args:
+        settings: the worker's settings (``metrics_host``, ``metrics_port``, Kafka, PostgreSQL).
+        role: the worker's role, whose consumer group's lag is measured.
     """
-    if port == 0:
+    if settings.metrics_port == 0:
         return
-    from prometheus_client import start_http_server
+    from devtrail.http import serve_worker
 
     try:
-        start_http_server(port)
+        serve_worker(settings, role)
     except OSError as exc:
-        log.warning("metrics not served: port %d: %s (set DEVTRAIL_METRICS_PORT)", port, exc)
+        log.warning(
+            "metrics not served: %s:%d: %s (set DEVTRAIL_METRICS_HOST / DEVTRAIL_METRICS_PORT)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc,
+        )
 
 
 #: Seconds between the full collections a worker runs in place of the automatic collector.

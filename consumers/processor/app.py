@@ -143,6 +143,7 @@ class Processor:
                 event.message.acked = True
             raise
         self._count(outcome)
+        metrics.LAST_COMMIT_TIMESTAMP.labels(STAGE).set_to_current_time()
 
     async def _publish(self, outcome: BatchOutcome) -> None:
         sends = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import tempfile
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -26,9 +28,8 @@ def devtrail(*args: str, data_dir: Path, timeout: float = 240) -> subprocess.Com
     )
 
 
-def test_demo_reports_exactly_once_as_json(tmp_path_factory: pytest.TempPathFactory) -> None:
-    data_dir = Path("/tmp") / tmp_path_factory.mktemp("e2e").name  # short: the PostgreSQL socket lives there
-    data_dir.mkdir(exist_ok=True)
+def test_demo_reports_exactly_once_as_json() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="dt-e2e-", dir="/tmp"))  # short: the PostgreSQL socket lives there
     result = devtrail(
         "demo", "--events", "4000", "--duplicate-rate", "0.1", "--invalid", "6", "--json", data_dir=data_dir
     )
@@ -62,15 +63,15 @@ def test_unreachable_database_says_what_to_do(tmp_path: Path) -> None:
     assert "PostgreSQL is not reachable" in result.stderr
 
 
-def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm() -> None:
     import signal
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    data_dir = Path("/tmp") / tmp_path_factory.mktemp("up").name
-    data_dir.mkdir(exist_ok=True)
+    # Short and new for every run: a PostgreSQL socket path must stay under ~100 characters.
+    data_dir = Path(tempfile.mkdtemp(prefix="dt-up-", dir="/tmp"))
     with subprocess.Popen(
         [sys.executable, "-m", "devtrail", "up", "--data-dir", str(data_dir), "--metrics-port", str(port)],
         stdout=subprocess.PIPE,
@@ -94,8 +95,11 @@ def _check_running_stack(up: subprocess.Popen[str], port: int) -> list[psutil.Pr
     import time
 
     assert up.stdout is not None
-    banner = [up.stdout.readline() for _ in range(4)]
-    assert banner[0].startswith("devtrail is up"), banner
+    seen: list[str] = []
+    while not (seen and seen[-1].startswith("devtrail is up")):  # log lines (warnings) may come first
+        assert len(seen) < 40 and up.poll() is None, seen
+        seen.append(up.stdout.readline())
+    banner = seen[-1:] + [up.stdout.readline() for _ in range(3)]
     children = psutil.Process(up.pid).children(recursive=True)
     assert len(children) >= 4  # broker, PostgreSQL, the workers
     deadline = time.monotonic() + 30
@@ -130,3 +134,43 @@ async def _emit_tasks(bootstrap: str, count: int) -> None:
 
     async with EventProducer(ProducerSettings(kafka_bootstrap_servers=bootstrap)) as producer:
         await producer.emit_many([task_created(task_id=f"up-{i}") for i in range(count)])
+
+
+async def test_db_retention_drops_whole_old_partitions_and_says_which(database_url: str, tmp_path: Path) -> None:
+    import asyncpg
+
+    from consumers.partitions import create_month_partition
+
+    db = await asyncpg.connect(database_url)
+    try:
+        await create_month_partition(db, date(2025, 1, 1))
+        await db.executemany(
+            "INSERT INTO events (event_id, occurred_at, event_type, schema_version, source, payload)"
+            " VALUES (gen_random_uuid(), $1, 't', '1.0', 's', '{}')",
+            [(datetime(2025, 1, 15, tzinfo=UTC),), (datetime(2024, 3, 2, tzinfo=UTC),), (datetime.now(UTC),)],
+        )
+
+        def retention(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "devtrail", "db", "retention", "--database-url", database_url, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DEVTRAIL_RETENTION_DAYS": "180"},
+            )
+
+        dry = await asyncio.to_thread(retention, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "would drop events_2025_01 [2025-01-01, 2025-02-01)" in dry.stdout
+        assert "would drop 1 row of events_default from 2024-03" in dry.stdout
+        assert await db.fetchval("SELECT count(*) FROM events") == 3
+
+        done = await asyncio.to_thread(retention)  # DEVTRAIL_RETENTION_DAYS
+        assert done.returncode == 0, done.stderr
+        assert "dropped events_2025_01 [2025-01-01, 2025-02-01)" in done.stdout
+        assert "dropped events_2024_03 [2024-03-01, 2024-04-01)" in done.stdout
+        assert await db.fetchval("SELECT count(*) FROM events") == 1
+        assert await db.fetchval("SELECT to_regclass('events_2025_01')") is None
+    finally:
+        await db.close()
