@@ -50,9 +50,10 @@ MATRIX = (
 )
 
 
-#: Faults of the database: a crash (immediate shutdown, back after ``database_down_s``)
-#: and an exclusive lock on ``events`` held for ``lock_s``.
-DATABASE_MATRIX = ("crash database", "lock events", "kill sink-1")
+#: Faults of the database: a crash (immediate shutdown, back after ``database_down_s``),
+#: an exclusive lock on ``events`` held for ``lock_s``, and a crash while writers wait on
+#: that lock (their COPY stalled: asyncpg did not notice the server had gone).
+DATABASE_MATRIX = ("crash database", "lock events", "crash database while events locked", "kill sink-1")
 
 
 @dataclass
@@ -129,6 +130,12 @@ class Chaos:
             await self.crash_database(self._plan.database_down_s)
         elif fault == "lock events":
             await self.lock_events(self._plan.lock_s)
+        elif fault == "crash database while events locked":
+            locking = asyncio.create_task(self.lock_events(self._plan.lock_s))
+            await asyncio.sleep(self._plan.lock_s / 2)
+            await self.crash_database(self._plan.database_down_s)
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await locking  # its connection died with the server
         elif fault == "kill both processors":
             for worker in self._stack.workers:
                 if worker.role == "processor":

@@ -232,11 +232,13 @@ class CheckpointedConsumer:
     async def _write(self, batch: PendingBatch) -> None:
         conn = await self._connection()
         started = time.perf_counter()
-        async with conn.transaction():
-            written, rejected = await write_isolating(conn, self._writer, batch.rows) if batch.rows else (0, [])
-            if rejected:
-                await self._dead_letter(batch, rejected)
-            await store_offsets(conn, self._group, batch.next_offsets)
+        timeout = self._settings.db_write_timeout_s
+        try:
+            written, rejected = await asyncio.wait_for(self._write_transaction(conn, batch), timeout)
+        except TimeoutError:
+            # A lock held that long, or a connection that died without asyncpg noticing (a COPY
+            # waiting for the socket to drain when the server crashed): both are retried.
+            raise TimeoutError(f"the batch did not commit within {timeout:.0f}s") from None
         stage = self._writer.stage
         metrics.LAST_COMMIT_TIMESTAMP.labels(stage).set_to_current_time()
         metrics.FLUSH_SECONDS.labels(stage, "batch").observe(time.perf_counter() - started)
@@ -247,6 +249,14 @@ class CheckpointedConsumer:
         for tp, offset in batch.next_offsets.items():
             metrics.COMMITTED_OFFSET.labels(stage, tp.topic, str(tp.partition)).set(offset)
         self.events_written += written
+
+    async def _write_transaction(self, conn: asyncpg.Connection, batch: PendingBatch) -> tuple[int, list[Rejected]]:
+        async with conn.transaction():
+            written, rejected = await write_isolating(conn, self._writer, batch.rows) if batch.rows else (0, [])
+            if rejected:
+                await self._dead_letter(batch, rejected)
+            await store_offsets(conn, self._group, batch.next_offsets)
+        return written, rejected
 
     async def _dead_letter(self, batch: PendingBatch, rejected: list[Rejected]) -> None:
         """Publish the events the database refused; return once the broker has them all."""

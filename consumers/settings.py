@@ -81,12 +81,17 @@ class CheckpointSettings(DatabaseSettings):
             loses the last commits loses their offsets too, and the events are read again
             from Kafka. Turn it on if other readers must never see a row that a crash
             could take back.
+        db_write_timeout_s: a batch not committed within this time is abandoned and read
+            again after a reconnection: a lock held longer than this makes the worker retry
+            (it keeps waiting, in steps), and a connection that died unnoticed (a COPY
+            stalled when the server crashed) is replaced.
     """
 
     batch_max_events: int = Field(default=20_000, ge=1)
     batch_max_wait_ms: int = Field(default=250, ge=1)
     fetch_max_messages: int = Field(default=500, ge=1)
     db_synchronous_commit: bool = False
+    db_write_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class SinkSettings(CheckpointSettings):

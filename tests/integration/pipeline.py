@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench.faults import aggregate_mismatches
 from devtrail.settings import StackSettings
 
 
@@ -34,18 +35,7 @@ async def counts(db: asyncpg.Connection) -> tuple[int, int, int]:
 
 async def aggregate_matches_events(db: asyncpg.Connection) -> bool:
     """Whether every hourly count equals a GROUP BY over the stored events."""
-    mismatches = await db.fetchval(
-        """
-        WITH truth AS (
-            SELECT date_trunc('hour', occurred_at) AS bucket, coalesce(project_id, '') AS project_id,
-                   coalesce(agent_id, '') AS agent_id, event_type, count(*) AS count
-            FROM events GROUP BY 1, 2, 3, 4
-        )
-        SELECT count(*) FROM truth FULL JOIN event_counts_hourly c USING (bucket, project_id, agent_id, event_type)
-        WHERE truth.count IS DISTINCT FROM c.count
-        """
-    )
-    return int(mismatches) == 0
+    return await aggregate_mismatches(db) == 0
 
 
 async def read_values(
