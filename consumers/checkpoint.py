@@ -259,7 +259,18 @@ class CheckpointedConsumer:
         return written, rejected
 
     async def _dead_letter(self, batch: PendingBatch, rejected: list[Rejected]) -> None:
-        """Publish the events the database refused; return once the broker has them all."""
+        """Publish the events the database refused; return once the broker has them all.
+
+        The dead-letter store itself does not publish what it cannot store back to the
+        topic it reads (a loop): it logs and counts it, and goes on.
+        """
+        if self._topic == self._settings.topics.dead_letters:
+            for item in rejected:
+                tp, offset = batch.origins[item.position]
+                log.error("%s: dead letter at %s:%s@%s not stored: %s", self._writer.stage, tp.topic,
+                          tp.partition, offset, item.reason)  # fmt: skip
+                metrics.DEAD_LETTERS.labels("unstorable_dead_letter").inc()
+            return
         if self._dead_letters is None:
             s = self._settings
             self._dead_letters = AIOKafkaProducer(

@@ -13,8 +13,11 @@ reader maps a message with other columns onto the ones it knows.
 
 from __future__ import annotations
 
+import base64
+import math
+import uuid
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -107,9 +110,51 @@ def decode_rows(value: bytes | None) -> list[Row]:
     return [[row[i] if i is not None else None for i in picks] for row in rows]
 
 
+class LabelledRow(list[Any]):
+    """A row of another table than ``events``, that names its own columns (``row_as_object``)."""
+
+    columns: tuple[str, ...] = ()
+
+
 def row_as_object(row: Row) -> dict[str, Any]:
-    """A row as a JSON-able object (for dead letters and tools)."""
-    return dict(zip(EVENT_COLUMNS, row, strict=False))
+    """A row as an object that ``orjson.dumps`` always encodes (for dead letters and tools).
+
+    Columns are named by the row (``LabelledRow``) or are ``EVENT_COLUMNS``. Values JSON has
+    no form for are written so that nothing is lost: bytes as ``{"base64": ...}``, a string
+    with a lone surrogate with ``\\uXXXX`` escapes, an integer beyond 64 bits as its digits,
+    anything else as its text.
+    """
+    columns = row.columns if isinstance(row, LabelledRow) else EVENT_COLUMNS
+    return {name: _jsonable(value) for name, value in zip(columns, row, strict=False)}
+
+
+_JSON_AS_IS = (bool, type(None), float, datetime, date, uuid.UUID)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if _encodable(value) else value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, _JSON_AS_IS):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def unique_rows(rows: list[Row]) -> list[Row]:

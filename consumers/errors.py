@@ -25,6 +25,8 @@ RETRIABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 def is_retriable_db_error(exc: BaseException) -> bool:
     """Whether a database error is worth retrying, judged by SQLSTATE class, never by text."""
+    if isinstance(exc, asyncpg.DataError):  # our input, refused by asyncpg before it was sent
+        return False
     if isinstance(exc, (OSError, asyncpg.InterfaceError, TimeoutError)):
         return True
     if isinstance(exc, asyncpg.PostgresError):

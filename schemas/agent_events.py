@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt
+from pydantic import Field
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import FiniteFloat, Labels
+from schemas.fields import FiniteFloat, Labels, NonNegativeFloat, NonNegativeInt, StrictBool
 
 _AGENT_ID = "The agent (gen_ai.agent.id); required for this event."
 
@@ -41,7 +41,7 @@ class AgentErrorPayload(Payload):
 
     error_type: ShortText = Field(description="Class of error (error.type), e.g. timeout, rate_limited.")
     message: Text = Field(description="What went wrong.")
-    retriable: bool = Field(default=False, description="Whether the agent may try again.")
+    retriable: StrictBool = Field(default=False, description="Whether the agent may try again.")
     stacktrace: Text | None = Field(default=None, description="Stack trace, if any (no secrets).")
 
 
@@ -55,7 +55,7 @@ class ToolCalledPayload(Payload):
     """One tool call made by an agent."""
 
     tool_name: ShortText = Field(description="The tool (gen_ai.tool.name).")
-    success: bool = Field(default=True, description="Whether the call succeeded.")
+    success: StrictBool = Field(default=True, description="Whether the call succeeded.")
     duration_ms: NonNegativeInt | None = Field(default=None, description="How long the call took.")
     error: Text | None = Field(default=None, description="The error, when it failed.")
 
@@ -68,7 +68,7 @@ class LlmCalledPayload(Payload):
     input_tokens: NonNegativeInt = Field(description="gen_ai.usage.input_tokens (cached tokens included)")
     output_tokens: NonNegativeInt = Field(description="gen_ai.usage.output_tokens")
     cached_tokens: NonNegativeInt = Field(default=0, description="gen_ai.usage.cache_read.input_tokens")
-    cost_usd: NonNegativeFloat = Field(default=0.0, allow_inf_nan=False, description="Price of the call in USD.")
+    cost_usd: NonNegativeFloat = Field(default=0.0, description="Price of the call in USD.")
     latency_ms: NonNegativeInt | None = Field(default=None, description="Time from request to complete response.")
     response_id: ShortText | None = Field(default=None, description="gen_ai.response.id (since 1.1)")
     finish_reason: ShortText | None = Field(

@@ -35,21 +35,38 @@ Contract version **{SCHEMA_VERSION}** (this code reads every `{SCHEMA_MAJOR}.x` 
 with an [`index.json`]({SCHEMAS_LINK}index.json) of types, topics and files
 (`{EXPORT_COMMAND}` writes them), so a service in any language can publish.
 
-Rules for every event:
+Rules for every event. What is accepted is stored exactly as sent; what is not is rejected
+with a reason, never changed silently:
 
 - Unknown fields are rejected, in the envelope and in every payload.
+- Every event sets `event_id` (a UUIDv7, kept by a re-sent copy: it is the deduplication
+  key), `event_type` and `occurred_at`. The Python classes fill in `event_id` and
+  `occurred_at` for their callers; on the wire an event without them is rejected.
+- Types are strict, as the JSON Schemas say: a string is not a number (`"3"`), a boolean is
+  not an integer (`true`), an integer field takes no `3.0`, a time is an RFC 3339 string
+  with seconds and an offset (not a number, not Unix seconds in a string; at most 6
+  fractional digits, since a finer time would be rounded), a UUID is
+  `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (upper-case hex digits are the same UUID, stored in
+  lower case).
+- Ids (`task_id`, `agent_id`, ...) are stored as sent; one with whitespace at either end is
+  rejected, not trimmed.
+- A key appears once per JSON object, at any depth: of two `event_id` keys neither wins.
+- Numbers are finite and in range everywhere, free-form objects (`detail`, `attributes`,
+  ...) included: no `NaN` or `Infinity`, nothing beyond a 64-bit float (`1e400`), no integer
+  beyond 64 bits. A decimal is read as the nearest 64-bit float, as JSON parsers do.
+  Counts, tokens, costs and durations are non-negative.
 - No string may contain the NUL character (`\\u0000`): PostgreSQL cannot store it. The
   processor finds it in the JSON bytes and rejects the event with the path of the string,
   keys and values inside free-form objects (`detail`, `attributes`, ...) included. The JSON
-  Schemas state the rule for every typed string and key.
-- Counts, tokens, costs and durations are non-negative; numbers are finite.
-- A producer that does not use the Python classes must set `event_id` (a UUIDv7, kept by a
-  re-sent copy: it is the deduplication key), `event_type` and `occurred_at`.
+  Schemas state the rule for every typed string and key. A lone UTF-16 surrogate
+  (`\\ud800`) is no character and is rejected too.
+- A message is UTF-8 JSON text without a byte order mark, nested at most 64 levels deep.
 - The Kafka key is the entity whose order matters: `task_id`, else `session_id`, else
   `correlation_id`, else `event_id`. Events of one deployment keep their order when they
   share a `correlation_id` (the deployment id, say).
 - What fails validation goes to the dead-letter topic `{TopicMap().dead_letters}` with the
-  reason and the paths of the offending fields.
+  reason and the paths of the offending fields: the first 20 errors and their total, and the
+  original's first 64 KiB with its size and SHA-256 (the `dead_letters` table keeps them).
 """
 
 _EVOLUTION = f"""\

@@ -4,12 +4,14 @@ Any Kafka client can publish a single JSON object. The devtrail producer packs e
 bound for the same partition into one array, so a processor pays its per-message cost
 once per bundle instead of once per event.
 
-Strings holding the NUL character are rejected (``schemas.nul`` says how, cheaply):
-``decode_message`` marks the events that hold one, ``validate_event`` rejects a marked
-event with the path of each such string, ``encode_event`` refuses to encode one, and
-``EVENT_ADAPTER.validate_json`` / ``EVENT_LIST_ADAPTER.validate_json`` reject them in
-JSON bytes. Only ``validate_python`` on a dict that did not come from ``decode_message``
-does not look.
+What is accepted is stored as sent, or rejected with reasons a person reads
+(``schemas.reasons``): types are strict on the wire, ``event_id`` and ``occurred_at`` must
+be sent, and repeated keys, NaN, Infinity, numbers out of range and strings holding NUL
+(PostgreSQL cannot store it) or a lone surrogate are rejected (``schemas.wire``).
+``schemas.wire.validate_message`` is the fast path for whole messages; ``decode_message``
+and ``validate_event`` take a close look and say why. ``encode_event`` refuses to encode
+a string holding NUL, and ``EVENT_ADAPTER.validate_json`` / ``EVENT_LIST_ADAPTER.validate_json``
+reject one in JSON bytes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from schemas.errors import DecodeError, EventValidationError
-from schemas.events import EVENT_ADAPTER, EVENT_LIST_ADAPTER, Event
+from schemas.events import EVENT_ADAPTER, EVENT_CLASSES_BY_TYPE, EVENT_LIST_ADAPTER, Event
 from schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE, JsonPath, event_nul_locs, has_nul_escape
+from schemas.reasons import MAX_ERRORS, ErrorEntry, entry, json_kind, readable, summary
+from schemas.wire import SENT_BY_PRODUCER, decode_exact, encode_raw, plain_event, wire_problems
 
 __all__ = [
     "decode_message",
@@ -34,102 +38,117 @@ __all__ = [
     "validate_event",
 ]
 
-
-class _NulBearingEvent(dict[str, Any]):
-    """A decoded event in which some string (a value or a key) holds NUL.
-
-    Equal to, and encoded by orjson exactly like, the plain dict it copies;
-    ``validate_event`` rejects it with ``nul_locs``.
-    """
-
-    __slots__ = ("nul_locs",)
-    nul_locs: list[JsonPath]
+_MISSING_ON_WIRE = {
+    "event_id": "required on the wire: the producer sets it once, and a re-sent copy keeps it (deduplication key)",
+    "occurred_at": "required on the wire: when it happened (the time it was processed is no substitute)",
+}
 
 
-def decode_message(value: bytes | None) -> list[Any]:
+def decode_message(value: bytes | None, marks: list[str] | None = None) -> list[Any]:
     """Split a Kafka message value into raw (still unvalidated) event objects.
 
     Args:
         value: the message value.
+        marks: if given, receives a note for each repeated key and each number JSON cannot
+            hold (``schemas.wire.decode_exact``); with none, ``validate_event(raw, plain=True)``
+            takes a shorter way for valid events.
 
     Returns:
-        The JSON values it carries: one for a single event, all of them for a bundle. An
-        event holding a NUL character comes marked, so that ``validate_event`` rejects it.
+        The JSON values it carries: one for a single event, all of them for a bundle.
+        Repeated keys and numbers JSON cannot hold are kept, so that ``validate_event``
+        rejects them.
 
     Raises:
-        DecodeError: the value is empty, not JSON, or neither an object nor an array.
+        DecodeError: the value is empty, not UTF-8, not JSON, an empty array, or neither an
+            object nor an array.
     """
-    if not value:
-        raise DecodeError("empty message value; expected a JSON object or array")
-    try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"not valid JSON: {exc}") from exc
+    decoded = decode_exact(value, marks)
     if isinstance(decoded, dict):
-        raws = [decoded]
-    elif isinstance(decoded, list):
-        raws = decoded
-    else:
-        raise DecodeError(f"expected a JSON object or array, got {type(decoded).__name__}")
-    if has_nul_escape(value):  # rare
-        raws = [_mark_nul(raw) for raw in raws]
-    return raws
+        return [decoded]
+    if isinstance(decoded, list):
+        if not decoded:
+            raise DecodeError("an empty array carries no event; a bundle holds at least one")
+        return decoded
+    raise DecodeError(f"expected a JSON object or array, got {json_kind(decoded)}")
 
 
-def validate_event(raw: Any) -> Event:
-    """Validate one raw JSON value as an event of the catalog.
+def validate_event(raw: Any, plain: bool = False) -> Event:
+    """Validate one raw JSON value as an event of the catalog, as the wire contract says.
 
     Args:
-        raw: one value returned by ``decode_message`` (NUL characters are found there).
+        raw: one value returned by ``decode_message`` (or any JSON-like value).
+        plain: ``decode_message`` noted no marks for the message ``raw`` came from, so a
+            valid event is found the short way (``schemas.wire.plain_event``).
 
     Raises:
-        EventValidationError: with pydantic's error list (paths, messages, types); a string
-            holding NUL is reported with type ``string_contains_nul``.
+        EventValidationError: with at most ``MAX_ERRORS`` readable errors (paths, messages,
+            types) and their total; a string holding NUL is reported with type
+            ``string_contains_nul``.
     """
-    if type(raw) is _NulBearingEvent:
-        errors = _nul_errors(raw.nul_locs)
-        try:
-            EVENT_ADAPTER.validate_python(raw)
-        except ValidationError as exc:
-            errors += _pydantic_errors(exc)
-        raise EventValidationError(_summary(errors), errors)
+    if not isinstance(raw, dict):
+        error = entry((), f"an event must be a JSON object, got {json_kind(raw)}", "model_type")
+        raise EventValidationError(summary([error]), [error])
+    if plain and (quick := plain_event(raw)) is not None:
+        return quick
+    prefix = _loc_prefix(raw)
+    errors, total = _wire_errors(raw, prefix)
+    if any(e["type"] in _UNVALIDATABLE for e in errors):
+        raise EventValidationError(summary(errors, total), errors, total)
     try:
-        return EVENT_ADAPTER.validate_python(raw)
+        event: Event = EVENT_ADAPTER.validator.validate_json(_encoded(raw, bool(errors)))  # NUL found above
     except ValidationError as exc:
-        errors = _pydantic_errors(exc)
-        raise EventValidationError(_summary(errors), errors) from exc
+        details = exc.errors(include_url=False)
+        if not (errors and details[0]["type"] == "json_invalid"):  # that is a problem reported above
+            errors += [readable(d) for d in details[: max(0, MAX_ERRORS - len(errors))]]
+            total += len(details)
+    if errors:
+        raise EventValidationError(summary(errors, total), errors, total)
+    return event
 
 
-def _pydantic_errors(exc: ValidationError) -> list[dict[str, object]]:
-    return [
-        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+#: Problems after which pydantic is not asked (the value cannot be written as JSON to it).
+_UNVALIDATABLE = frozenset({"too_deep", "not_json"})
 
 
-def _mark_nul(raw: Any) -> Any:
-    locs = event_nul_locs(raw) if isinstance(raw, dict) else []
-    if not locs:
-        return raw
-    marked = _NulBearingEvent(raw)
-    marked.nul_locs = locs
-    return marked
+def _wire_errors(raw: dict[str, Any], prefix: JsonPath) -> tuple[list[ErrorEntry], int]:
+    """The first ``MAX_ERRORS`` things the wire forbids in ``raw`` (``schemas.wire``), and their total."""
+    errors: list[ErrorEntry] = []
+    total = 0
+    for problem in wire_problems(raw, prefix):
+        total += 1
+        if len(errors) < MAX_ERRORS:
+            errors.append(problem)
+    for name in sorted(SENT_BY_PRODUCER - raw.keys()):
+        total += 1
+        if len(errors) < MAX_ERRORS:
+            errors.append(entry((*prefix, name), _MISSING_ON_WIRE[name], "missing"))
+    return errors, total
 
 
-def _nul_errors(locs: Iterable[JsonPath]) -> list[dict[str, object]]:
-    return [{"loc": list(loc), "msg": NUL_ERROR_MESSAGE, "type": NUL_ERROR_TYPE} for loc in locs]
+def _encoded(raw: dict[str, Any], exact: bool) -> bytes:
+    """JSON text to validate: orjson's when the value is plain JSON (fast), else as sent."""
+    if not exact:
+        try:
+            return orjson.dumps(raw)
+        except orjson.JSONEncodeError:
+            pass
+    return encode_raw(raw)
+
+
+def _loc_prefix(raw: dict[str, Any]) -> JsonPath:
+    """pydantic's errors for the tagged ``Event`` union start with a known ``event_type``."""
+    event_type = raw.get("event_type")
+    return (event_type,) if isinstance(event_type, str) and event_type in EVENT_CLASSES_BY_TYPE else ()
+
+
+def _nul_errors(locs: Iterable[JsonPath]) -> list[ErrorEntry]:
+    return [entry(loc, NUL_ERROR_MESSAGE, NUL_ERROR_TYPE) for loc in locs]
 
 
 def _reject_nul(event: Envelope) -> None:
     errors = _nul_errors(event_nul_locs(event.model_dump()))
     if errors:
-        raise EventValidationError(_summary(errors), errors)
-
-
-def _summary(errors: Sequence[dict[str, Any]]) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<event>'}: {e['msg']}" for e in errors[:5]]
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+        raise EventValidationError(summary(errors), errors[:MAX_ERRORS], len(errors))
 
 
 def encode_event(event: Envelope) -> bytes:

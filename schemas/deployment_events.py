@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, NonNegativeInt, model_validator
+from pydantic import Field, model_validator
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, Text
 from schemas.fields import (
@@ -18,8 +18,10 @@ from schemas.fields import (
     DeploymentId,
     DurationMs,
     EnvironmentName,
+    NonNegativeInt,
     PullRequestNumber,
     RepositoryName,
+    StrictBool,
     WebUrl,
 )
 
@@ -108,7 +110,7 @@ class DeploymentFailedPayload(Payload):
     error: Text = Field(description="Why it failed.")
     stage: DeploymentStage | None = Field(default=None, description="The stage that failed.")
     commit_sha: CommitSha | None = Field(default=None, description=_COMMIT)
-    retriable: bool = Field(default=False, description="Whether deploying again may succeed.")
+    retriable: StrictBool = Field(default=False, description="Whether deploying again may succeed.")
     duration_ms: DurationMs | None = Field(default=None, description="Time from start to failure.")
 
 

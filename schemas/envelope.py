@@ -7,7 +7,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from schemas.ids import uuid7
@@ -20,7 +29,9 @@ SCHEMA_VERSION = "1.1"
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
 
-EntityId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+#: Ids are stored exactly as sent; one with whitespace at either end is rejected, not trimmed
+#: (" T-1" and "T-1" would otherwise be two entities, silently).
+ENTITY_ID_PATTERN = r"^\S(?:[\s\S]*\S)?$"
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=10_000)]
 
@@ -47,13 +58,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# Both constraints are declarative, so pydantic-core checks them without calling Python:
-# two Python validators here cost ~20 % of validation throughput (measured, docs/benchmarks.md).
-#: A tz-aware time, 2000 <= year < 2100. It keeps the offset it was sent with; the clean
-#: rows (and so PostgreSQL and the aggregates) carry it in UTC.
-OccurredAt = Annotated[AwareDatetime, Field(ge=EARLIEST_OCCURRED_AT, lt=LATEST_OCCURRED_AT)]
-
-
 class ErrorMessage:
     """Annotation replacing the errors of the annotated type with one clear message.
 
@@ -68,6 +72,90 @@ class ErrorMessage:
         return core_schema.custom_error_schema(
             handler(source), custom_error_type=self.error_type, custom_error_message=self.message
         )
+
+
+class WireText:
+    """Annotation: on the wire the value is a JSON string of the given form, or it is rejected.
+
+    pydantic turns more than one form of text into a UUID or a datetime (``{...}`` and
+    ``urn:uuid:`` UUIDs, Unix seconds in a string, times without seconds, nanoseconds it
+    drops); a producer's value must not change silently, so the JSON input must match
+    ``pattern`` first. Python callers keep pydantic's usual conversions. Declarative: the
+    check runs inside pydantic-core (a chain: the pattern, then the type).
+
+    Args:
+        pattern: the form, as the JSON Schema states it.
+        error_type / message: the error for any other JSON value.
+        length: check this exact length instead of running ``pattern`` (cheaper), for a type
+            whose parser accepts only the pattern's form at that length.
+    """
+
+    def __init__(self, pattern: str, error_type: str, message: str, length: int | None = None) -> None:
+        self.pattern = pattern
+        self.error_type = error_type
+        self.message = message
+        self.length = length
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        python_schema = handler(source)
+        checked = (
+            core_schema.str_schema(min_length=self.length, max_length=self.length)
+            if self.length
+            else core_schema.str_schema(pattern=self.pattern)
+        )
+        text = core_schema.custom_error_schema(
+            checked,
+            custom_error_type=self.error_type,
+            custom_error_message=self.message,
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.chain_schema([text, python_schema]), python_schema=python_schema
+        )
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        assert schema["type"] == "json-or-python"
+        json_schema = handler(schema["python_schema"])
+        json_schema["pattern"] = self.pattern
+        return json_schema
+
+
+#: An id: 1 to 200 characters, stored as sent, no whitespace at either end.
+EntityId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=ENTITY_ID_PATTERN),
+    ErrorMessage(
+        "entity_id_invalid", "an id must be a string of 1 to 200 characters, without whitespace at either end"
+    ),
+]
+
+#: RFC 9562 text form; upper-case hex digits are the same UUID (stored in lower case).
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+#: A UUID, on the wire as ``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx``.
+Uuid = Annotated[
+    uuid.UUID,
+    # 36 characters: the parser takes no other form of that length than the pattern's.
+    WireText(UUID_PATTERN, "uuid_text", "a UUID must be a string of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", 36),
+]
+
+#: RFC 3339 ``date-time``: seconds and a UTC offset required, at most microseconds (more
+#: digits are accepted only as trailing zeros: PostgreSQL keeps microseconds, and a time
+#: must not be rounded silently).
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6}0*)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+
+# Every constraint is declarative, so pydantic-core checks it without calling Python: two
+# Python validators here cost ~20 % of validation throughput (measured, docs/benchmarks.md).
+#: A tz-aware time, 2000 <= year < 2100. It keeps the offset it was sent with; the clean
+#: rows (and so PostgreSQL and the aggregates) carry it in UTC.
+OccurredAt = Annotated[
+    AwareDatetime,
+    Field(ge=EARLIEST_OCCURRED_AT, lt=LATEST_OCCURRED_AT),
+    WireText(
+        RFC3339_PATTERN,
+        "datetime_text",
+        "a time must be an RFC 3339 string with seconds and a timezone offset, e.g. 2026-01-01T10:00:00Z"
+        " or 2026-01-01T12:00:00.123456+02:00 (at most 6 fractional digits)",
+    ),
+]
 
 
 #: MAJOR.MINOR with MAJOR = ``SCHEMA_MAJOR``.
@@ -98,7 +186,7 @@ class Envelope(BaseModel):
 
     family: ClassVar[Family]
 
-    event_id: uuid.UUID = Field(
+    event_id: Uuid = Field(
         default_factory=uuid7,
         description="UUIDv7 set once by the producer; the deduplication key. A re-sent copy keeps it.",
     )
@@ -112,7 +200,7 @@ class Envelope(BaseModel):
         description="When it happened: RFC 3339 with a UTC offset; stored in UTC; 2000 <= year < 2100.",
     )
     correlation_id: EntityId | None = Field(default=None, description="Groups the events of one unit of work.")
-    causation_id: uuid.UUID | None = Field(default=None, description="event_id of the event that caused this one.")
+    causation_id: Uuid | None = Field(default=None, description="event_id of the event that caused this one.")
     project_id: EntityId | None = Field(default=None, description="The project.")
     agent_id: EntityId | None = Field(default=None, description="The agent involved.")
     session_id: EntityId | None = Field(default=None, description="The session (a conversation or agent run).")

@@ -27,14 +27,17 @@ class EventValidationError(ContractError):
     """An event decoded but failed validation against its schema.
 
     Attributes:
-        errors: pydantic-style error list (``loc``, ``msg``, ``type``) that says where and why.
+        errors: pydantic-style error list (``loc``, ``msg``, ``type``) that says where and why;
+            the first ones only (``schemas.reasons.MAX_ERRORS``).
+        total: how many errors there were in all.
     """
 
     kind = "validation"
 
-    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+    def __init__(self, message: str, errors: list[dict[str, object]], total: int | None = None) -> None:
         super().__init__(message)
         self.errors = errors
+        self.total = len(errors) if total is None else total
 
 
 class EventTooLargeError(ContractError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import Field, NonNegativeInt, StringConstraints
+from pydantic import Field, Strict, StrictBool, StringConstraints
 
 from schemas.envelope import EntityId, ShortText, Text
 
@@ -23,14 +23,18 @@ __all__ = [
     "EntityId",
     "EnvironmentName",
     "FiniteFloat",
+    "Int64",
     "Labels",
     "LongText",
+    "NonNegativeFloat",
+    "NonNegativeInt",
     "Priority",
     "PullRequestNumber",
     "RepositoryName",
     "Severity",
     "Sha256",
     "ShortText",
+    "StrictBool",
     "Text",
     "TokenCount",
     "WebUrl",
@@ -39,16 +43,27 @@ __all__ = [
 #: Chat messages and other long content: up to 100,000 characters.
 LongText = Annotated[str, StringConstraints(max_length=100_000)]
 
+# Numbers are strict: on the wire a JSON number only (``true`` is not 1, ``"3"`` is not 3, and
+# an integer field takes no ``3.0``), as the JSON Schemas say. Integers fit in 64 bits, which
+# is what PostgreSQL's bigint and the aggregates hold.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: An integer that fits in 64 bits.
+Int64 = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
+#: A count or a size: 0 to 2**63 - 1.
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+#: Any finite number (no NaN or infinity: PostgreSQL jsonb and JSON cannot hold them).
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+#: A finite number >= 0.
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+
 #: A duration in milliseconds.
 DurationMs = NonNegativeInt
 #: A count of model tokens.
 TokenCount = NonNegativeInt
 #: An amount in US dollars: finite and non-negative.
-CostUsd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-#: Any finite number (no NaN or infinity: PostgreSQL jsonb and JSON cannot hold them).
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+CostUsd = NonNegativeFloat
 #: 0 (lowest) to 5 (highest).
-Priority = Annotated[int, Field(ge=0, le=5)]
+Priority = Annotated[int, Strict(), Field(ge=0, le=5)]
 
 #: A git commit id: 7 to 40 hexadecimal characters (abbreviated or full SHA-1), stored lower-case.
 CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{7,40}$", to_lower=True)]
@@ -57,7 +72,7 @@ BranchName = Annotated[str, StringConstraints(min_length=1, max_length=255, patt
 #: A GitHub repository, ``owner/name``.
 RepositoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")]
 #: A pull request number.
-PullRequestNumber = Annotated[int, Field(ge=1, le=2_147_483_647)]
+PullRequestNumber = Annotated[int, Strict(), Field(ge=1, le=2_147_483_647)]
 #: A deployment environment: a lower-case slug such as ``production``, ``staging``, ``preview-123``.
 EnvironmentName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 #: An http(s) URL, at most 2,048 characters.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, NonNegativeInt, StringConstraints
+from pydantic import Field, StringConstraints
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import Attributes, FiniteFloat, Sha256
+from schemas.fields import Attributes, FiniteFloat, Int64, NonNegativeInt, Sha256, StrictBool
 
 #: A context key: letters, digits and ``._:/@-``, at most 200 characters, e.g. ``repo/web/CLAUDE.md``.
 ContextKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")]
@@ -17,7 +17,7 @@ MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/
 #: A metric attribute key.
 AttributeKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,99}$")]
 #: Up to 64 metric attributes with scalar values.
-MetricAttributes = Annotated[dict[AttributeKey, bool | int | FiniteFloat | ShortText], Field(max_length=64)]
+MetricAttributes = Annotated[dict[AttributeKey, StrictBool | Int64 | FiniteFloat | ShortText], Field(max_length=64)]
 
 
 class ValidationOutcome(enum.StrEnum):
@@ -42,7 +42,7 @@ class ContextStoredPayload(Payload):
     """A version of a piece of context (a document, a memory, a prompt) was stored."""
 
     key: ContextKey = Field(description="What the context is, e.g. repo/web/CLAUDE.md.")
-    version: Annotated[int, Field(ge=1)] = Field(description="Version of this key, from 1.")
+    version: Annotated[NonNegativeInt, Field(ge=1)] = Field(description="Version of this key, from 1.")
     content_type: ShortText | None = Field(default=None, description="Media type, e.g. text/markdown.")
     size_bytes: NonNegativeInt | None = Field(default=None, description="Size of the stored content.")
     sha256: Sha256 | None = Field(default=None, description="SHA-256 of the content, lower-case hex.")
@@ -56,7 +56,7 @@ class ValidationResultPayload(Payload):
     validator: ShortText = Field(description="What validated, e.g. ruff, reviewer-agent, acceptance-tests.")
     outcome: ValidationOutcome = Field(description="passed, failed, warning, skipped or error.")
     target: ShortText | None = Field(default=None, description="What was validated, e.g. a file, a PR, a task.")
-    score: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+    score: Annotated[FiniteFloat, Field(ge=0, le=1)] | None = Field(
         default=None, description="Score from 0 to 1, if the validator gives one."
     )
     checks_total: NonNegativeInt | None = Field(default=None, description="Checks run.")

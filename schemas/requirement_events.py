@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import Field, NonNegativeInt, model_validator
+from pydantic import Field, model_validator
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import DurationMs, Priority
+from schemas.fields import DurationMs, NonNegativeFloat, NonNegativeInt, Priority
 
 _REQUIREMENT_ID = "The requirement; required for this event."
 
@@ -44,13 +44,11 @@ class RequirementUpdatedPayload(Payload):
 class RequirementComplexityScoredPayload(Payload):
     """How hard a requirement is, as judged by a person or a model."""
 
-    score: Annotated[int, Field(ge=1, le=10)] = Field(description="1 (trivial) to 10 (very complex).")
+    score: Annotated[NonNegativeInt, Field(ge=1, le=10)] = Field(description="1 (trivial) to 10 (very complex).")
     method: ShortText | None = Field(default=None, description="How it was scored, e.g. llm, planning_poker.")
     model: ShortText | None = Field(default=None, description="The model that scored it (gen_ai.request.model).")
     rationale: Text | None = Field(default=None, description="Why this score.")
-    estimated_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
-        default=None, description="Estimated effort in hours."
-    )
+    estimated_hours: NonNegativeFloat | None = Field(default=None, description="Estimated effort in hours.")
 
 
 class RequirementCompletedPayload(Payload):

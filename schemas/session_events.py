@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from typing import ClassVar, Literal
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import CostUsd, DurationMs, LongText, TokenCount
+from schemas.fields import CostUsd, DurationMs, LongText, NonNegativeInt, StrictBool, TokenCount
 
 _SESSION_ID = "The session (gen_ai.conversation.id); required for this event."
 
@@ -57,7 +57,7 @@ class ChatMessagePayload(Payload):
 
     role: ChatRole = Field(description="user, assistant, system or tool.")
     content: LongText = Field(description="The text, at most 100,000 characters (truncate longer ones).")
-    content_truncated: bool = Field(default=False, description="Whether content was cut to fit.")
+    content_truncated: StrictBool = Field(default=False, description="Whether content was cut to fit.")
     message_id: EntityId | None = Field(default=None, description="Id of the message in its client.")
     tool_call_id: EntityId | None = Field(
         default=None, description="For role tool: the call answered (gen_ai.tool.call.id)."

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field, NonNegativeInt, model_validator
+from pydantic import Field, model_validator
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from schemas.fields import NonNegativeInt, Priority, StrictBool
 
 
 class TaskStatus(enum.StrEnum):
@@ -27,7 +28,7 @@ class TaskCreatedPayload(Payload):
     title: ShortText = Field(description="One line saying what is to be done.")
     description: Text | None = Field(default=None, description="The details.")
     parent_task_id: EntityId | None = Field(default=None, description="The task this one is a sub-task of.")
-    priority: Annotated[int, Field(ge=0, le=5)] = Field(default=3, description="0 (lowest) to 5 (highest).")
+    priority: Priority = Field(default=3, description="0 (lowest) to 5 (highest).")
 
 
 class TaskStartedPayload(Payload):
@@ -47,7 +48,7 @@ class TaskFailedPayload(Payload):
     """A task ended without success."""
 
     error: Text = Field(description="Why it failed.")
-    retriable: bool = Field(default=False, description="Whether trying again may succeed.")
+    retriable: StrictBool = Field(default=False, description="Whether trying again may succeed.")
     duration_ms: NonNegativeInt | None = Field(default=None, description="Time from start to failure.")
 
 
@@ -76,7 +77,7 @@ class TaskDependencyAddedPayload(Payload):
     """The task (envelope ``task_id``) now depends on another task."""
 
     depends_on_task_id: EntityId = Field(description="The task it depends on; differs from the envelope's task_id.")
-    blocking: bool = Field(default=True, description="Whether the task cannot complete before the other one.")
+    blocking: StrictBool = Field(default=True, description="Whether the task cannot complete before the other one.")
 
 
 class TaskCreated(Envelope):

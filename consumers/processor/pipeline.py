@@ -6,22 +6,25 @@ does the reading, publishing and acknowledging around it.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from consumers.clean import EVENT_ID, PAYLOAD, Row, chunk_bounds, encode_clean, event_to_row
-from consumers.deadletter import DeadLetter
+from consumers.deadletter import DeadLetter, ProcessingError
 from consumers.errors import EventNotEncodableError
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from schemas.codec import decode_message, encode_event, validate_event
-from schemas.errors import ContractError, EventTooLargeError
-from schemas.events import EVENT_ADAPTER, EVENT_CLASSES, EVENT_LIST_ADAPTER, Event
+from schemas.errors import ContractError, DevtrailError, EventTooLargeError
+from schemas.events import EVENT_CLASSES, Event
+from schemas.wire import encode_raw, validate_message
+
+log = logging.getLogger(__name__)
 
 KNOWN_TYPES = frozenset(str(cls.model_fields["event_type"].default) for cls in EVENT_CLASSES)
 
@@ -105,7 +108,14 @@ def process_batch(
     for message in messages:
         tp = (message.topic, message.partition)
         last_offset[tp] = message.offset
-        for position, event, raw in _validated(message, outcome):
+        dead_before = len(outcome.dead_letters)
+        try:
+            validated = _validated(message, outcome)
+        except Exception as exc:  # noqa: BLE001 - a bug on one message must not stop its partition
+            del outcome.dead_letters[dead_before:]
+            _failed_on(exc, message, message.value or b"", None, outcome)
+            continue
+        for position, event, raw in validated:
             outcome.received[event.event_type] += 1
             event_id = event.event_id.int
             if event_id in index or event_id in in_batch:
@@ -113,24 +123,19 @@ def process_batch(
                 continue
             try:
                 row = event_to_row(event)
+                size = len(row[PAYLOAD]) * 4 + _ROW_BYTES_BEYOND_PAYLOAD  # 4: bytes per character at most
+                if size > max_event_bytes:  # possibly too large: measure it
+                    size = _measured(row, event, message, position, raw, max_event_bytes, outcome)
+                    if not size:
+                        continue
             except PydanticSerializationError as exc:
                 # Valid but not representable as JSON again (e.g. nested deeper than the encoder goes).
                 original = raw if raw is not None else (message.value or b"")  # the whole bundle, then
                 outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
                 continue
-            size = len(row[PAYLOAD]) * 4 + _ROW_BYTES_BEYOND_PAYLOAD  # 4: bytes per character at most
-            if size > max_event_bytes:  # possibly too large: measure it
-                try:
-                    size = len(orjson.dumps(row))
-                except orjson.JSONEncodeError as exc:
-                    original = raw if raw is not None else (message.value or b"")
-                    outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
-                    continue
-                if size > max_event_bytes:
-                    too_large = EventTooLargeError(f"event is {size:,} bytes encoded; the limit is {max_event_bytes:,}")
-                    original = raw if raw is not None else encode_event(event)
-                    outcome.dead_letters.append(_dead(too_large, message, original, position))
-                    continue
+            except Exception as exc:  # noqa: BLE001 - a bug on one event must not stop its partition
+                _failed_on(exc, message, raw if raw is not None else (message.value or b""), position, outcome)
+                continue
             in_batch.add(event_id)
             bucket = accepted.get(message.partition)
             if bucket is None:
@@ -189,41 +194,83 @@ def _unencodable(exc: Exception) -> EventNotEncodableError:
     return EventNotEncodableError(f"event cannot be encoded: {exc}")
 
 
-def _validated(message: SourceMessage, outcome: BatchOutcome) -> Iterator[tuple[int | None, Event, bytes | None]]:
-    """Yield (position in bundle or None, event, original bytes if known) for valid events.
+def _measured(
+    row: Row,
+    event: Event,
+    message: SourceMessage,
+    position: int | None,
+    raw: bytes | None,
+    max_bytes: int,
+    outcome: BatchOutcome,
+) -> int:
+    """The encoded size of a row whose estimate may be over ``max_bytes``; 0 once it is dead-lettered."""
+    try:
+        size = len(orjson.dumps(row))
+    except orjson.JSONEncodeError as exc:
+        original = raw if raw is not None else (message.value or b"")
+        outcome.dead_letters.append(_dead(_unencodable(exc), message, original, position))
+        return 0
+    if size > max_bytes:
+        too_large = EventTooLargeError(f"event is {size:,} bytes encoded; the limit is {max_bytes:,}")
+        original = raw if raw is not None else encode_event(event)
+        outcome.dead_letters.append(_dead(too_large, message, original, position))
+        return 0
+    return size
 
-    Fast path: pydantic validates the whole message straight from its JSON bytes. When any
-    part fails, the message is decoded and each event validated alone, so that only the
-    bad ones are dead-lettered (with their reason) into ``outcome``.
+
+def _failed_on(
+    exc: Exception, message: SourceMessage, original: bytes, position: int | None, outcome: BatchOutcome
+) -> None:
+    """Dead-letter an input the processor failed on (a bug, not the data), so that its partition goes on."""
+    log.error("processor: failed on %s:%s@%s", message.topic, message.partition, message.offset, exc_info=exc)
+    reason = f"the processor failed on this input (a bug, not the data): {type(exc).__name__}: {exc}"
+    outcome.dead_letters.append(_dead(ProcessingError(reason), message, original, position))
+
+
+Validated = list[tuple[int | None, Event, bytes | None]]
+
+
+def _validated(message: SourceMessage, outcome: BatchOutcome) -> Validated:
+    """(position in bundle or None, event, original bytes if known) of each valid event.
+
+    Fast path: pydantic validates the whole message straight from its JSON bytes and
+    ``validate_message`` proves it took it as sent. Otherwise the message is decoded exactly
+    and each event validated alone, so that only the bad ones are dead-lettered (with their
+    reasons) into ``outcome``.
     """
     value = message.value or b""
+    events = validate_message(value)
+    if events is not None:
+        if len(events) == 1:
+            return [(None, events[0], value)]
+        return [(position, event, None) for position, event in enumerate(events)]
+    marks: list[str] = []
     try:
-        if value[:1] == b"[":
-            events = EVENT_LIST_ADAPTER.validate_json(value)
-            lone = len(events) == 1
-            for position, event in enumerate(events):
-                yield (None if lone else position), event, (value if lone else None)
-            return
-        if value[:1] == b"{":
-            yield None, EVENT_ADAPTER.validate_json(value), value
-            return
-    except ValidationError:
-        pass
-    try:
-        raws = decode_message(message.value)
+        raws = decode_message(message.value, marks)
     except ContractError as exc:
         outcome.dead_letters.append(_dead(exc, message, value, None))
-        return
+        return []
     lone = len(raws) == 1
+    valid: Validated = []
     for position, raw in enumerate(raws):
+        index = None if lone else position
         try:
-            event = validate_event(raw)
+            event = validate_event(raw, plain=not marks)
         except ContractError as exc:
             outcome.received[_type_of(raw)] += 1
-            original = value if lone else orjson.dumps(raw)
-            outcome.dead_letters.append(_dead(exc, message, original, None if lone else position))
+            original = value if lone else _encoded_alone(raw, value)
+            outcome.dead_letters.append(_dead(exc, message, original, index, raw))
             continue
-        yield (None if lone else position), event, (value if lone else orjson.dumps(raw))
+        valid.append((index, event, value if lone else None))
+    return valid
+
+
+def _encoded_alone(raw: Any, value: bytes) -> bytes:
+    """One event of a bundle, as it was sent (the whole bundle if it nests too deep for that)."""
+    try:
+        return encode_raw(raw)
+    except RecursionError:
+        return value
 
 
 def _type_of(raw: Any) -> str:
@@ -231,5 +278,7 @@ def _type_of(raw: Any) -> str:
     return event_type if event_type in KNOWN_TYPES else "unknown"
 
 
-def _dead(exc: ContractError, message: SourceMessage, original: bytes, index: int | None) -> DeadLetter:
-    return DeadLetter.for_error(exc, message.topic, message.partition, message.offset, original, index)
+def _dead(
+    exc: DevtrailError, message: SourceMessage, original: bytes, index: int | None, raw: Any = None
+) -> DeadLetter:
+    return DeadLetter.for_error(exc, message.topic, message.partition, message.offset, original, index, raw)

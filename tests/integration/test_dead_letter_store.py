@@ -8,6 +8,8 @@ import asyncpg
 import orjson
 import pytest
 
+from consumers.deadletter import DeadLetter
+from consumers.deadletter_store import DeadLetterStore, record_row
 from devtrail.dlq import list_dead_letters, replay_dead_letters
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
@@ -58,3 +60,33 @@ async def test_dead_letters_are_stored_listed_and_replayed_once_fixed(
         assert again.replayed == []  # already replayed: not selected again
     assert await db.fetchval("SELECT event_id::text FROM events") == negative["event_id"]
     assert await db.fetchval("SELECT replay_count FROM dead_letters WHERE id = $1", rows["llm.called"]["id"]) == 1
+
+
+async def test_the_store_writes_every_record_postgresql_would_refuse_and_never_stops(db: asyncpg.Connection) -> None:
+    """Straight into the table, no broker: records whose text PostgreSQL refuses are stored
+    escaped, a row it refuses all the same is stored in plain form, and nothing raises."""
+    store = DeadLetterStore()
+    nul = DeadLetter("validation", "bad \x00 reason", "devtrail.task", 0, 1, b'{"event_id":"a\\u0000"}', None)
+    nul_record = orjson.loads(nul.to_json()) | {
+        "event_id": "a\x00",
+        "event_type": "t\x00",
+        "errors": [{"loc": ["\x00"]}],
+    }
+    values = [orjson.dumps(nul_record), b"\x00\xff not a record", b'{"error_kind": 1, "source_offset": 1.5}']
+    rows = [record_row("devtrail.dead-letters", 0, offset, value) for offset, value in enumerate(values)]
+    async with db.transaction():
+        assert await store.write(db, rows) == 3
+    stored = {r["offset"]: r for r in await db.fetch("SELECT * FROM dead_letters")}
+    assert (stored[0]["event_id"], stored[0]["event_type"]) == ("a\\u0000", "t\\u0000")
+    assert stored[0]["error"] == "bad \\u0000 reason" and bytes(stored[0]["original"]) == nul.original
+    assert orjson.loads(stored[0]["errors"])[0]["loc"] == ["\\u0000"]
+    assert stored[1]["error_kind"] == "unreadable_record" and bytes(stored[1]["original"]) == values[1]
+    assert (stored[2]["error_kind"], stored[2]["source_offset"]) == ("1", -1)
+
+    refused = record_row("devtrail.dead-letters", 0, 9, orjson.dumps(nul_record))
+    refused[4] = "raw NUL \x00 and a lone \ud800"  # as if escaping had missed something
+    async with db.transaction():
+        assert await store.write(db, [refused]) == 1
+    plain = await db.fetchrow('SELECT * FROM dead_letters WHERE "offset" = 9')
+    assert plain["error"].startswith("raw NUL \\x00 and a lone \\ud800 [stored in plain form: PostgreSQL refused")
+    assert bytes(plain["original"]) == nul.original

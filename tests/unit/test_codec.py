@@ -32,8 +32,8 @@ def test_joined_encodings_are_a_bundle() -> None:
         (b"", "empty"),
         (None, "empty"),
         (b"{nope", "not valid JSON"),
-        (b'"a string"', "got str"),
-        (b"42", "got int"),
+        (b'"a string"', "got a string"),
+        (b"42", "got an integer"),
     ],
 )
 def test_undecodable_messages_say_why(value: bytes | None, message: str) -> None:
@@ -54,7 +54,7 @@ def test_validation_error_carries_paths() -> None:
 
 
 def test_unknown_event_type_is_a_validation_error() -> None:
-    with pytest.raises(EventValidationError, match="does not match any of the expected tags"):
+    with pytest.raises(EventValidationError, match=r"unknown event_type 'no\.such\.type'"):
         validate_event({"event_type": "no.such.type", "source": "x"})
 
 
@@ -67,3 +67,9 @@ def test_encoded_event_is_plain_json_with_utc_timestamp() -> None:
     body = orjson.loads(encode_event(task_created()))
     assert body["event_type"] == TaskCreated.model_fields["event_type"].default
     assert body["occurred_at"].endswith("Z")
+
+
+def test_a_python_value_that_is_no_json_is_a_validation_error_not_a_crash() -> None:
+    raw = orjson.loads(encode_event(task_created())) | {"occurred_at": object()}
+    with pytest.raises(EventValidationError, match="occurred_at: not a JSON value: a Python object"):
+        validate_event(raw)
