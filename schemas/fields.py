@@ -1,7 +1,8 @@
 """Constrained field types shared by the event catalog.
 
-Every constraint here is declarative (lengths, patterns, bounds), so pydantic-core checks it
-without calling Python and the JSON Schema export shows it to producers in other languages.
+Every constraint here but one is declarative (lengths, patterns, bounds), so pydantic-core
+checks it without calling Python and the JSON Schema export shows it to producers in other
+languages; number fields also refuse integers a 64-bit float cannot hold exactly.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import Field, Strict, StrictBool, StringConstraints
+from pydantic import BeforeValidator, Field, Strict, StrictBool, StringConstraints
 
 from schemas.envelope import EntityId, ShortText, Text
 
@@ -51,10 +52,24 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int64 = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
 #: A count or a size: 0 to 2**63 - 1.
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+#: Integers a 64-bit float holds exactly: a larger one in a number field would be stored
+#: rounded, so it is refused instead (the one check here that runs Python).
+FLOAT_EXACT_INT = 2**53
+
+
+def _exact_as_float(value: Any) -> Any:
+    if type(value) is int and not -FLOAT_EXACT_INT <= value <= FLOAT_EXACT_INT:
+        raise ValueError(
+            f"integer of {len(str(abs(value)))} digits in a number field: beyond 2**53 a 64-bit float "
+            "would round it; send it as a string or within range"
+        )
+    return value
+
+
 #: Any finite number (no NaN or infinity: PostgreSQL jsonb and JSON cannot hold them).
-FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False), BeforeValidator(_exact_as_float)]
 #: A finite number >= 0.
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), BeforeValidator(_exact_as_float)]
 
 #: A duration in milliseconds.
 DurationMs = NonNegativeInt

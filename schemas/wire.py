@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import types
 import typing
@@ -71,6 +72,8 @@ def validate_message(value: bytes) -> list[Event] | None:
     ``None`` does not mean invalid: a message with a key written ``"key" : value`` may be
     fine. ``decode_exact`` and ``schemas.codec.validate_event`` give the verdict and reasons.
     """
+    if (b"e-" in value or b"E-" in value) and _TINY_EXPONENT.search(value):
+        return None
     try:
         if value.startswith(b"{"):
             events = [EVENT_ADAPTER.validate_json(value)]
@@ -200,7 +203,19 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _float(text: str) -> float | NumberLiteral:
     number = float(text)
-    return number if math.isfinite(number) else NumberLiteral(text)
+    if not math.isfinite(number) or (number == 0.0 and _nonzero_mantissa(text)):
+        return NumberLiteral(text)  # beyond a double, or so small it would be stored as 0
+    return number
+
+
+def _nonzero_mantissa(text: str) -> bool:
+    mantissa = text.lower().partition("e")[0]
+    return any(digit in mantissa for digit in "123456789")
+
+
+#: A number literal whose exponent may underflow a double (below about 4.9e-324); such a
+#: message takes the close look, where ``_float`` tells.
+_TINY_EXPONENT = re.compile(rb"[0-9][eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=NumberLiteral, parse_float=_float)
@@ -321,6 +336,8 @@ def _string_problems(text: str, path: tuple[str | int, ...]) -> Iterator[ErrorEn
 def _literal_reason(text: str) -> str:
     if text in ("NaN", "Infinity", "-Infinity"):
         return f"{text} is not valid JSON: JSON numbers are finite"
+    if _nonzero_mantissa(text) and float(text) == 0.0:
+        return f"number {echo(text, 40)} is out of range: too small for a 64-bit float (it would be stored as 0)"
     return f"number {echo(text, 40)} is out of range: beyond a 64-bit float (about 1.8e308)"
 
 

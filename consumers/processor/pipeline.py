@@ -275,7 +275,7 @@ def _encoded_alone(raw: Any, value: bytes) -> bytes:
 
 def _type_of(raw: Any) -> str:
     event_type = raw.get("event_type") if isinstance(raw, dict) else None
-    return event_type if event_type in KNOWN_TYPES else "unknown"
+    return event_type if isinstance(event_type, str) and event_type in KNOWN_TYPES else "unknown"
 
 
 def _dead(

@@ -230,6 +230,25 @@ REJECTED_EVENTS: list[tuple[str, bytes, str]] = [
         "input_tokens",
     ),
     ("nested 100 deep", action('{"d":' * 100 + "1" + "}" * 100), "nested more than 64 levels deep"),
+    ("1e-400 in detail", action('{"n": 1e-400}'), "too small for a 64-bit float"),
+    (
+        "1e-400 in a typed number",
+        orjson.dumps(llm_called().model_dump(mode="json")).replace(b'"cost_usd":0.0', b'"cost_usd":1e-400'),
+        "too small for a 64-bit float",
+    ),
+    (
+        "2**53 + 1 in a number field",
+        orjson.dumps(llm_called().model_dump(mode="json")).replace(b'"cost_usd":0.0', b'"cost_usd":9007199254740993'),
+        "beyond 2**53",
+    ),
+    (
+        "2**63 in metric attributes",
+        orjson.dumps(
+            {**example_event("metric.recorded"), "event_id": UUID}
+            | {"payload": {**example_event("metric.recorded")["payload"], "attributes": {"n": 2**63}}}
+        ),
+        "attributes",
+    ),
 ]
 
 
@@ -315,6 +334,18 @@ def test_free_form_values_are_kept_exactly() -> None:
 
 def test_an_upper_case_uuid_is_the_same_uuid() -> None:
     assert stored(orjson.dumps(event(event_id=UUID.upper())))["event_id"] == UUID
+
+
+@pytest.mark.parametrize("event_type", [["task.created"], {"t": 1}, 7, None])
+def test_an_event_type_that_is_not_a_string_is_a_validation_dead_letter(event_type: Any) -> None:
+    dead = rejected(orjson.dumps(event(event_type=event_type)), "validation", "event_type")
+    assert "processor failed" not in dead.error
+
+
+def test_tiny_numbers_that_a_double_holds_are_kept() -> None:
+    value = action('{"n": 5e-324, "m": 1e-320}')
+    outcome = run(value)
+    assert not outcome.dead_letters, outcome.dead_letters[0].error if outcome.dead_letters else None
 
 
 def test_an_integer_for_a_number_field_is_the_same_number() -> None:
