@@ -53,3 +53,8 @@ LAST_COMMIT_TIMESTAMP = Gauge(
     ["stage"],
     multiprocess_mode="max",
 )
+INPUT_HOLES_REREAD = Counter(
+    "devtrail_input_holes_reread_total",
+    "Times a processor found input offsets it never processed below ones it had, and read them again",
+    ["topic"],
+)

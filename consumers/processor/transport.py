@@ -42,6 +42,8 @@ from typing import Any
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from consumers import metrics
+
 log = logging.getLogger(__name__)
 
 SCHEME = "devtrail-kafka"
@@ -131,6 +133,7 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             "%s: offsets %d..%d were never processed while later ones were; reading again from %d",
             tp, start, first_processed - 1, start,
         )  # fmt: skip
+        metrics.INPUT_HOLES_REREAD.labels(tp.topic).inc()
         self._hole_since.pop(tp, None)
         acked = self._acked[tp]
         self._forget(tp, list(acked))
