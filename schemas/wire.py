@@ -215,7 +215,9 @@ def _nonzero_mantissa(text: str) -> bool:
 
 #: A number literal whose exponent may underflow a double (below about 4.9e-324); such a
 #: message takes the close look, where ``_float`` tells.
-_TINY_EXPONENT = re.compile(rb"[0-9][eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
+#: A number starts after ``:``, ``[``, ``,`` or whitespace (never inside an id such as a UUID,
+#: where ``9e-4512`` is hex).
+_TINY_EXPONENT = re.compile(rb"[:\[,\s]-?[0-9]+(?:\.[0-9]*)?[eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=NumberLiteral, parse_float=_float)

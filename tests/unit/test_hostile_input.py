@@ -342,6 +342,13 @@ def test_an_event_type_that_is_not_a_string_is_a_validation_dead_letter(event_ty
     assert "processor failed" not in dead.error
 
 
+def test_ids_that_look_like_exponents_keep_the_fast_path() -> None:
+    """``1e-1164`` inside the UUID is hex, not a number that underflows (a regex that took it
+    for one sent about every bundle of 50 down the slow path: 70 % more CPU per event)."""
+    assert "1e-1164" in UUID
+    assert validate_message(orjson.dumps(event())) is not None
+
+
 def test_tiny_numbers_that_a_double_holds_are_kept() -> None:
     value = action('{"n": 5e-324, "m": 1e-320}')
     outcome = run(value)
