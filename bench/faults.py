@@ -47,6 +47,7 @@ MATRIX = (
     "pause broker",
     "kill processor-1",
     "kill both processors",
+    "terminate processor-2",
 )
 
 
@@ -140,6 +141,10 @@ class Chaos:
             for worker in self._stack.workers:
                 if worker.role == "processor":
                     worker.kill()
+        elif fault.startswith("terminate "):  # SIGTERM: a graceful stop mid-batch (then restarted)
+            pid = self._stack.worker(fault.removeprefix("terminate ")).pid
+            with contextlib.suppress(ProcessLookupError, TypeError):  # just killed by another fault
+                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
         else:
             self._stack.worker(fault.removeprefix("kill ")).kill()
 
