@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -28,8 +30,17 @@ def devtrail(*args: str, data_dir: Path, timeout: float = 240) -> subprocess.Com
     )
 
 
-def test_demo_reports_exactly_once_as_json() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="dt-e2e-", dir="/tmp"))  # short: the PostgreSQL socket lives there
+@pytest.fixture
+def short_data_dir() -> Iterator[Path]:
+    """A new data directory with a short path (a PostgreSQL socket path must stay under
+    ~100 characters), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="dt-e2e-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_reports_exactly_once_as_json(short_data_dir: Path) -> None:
+    data_dir = short_data_dir
     result = devtrail(
         "demo", "--events", "4000", "--duplicate-rate", "0.1", "--invalid", "6", "--json", data_dir=data_dir
     )
@@ -63,15 +74,14 @@ def test_unreachable_database_says_what_to_do(tmp_path: Path) -> None:
     assert "PostgreSQL is not reachable" in result.stderr
 
 
-def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm() -> None:
+def test_up_serves_health_and_metrics_and_stops_cleanly_on_sigterm(short_data_dir: Path) -> None:
     import signal
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    # Short and new for every run: a PostgreSQL socket path must stay under ~100 characters.
-    data_dir = Path(tempfile.mkdtemp(prefix="dt-up-", dir="/tmp"))
+    data_dir = short_data_dir
     with subprocess.Popen(
         [sys.executable, "-m", "devtrail", "up", "--data-dir", str(data_dir), "--metrics-port", str(port)],
         stdout=subprocess.PIPE,
