@@ -1,33 +1,17 @@
-"""Faust's aiokafka transport with a configurable fetch wait and a fixed seek after recovery.
+"""Faust's aiokafka transport, as devtrail drives it: what the processor reads and commits.
 
-Faust creates its consumer with ``fetch_max_wait_ms=1500`` hard-coded. A broker that
-holds every fetch for the whole wait even when data arrives meanwhile adds that wait to
-every hop: Tansu 0.6 does (measured: a message produced to a waiting consumer arrived
-after ~620 ms with a 1,500 ms wait, ~120 ms with 500 ms, ~23 ms with 100 ms), and the
-processor's end-to-end p50 at 10,000 events/s fell from 1.5 s to 0.12 s with 100 ms.
-With Apache Kafka a fetch returns as soon as data arrives; a short wait only costs a few
-more empty fetches when idle.
+- Fetch wait from the settings (Faust hard-codes 1,500 ms; a broker that holds every
+  fetch for the whole wait, as Tansu 0.6 does, adds it to every hop).
+- After table recovery, partitions without a committed offset go back to their beginning
+  (aiokafka's ``seek_to_committed`` leaves them where a dropped read-ahead left them).
+- Offsets are committed strictly (``_Consumer._new_offset``): only a run of processed
+  offsets starting exactly at the partition's committed position, never over a hole;
+  offsets never read are never counted as processed (Faust's "gap" list is off). A hole
+  that does not fill within ``HOLE_REREAD_S`` (messages dropped with a buffer cleared at a
+  rebalance) is read again from the committed position. Input topics are neither
+  compacted nor written in transactions, so their offsets have no real holes.
 
-After table recovery Faust seeks the stream partitions "to their committed offsets", and
-aiokafka's ``seek_to_committed`` leaves alone every partition without one (or at 0). The
-fetcher has meanwhile read ahead on those partitions and Faust dropped what it read, so
-their events were skipped until the next rebalance: seen when a processor was killed
-before its first commit (5 runs of ~38 of the restart test). Such partitions are now sent
-back to their beginning, which is what ``auto_offset_reset="earliest"`` means.
-
-Offsets are committed strictly (``_Consumer._new_offset``): only a run of processed
-offsets that starts exactly at the partition's committed position, with no hole. Faust's
-own rule let two things through, and together they lost events whenever a processor was
-killed or paused under load (hundreds to thousands per run): it counted as processed any
-offsets it had not seen between two messages it read (its "gap" list, meant for
-compacted topics), and it accepted a run starting one past the committed offset. After a
-rebalance the fetch loop can still hand over messages read before it (a drained read-
-ahead, a message held in a full stream buffer); the first of them, far ahead of the
-position the partition was sought to, made everything in between a "gap": committed,
-never processed. Here a hole is never committed over. A hole that does not fill (its
-messages were dropped with a cleared buffer) is read again: the partition is sought back
-to its committed position. Input topics are not compacted and devtrail's producers do not
-write transactions, so offsets there have no real holes.
+Why each of these exists, with the measurements: docs/faults.md and docs/benchmarks.md.
 """
 
 from __future__ import annotations
