@@ -41,6 +41,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from consumers.clean import EVENT_COLUMNS
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from schemas.envelope import SCHEMA_VERSION, Family
@@ -1098,17 +1099,10 @@ async def send_with_kafkajs(modules: Path, bootstrap: str, prefix: str, messages
 
 DeadRow = dict[str, Any]  # a row of dead_letters: its columns as the migrations at hand made them
 
-ENVELOPE_TEXT = (
-    "event_type",
-    "source",
-    "project_id",
-    "agent_id",
-    "session_id",
-    "task_id",
-    "requirement_id",
-    "correlation_id",
+ENVELOPE = frozenset(EVENT_COLUMNS)  # the envelope is what a row of events holds
+ENVELOPE_TEXT = tuple(
+    c for c in EVENT_COLUMNS if c not in {"event_id", "occurred_at", "schema_version", "causation_id", "payload"}
 )
-ENVELOPE = frozenset({"event_id", "occurred_at", "schema_version", "causation_id", "payload", *ENVELOPE_TEXT})
 RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|([+-])(\d{2}):(\d{2}))$")
 
 
