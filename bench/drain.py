@@ -52,7 +52,7 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
     try:
         progress = Milestones(events)
         cpu_before = machine_cpu_by_program()
-        await stack.start_workers(("processor", "sink", "aggregator"), settings)
+        await stack.start_workers(("processor", "sink", "writers"), settings)
 
         async def aggregated_all() -> bool:
             counted = await conn.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly")

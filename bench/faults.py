@@ -43,7 +43,7 @@ MATRIX = (
     "kill processor-2",
     "kill both processors",
     "kill sink-1",
-    "kill aggregator-1",
+    "kill writers-1",
     "pause broker",
     "kill processor-1",
     "kill both processors",

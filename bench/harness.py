@@ -32,7 +32,7 @@ def fresh_settings(base: StackSettings, database_url: str, **overrides: object) 
             "topic_prefix": prefix,
             "processor_group": f"{prefix}-processor",
             "sink_group": f"{prefix}-sink",
-            "aggregator_group": f"{prefix}-aggregator",
+            "writers_group": f"{prefix}-writers",
             "dead_letter_group": f"{prefix}-dead-letters",
             "database_url": database_url,
             **overrides,

@@ -56,7 +56,7 @@ async def bench_latency(stack: Stack, admin_url: str, rate: int, seconds: float)
     """Run the pipeline at ``rate`` events/s for ``seconds``; report latency percentiles."""
     settings = fresh_settings(stack.settings, await fresh_database(admin_url))
     await ensure_topics(settings, settings.replication_factor)
-    await stack.start_workers(("processor", "sink", "aggregator"), settings)
+    await stack.start_workers(("processor", "sink", "writers"), settings)
     conn = await asyncpg.connect(settings.database_url)
     try:
         async with EventProducer(settings) as producer:
@@ -70,7 +70,7 @@ async def bench_latency(stack: Stack, admin_url: str, rate: int, seconds: float)
                 {
                     settings.processor_group: settings.processor_workers,
                     settings.sink_group: settings.sink_workers,
-                    settings.aggregator_group: 1,
+                    settings.writers_group: 1,
                 },
             )
             workload = Workload("bench-latency", seed=4)

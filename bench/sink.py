@@ -10,8 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import Milestones, Timer, fresh_database, fresh_settings, say, wait_for
-from consumers.clean import EVENT_COLUMNS, chunk_rows, decode_rows, encode_rows, event_to_row
-from consumers.sink import copy_record
+from consumers.clean import CLEAN_ROWS, EVENT_COLUMNS, CleanRow, chunk_rows, encode_rows, event_to_row
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
@@ -104,7 +103,9 @@ async def bench_sink(stack: Stack, admin_url: str, events: int, naive_events: in
         rates[workers] = await bench_sink_stage(stack, settings, events, workers)
         say(f"sink: {events:,} rows at {rates[workers]:,.0f} rows/s with {workers} worker(s), 10-90 %")
     batch = settings.batch_max_events
-    rows = [copy_record(row) for row in decode_rows(encode_rows(encoded))]
+    rows: list[tuple[Any, ...]] = [
+        r for r in CLEAN_ROWS.decode("clean", 0, 0, encode_rows(encoded)) if isinstance(r, CleanRow)
+    ]
     conn = await asyncpg.connect(settings.database_url)
     if not settings.db_synchronous_commit:
         await conn.execute("SET synchronous_commit TO off")  # the same session setting as the sink

@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from consumers import metrics
-from consumers.clean import AGENT_ID, EVENT_ID, EVENT_TYPE, OCCURRED_AT, PROJECT_ID, CleanTopicReader, Row, unique_rows
+from consumers.clean import CleanRow, unique_rows
 
 _CLAIM_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS applied_staging
@@ -41,7 +40,7 @@ DO UPDATE SET count = c.count + EXCLUDED.count
 """
 
 
-async def claim_new(conn: asyncpg.Connection, aggregate: str, rows: list[Row]) -> list[Row]:
+async def claim_new(conn: asyncpg.Connection, aggregate: str, rows: list[CleanRow]) -> list[CleanRow]:
     """Record the rows' events as applied to ``aggregate``; return those not applied before.
 
     Args:
@@ -49,7 +48,7 @@ async def claim_new(conn: asyncpg.Connection, aggregate: str, rows: list[Row]) -
         aggregate: name of the aggregate (one claim per event per aggregate).
         rows: clean rows with distinct ``event_id``.
     """
-    records = [(aggregate, row[EVENT_ID]) for row in rows]
+    records = [(aggregate, row.event_id) for row in rows]
     try:
         async with conn.transaction():
             await conn.copy_records_to_table("aggregate_applied", records=records, columns=("aggregate", "event_id"))
@@ -60,43 +59,24 @@ async def claim_new(conn: asyncpg.Connection, aggregate: str, rows: list[Row]) -
     await conn.copy_records_to_table("applied_staging", records=records, columns=("aggregate", "event_id"))
     fresh = {r[0] for r in await conn.fetch(_CLAIM_MERGE)}
     await conn.execute("TRUNCATE applied_staging")
-    return [row for row in rows if row[EVENT_ID] in fresh]
+    return [row for row in rows if row.event_id in fresh]
 
 
-def hour_of(occurred_at: str) -> datetime:
-    """The hourly bucket (UTC) of an ISO-8601 timestamp."""
-    return datetime.fromisoformat(occurred_at).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def hourly_counts(rows: list[Row]) -> Counter[tuple[datetime, str, str, str]]:
-    """Count rows per (hour, project, agent, event type).
-
-    The processor writes UTC timestamps (``...+00:00``); their hour is a prefix of the
-    text, so rows are grouped by it and only one timestamp per group is parsed.
-    """
-    by_prefix: Counter[tuple[str, str, str, str]] = Counter()
-    odd: list[Row] = []
-    for row in rows:
-        stamp = row[OCCURRED_AT]
-        if stamp.endswith("+00:00"):
-            by_prefix[(stamp[:13], row[PROJECT_ID] or "", row[AGENT_ID] or "", row[EVENT_TYPE])] += 1
-        else:
-            odd.append(row)
+def hourly_counts(rows: list[CleanRow]) -> Counter[tuple[datetime, str, str, str]]:
+    """Count rows per (hour in UTC, project, agent, event type); a missing reference counts as ``''``."""
     counts: Counter[tuple[datetime, str, str, str]] = Counter()
-    for (prefix, project, agent, event_type), count in by_prefix.items():
-        counts[(hour_of(prefix + ":00:00+00:00"), project, agent, event_type)] += count
-    for row in odd:
-        counts[(hour_of(row[OCCURRED_AT]), row[PROJECT_ID] or "", row[AGENT_ID] or "", row[EVENT_TYPE])] += 1
+    for row in rows:
+        hour = row.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        counts[(hour, row.project_id or "", row.agent_id or "", row.event_type)] += 1
     return counts
 
 
-class HourlyEventCounts(CleanTopicReader):
-    """``BatchWriter`` maintaining ``event_counts_hourly`` (bucket, project, agent, type)."""
+class HourlyEventCounts:
+    """``Writer`` maintaining ``event_counts_hourly`` (bucket, project, agent, type)."""
 
-    stage = "aggregator"
-    aggregate = "event_counts_hourly"
+    name = aggregate = "event_counts_hourly"
 
-    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
+    async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
         """Count the batch's new events into their hours; return how many counted."""
         fresh = await claim_new(conn, self.aggregate, unique_rows(rows))
         counts = hourly_counts(fresh)
@@ -110,7 +90,6 @@ class HourlyEventCounts(CleanTopicReader):
                 [k[3] for k in keys],
                 [counts[k] for k in keys],
             )
-        metrics.EVENTS_IN.labels(self.stage, "*").inc(len(rows))
         return len(fresh)
 
 

@@ -17,12 +17,15 @@ import base64
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+import pydantic
 
 from schemas.envelope import Envelope
+from schemas.errors import ContractError
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -110,6 +113,121 @@ def decode_rows(value: bytes | None) -> list[Row]:
     return [[row[i] if i is not None else None for i in picks] for row in rows]
 
 
+class CleanRow(NamedTuple):
+    """A clean row with names: what the sink, the projections and the aggregates read.
+
+    Field order is ``EVENT_COLUMNS``, so a ``CleanRow`` is also the binary-COPY record of
+    ``events``. ``payload`` stays JSON text (no reader pays for parsing it); ``event()``
+    gives the typed event back to the writers that need the payload.
+    """
+
+    event_id: str
+    occurred_at: datetime
+    event_type: str
+    schema_version: str
+    source: str
+    project_id: str | None
+    agent_id: str | None
+    session_id: str | None
+    task_id: str | None
+    requirement_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    payload: str
+
+    def event(self) -> Any:
+        """The typed event (``schemas.events.Event``) this row holds.
+
+        Raises:
+            MalformedRowError: the row does not hold a valid event (a writer of the clean
+                topic other than the processor).
+        """
+        from schemas.events import EVENT_ADAPTER
+
+        fields = {name: value for name, value in zip(EVENT_COLUMNS[:-1], self[:-1], strict=True) if value is not None}
+        try:
+            fields["payload"] = orjson.loads(self.payload)
+            return EVENT_ADAPTER.validate_python(fields)
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise MalformedRowError(f"clean row {self.event_id} does not hold a valid event: {exc}") from None
+
+
+class MalformedRowError(ContractError):
+    """A clean-topic row that is not what the processor writes (another writer of the topic)."""
+
+    kind = "malformed_row"
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A row (or message) a row format could not read: dead-lettered with ``reason``."""
+
+    original: Any
+    reason: str
+
+
+_TEXT_FIELDS = (0, 2, 3, 4)  # event_id, event_type, schema_version, source: never null
+_NULLABLE_FIELDS = range(5, 12)
+
+
+def clean_row(row: Any) -> CleanRow | Malformed:
+    """A decoded clean row (a list in ``EVENT_COLUMNS`` order) checked and typed."""
+    try:
+        if len(row) != len(EVENT_COLUMNS):
+            raise ValueError(f"{len(row)} columns, expected {len(EVENT_COLUMNS)}")
+        typed = CleanRow(row[0], _utc(row[1]), *row[2:])
+        for i in _TEXT_FIELDS:
+            if type(typed[i]) is not str:
+                raise ValueError(f"{EVENT_COLUMNS[i]} is not a string")
+        for i in _NULLABLE_FIELDS:
+            if typed[i] is not None and type(typed[i]) is not str:
+                raise ValueError(f"{EVENT_COLUMNS[i]} is neither a string nor null")
+        if type(typed.payload) is not str:
+            raise ValueError("payload is not JSON text")
+    except (TypeError, ValueError) as exc:
+        named = isinstance(row, list) and len(row) == len(EVENT_COLUMNS)
+        return Malformed(row_as_object(row) if named else row, f"malformed clean row: {exc}")
+    return typed
+
+
+def _utc(stamp: Any) -> datetime:
+    if type(stamp) is not str:
+        raise ValueError("occurred_at is not a string")
+    when = datetime.fromisoformat(stamp)
+    if when.utcoffset() is None:
+        raise ValueError(f"occurred_at {stamp!r} has no UTC offset")
+    return when
+
+
+class CleanRowFormat:
+    """Reads clean messages as ``CleanRow``s (a ``consumers.checkpoint.RowFormat``)."""
+
+    @staticmethod
+    def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[CleanRow | Malformed]:
+        """The rows of a clean message; a message or row that is not one is ``Malformed``."""
+        try:
+            rows = decode_rows(value)
+        except (ValueError, TypeError, IndexError) as exc:
+            return [Malformed(value, f"not a clean message: {exc}")]
+        return [clean_row(row) for row in rows]
+
+    @staticmethod
+    def event_id(row: CleanRow) -> str:
+        return row.event_id
+
+    @staticmethod
+    def occurred_at(row: CleanRow) -> datetime | None:
+        return row.occurred_at
+
+    @staticmethod
+    def as_object(row: CleanRow) -> dict[str, Any]:
+        """The row as a JSON object, for a dead letter."""
+        return row_as_object(list(row))
+
+
+CLEAN_ROWS = CleanRowFormat()
+
+
 class LabelledRow(list[Any]):
     """A row of another table than ``events``, that names its own columns (``row_as_object``)."""
 
@@ -125,13 +243,13 @@ def row_as_object(row: Row) -> dict[str, Any]:
     anything else as its text.
     """
     columns = row.columns if isinstance(row, LabelledRow) else EVENT_COLUMNS
-    return {name: _jsonable(value) for name, value in zip(columns, row, strict=False)}
+    return {name: jsonable(value) for name, value in zip(columns, row, strict=False)}
 
 
 _JSON_AS_IS = (bool, type(None), float, datetime, date, uuid.UUID)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, str):
         return value if _encodable(value) else value.encode("utf-8", "backslashreplace").decode()
     if isinstance(value, int) and not isinstance(value, bool):
@@ -143,9 +261,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(value).decode()}
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)
 
 
@@ -157,11 +275,11 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def unique_rows(rows: list[Row]) -> list[Row]:
+def unique_rows(rows: Sequence[CleanRow]) -> list[CleanRow]:
     """Keep the first row of each ``event_id`` in a batch, in order."""
-    seen: dict[str, Row] = {}
+    seen: dict[str, CleanRow] = {}
     for row in rows:
-        seen.setdefault(row[EVENT_ID], row)
+        seen.setdefault(row.event_id, row)
     return list(seen.values())
 
 
@@ -189,12 +307,3 @@ def chunk_rows(encoded_rows: Sequence[bytes], max_rows: int, max_bytes: int) -> 
     """Clean messages of at most ``max_rows`` rows and about ``max_bytes`` (a larger row travels alone)."""
     bounds = chunk_bounds([len(r) for r in encoded_rows], max_rows, max_bytes)
     return [encode_rows(encoded_rows[start:stop]) for start, stop in bounds]
-
-
-class CleanTopicReader:
-    """Mixin for batch writers that read the clean topic."""
-
-    @staticmethod
-    def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[Row]:
-        """The rows of a clean message (``decode_rows``)."""
-        return decode_rows(value)

@@ -25,9 +25,10 @@ import asyncpg
 import orjson
 
 from consumers import metrics
-from consumers.clean import LabelledRow, Row
+from consumers.clean import LabelledRow, Row, row_as_object
 from consumers.deadletter import MAX_ORIGINAL_BYTES
 from consumers.poison import is_poison
+from schemas.errors import ContractError
 
 DEAD_LETTER_COLUMNS = (
     "topic",
@@ -49,7 +50,7 @@ DEAD_LETTER_COLUMNS = (
     "original_sha256",
     "errors_total",
 )
-ERROR, ERRORS, ORIGINAL = 4, 5, 12
+ERROR, ERRORS, ORIGINAL, DEAD_LETTERED_AT = 4, 5, 12, 15
 
 _INSERT = """
 INSERT INTO dead_letters (
@@ -193,17 +194,40 @@ def _plain_row(row: Row, refusal: BaseException) -> DeadLetterRow:
     return plain
 
 
-class DeadLetterStore:
-    """``BatchWriter`` for ``dead_letters`` (see ``consumers.checkpoint``)."""
+class UnencodableRecordError(ContractError):
+    """A ``dead_letters`` row asyncpg cannot encode (judged refused data: halved, stored plain)."""
 
-    stage = "dead_letters"
+    kind = "unencodable_record"
+
+
+class DeadLetterRecordFormat:
+    """Reads the dead-letter topic as ``dead_letters`` rows (a ``consumers.checkpoint.RowFormat``)."""
 
     @staticmethod
-    def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[Row]:
-        """The row of one record of the dead-letter topic (never raises)."""
+    def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[DeadLetterRow]:
+        """The row of one record of the dead-letter topic (never raises, never ``Malformed``)."""
         return [record_row(topic, partition, offset, value)]
 
-    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
+    @staticmethod
+    def occurred_at(row: DeadLetterRow) -> datetime | None:
+        """When the record was dead-lettered."""
+        when = row[DEAD_LETTERED_AT]
+        return when if isinstance(when, datetime) else None
+
+    @staticmethod
+    def as_object(row: DeadLetterRow) -> dict[str, Any]:
+        return row_as_object(row)
+
+
+DEAD_LETTER_RECORDS = DeadLetterRecordFormat()
+
+
+class DeadLetterStore:
+    """``Writer`` of ``dead_letters`` (see ``consumers.checkpoint.host``)."""
+
+    name = "dead_letters"
+
+    async def write(self, conn: asyncpg.Connection, rows: list[DeadLetterRow]) -> int:
         """Insert the records not stored yet; return how many were inserted.
 
         A batch PostgreSQL refuses is halved by the consumer until the row stands alone;
@@ -219,9 +243,12 @@ class DeadLetterStore:
                 raise
             return await self._insert(conn, [_plain_row(rows[0], exc)])
 
-    async def _insert(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
+    async def _insert(self, conn: asyncpg.Connection, rows: list[DeadLetterRow]) -> int:
         columns = list(zip(*rows, strict=True))
-        status: str = await conn.execute(_INSERT, *columns)
+        try:
+            status: str = await conn.execute(_INSERT, *columns)
+        except (ValueError, TypeError) as exc:  # asyncpg could not encode a value: refused data
+            raise UnencodableRecordError(f"{type(exc).__name__}: {exc}") from exc
         inserted = int(status.rsplit(" ", 1)[-1])
-        metrics.EVENTS_IN.labels(self.stage, "*").inc(len(rows))
+        metrics.EVENTS_IN.labels(self.name, "*").inc(len(rows))
         return inserted

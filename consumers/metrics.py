@@ -33,6 +33,11 @@ END_TO_END_SECONDS = Histogram(
     ["stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+WRITER_APPLIED = Counter(
+    "devtrail_writer_applied_total",
+    "Events a writer of a host applied for the first time (replays and duplicates excluded)",
+    ["writer"],
+)
 DB_RETRIES = Counter("devtrail_db_retries_total", "Database write attempts that failed and will be retried", ["stage"])
 COMMITTED_OFFSET = Gauge(
     "devtrail_committed_offset",

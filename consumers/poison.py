@@ -1,10 +1,10 @@
-"""Finding the events a database write rejects, so that the rest of the batch goes through.
+"""Finding the rows a database write refuses, so that the rest of the batch goes through.
 
-A batch that fails with a data error (SQLSTATE class 22, 23 or 54: a value PostgreSQL
-will not take, a constraint, a row too large) or that the writer cannot turn into rows is
-split in halves, each in its own savepoint, until the rejected events stand alone. They
-are returned with the reason and dead-lettered; the batch's other events are written.
-Any other error (connection lost, missing table) is not the events' fault and is raised.
+A batch that fails on its data (``consumers.errors.judge`` says ``REFUSED``: a value
+PostgreSQL will not take, a constraint, a row too large) is split in halves, each in its
+own savepoint, until the refused rows stand alone. They are returned with the reason and
+dead-lettered; the batch's other rows are written. Any other error (connection lost, a
+bug in the writer, a missing table) is not the rows' fault and is raised.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-POISON_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+from consumers.errors import Verdict, judge
 
 
 class _Writer(Protocol):
@@ -23,19 +23,15 @@ class _Writer(Protocol):
 
 @dataclass(frozen=True)
 class Rejected:
-    """An event the database (or the conversion to rows) refused, and why."""
+    """A row the database refused, and why."""
 
     position: int
     reason: str
 
 
 def is_poison(exc: BaseException) -> bool:
-    """Whether the error comes from the data written rather than from the database's state."""
-    if isinstance(exc, (KeyError, ValueError, TypeError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        return (getattr(exc, "sqlstate", None) or "")[:2] in POISON_SQLSTATE_CLASSES
-    return False
+    """Whether the error comes from the data written rather than from the database or our code."""
+    return judge(exc) is Verdict.REFUSED
 
 
 def _reason(exc: BaseException) -> str:
@@ -45,25 +41,27 @@ def _reason(exc: BaseException) -> str:
 
 
 async def write_isolating(
-    conn: asyncpg.Connection, writer: _Writer, events: list[Any], offset: int = 0
+    conn: asyncpg.Connection, writer: _Writer, rows: list[Any], offset: int = 0
 ) -> tuple[int, list[Rejected]]:
-    """Write ``events`` inside savepoints; return (events written, rejected events).
+    """Write ``rows`` inside savepoints; return (rows that took effect, refused rows).
 
     Args:
         conn: a connection inside the batch's transaction.
-        writer: the batch writer.
-        events: the events to write.
-        offset: position of ``events[0]`` in the whole batch (for ``Rejected.position``).
+        writer: the writer.
+        rows: the rows to write.
+        offset: position of ``rows[0]`` in the whole batch (for ``Rejected.position``).
     """
+    if not rows:
+        return 0, []
     try:
         async with conn.transaction():
-            return await writer.write(conn, events), []
+            return await writer.write(conn, rows), []
     except Exception as exc:
         if not is_poison(exc):
             raise
-        if len(events) == 1:
+        if len(rows) == 1:
             return 0, [Rejected(offset, _reason(exc))]
-    middle = len(events) // 2
-    written_left, rejected_left = await write_isolating(conn, writer, events[:middle], offset)
-    written_right, rejected_right = await write_isolating(conn, writer, events[middle:], offset + middle)
+    middle = len(rows) // 2
+    written_left, rejected_left = await write_isolating(conn, writer, rows[:middle], offset)
+    written_right, rejected_right = await write_isolating(conn, writer, rows[middle:], offset + middle)
     return written_left + written_right, rejected_left + rejected_right

@@ -1,4 +1,4 @@
-"""Settings of the processor, the sink and the aggregator (environment prefix ``DEVTRAIL_``)."""
+"""Settings of the processor, the sink and the writers (environment prefix ``DEVTRAIL_``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from schemas.settings import KafkaSettings
 
 
 class ConsumerSettings(KafkaSettings):
-    """Kafka consumer tuning shared by the processor, the sink and the aggregators.
+    """Kafka consumer tuning shared by the processor, the sink and the writers.
 
     Attributes:
         kafka_fetch_max_wait_ms: how long a fetch may wait on the broker for data. Apache
@@ -117,7 +117,15 @@ class DeadLetterStoreSettings(CheckpointSettings):
     dead_letter_group: str = "devtrail-dead-letters"
 
 
-class AggregatorSettings(CheckpointSettings):
-    """The aggregator maintaining ``event_counts_hourly``."""
+class WritersSettings(CheckpointSettings):
+    """The writer host: projections and aggregates kept from the clean topic.
 
-    aggregator_group: str = "devtrail-aggregator"
+    Attributes:
+        writers_group: its consumer group (and the key of its stored offsets).
+        writers: which writers it runs, comma-separated names of ``consumers.writers.WRITERS``,
+            or ``all``. Scale out by running more workers of the same group, not by splitting
+            writers across groups: each group reads the whole clean topic.
+    """
+
+    writers_group: str = "devtrail-writers"
+    writers: str = "all"

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 
 from consumers import metrics
-from consumers.clean import EVENT_COLUMNS, EVENT_TYPE, CleanTopicReader, Row, unique_rows
+from consumers.clean import EVENT_COLUMNS, CleanRow, unique_rows
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +35,24 @@ _MERGE = (
     "ON CONFLICT (event_id, occurred_at) DO NOTHING"
 )
 
-_parse_time = datetime.fromisoformat
 
+class EventSink:
+    """``Writer`` of the ``events`` table (see ``consumers.checkpoint.host``).
 
-def copy_record(row: Row) -> tuple[Any, ...]:
-    """A clean row as a binary-COPY record: the timestamp parsed, everything else as is.
-
-    The payload stays JSON text; asyncpg's jsonb codec sends text, so it is never re-encoded.
+    A ``CleanRow`` is the COPY record itself (``EVENT_COLUMNS`` order, the time parsed, the
+    payload JSON text that asyncpg's jsonb codec sends as it is, never re-encoded).
     """
-    return (row[0], _parse_time(row[1]), *row[2:])
 
-
-class EventSink(CleanTopicReader):
-    """``BatchWriter`` for the ``events`` table (see ``consumers.checkpoint``)."""
-
-    stage = "sink"
+    name = "sink"
 
     def __init__(self) -> None:
         self._merge_runs_left = 0
 
-    async def write(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
+    async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
         """Insert the batch's new rows; return how many were inserted."""
-        records = [copy_record(row) for row in unique_rows(rows)]
-        for event_type, count in Counter(row[EVENT_TYPE] for row in rows).items():
-            metrics.EVENTS_IN.labels(self.stage, event_type).inc(count)
+        records = unique_rows(rows)
+        for event_type, count in Counter(row.event_type for row in rows).items():
+            metrics.EVENTS_IN.labels(self.name, event_type).inc(count)
         if self._merge_runs_left == 0:
             try:
                 async with conn.transaction():  # a savepoint inside the batch's transaction
@@ -72,7 +65,7 @@ class EventSink(CleanTopicReader):
         return await merge_records(conn, records)
 
 
-async def merge_records(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> int:
+async def merge_records(conn: asyncpg.Connection, records: Sequence[tuple[object, ...]]) -> int:
     """Insert records that are not stored yet, through a staging table; return how many."""
     await conn.execute(_STAGING)
     await conn.copy_records_to_table("events_staging", records=records, columns=EVENT_COLUMNS)

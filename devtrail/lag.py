@@ -2,7 +2,7 @@
 offset its group will read next.
 
 Where a group's committed offsets are: the processor's (Faust) in Kafka; the checkpointed
-consumers' (sink, aggregator, dead-letter store) in PostgreSQL, table
+consumers' (sink, writers, dead-letter store) in PostgreSQL, table
 ``consumer_offsets``, written with their rows. Those consumers copy their offsets to Kafka
 too, but only for tools; the stored ones decide where they resume, so lag is measured
 against them. A partition without a committed offset is read from its beginning, so its
@@ -89,7 +89,7 @@ def pipeline_groups(settings: StackSettings, roles: Iterable[str]) -> list[Consu
     groups = {
         "processor": ConsumerGroup(settings.processor_group, topics.input_topics, "kafka"),
         "sink": ConsumerGroup(settings.sink_group, (topics.clean,), "database"),
-        "aggregator": ConsumerGroup(settings.aggregator_group, (topics.clean,), "database"),
+        "writers": ConsumerGroup(settings.writers_group, (topics.clean,), "database"),
         "dead-letters": ConsumerGroup(settings.dead_letter_group, (topics.dead_letters,), "database"),
     }
     return [groups[role] for role in roles]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from consumers.settings import AggregatorSettings, DeadLetterStoreSettings, ProcessorSettings, SinkSettings
+from consumers.settings import DeadLetterStoreSettings, ProcessorSettings, SinkSettings, WritersSettings
 from producers.settings import ProducerSettings
 
 
-class StackSettings(SinkSettings, AggregatorSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings):
+class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings):
     """Everything the stack runs, plus where its embedded services keep their data.
 
     Kafka and PostgreSQL are embedded unless ``DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS`` or

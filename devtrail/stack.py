@@ -1,7 +1,7 @@
 """The stack behind ``devtrail up`` and ``devtrail demo``.
 
 Start order: embedded services (unless external ones are configured), topics,
-migrations, then one process per worker (processor(s), sink, aggregator). Workers that
+migrations, then one process per worker (processor(s), sink, writers). Workers that
 exit unexpectedly are restarted with backoff; they are crash-safe by design (offsets
 follow the data). Stop order is the reverse; workers get SIGTERM and finish their batch.
 """
@@ -44,7 +44,7 @@ class WorkerProcess:
     """One ``devtrail run ROLE`` child, restarted if it dies unexpectedly.
 
     Args:
-        role: ``processor``, ``sink`` or ``aggregator``.
+        role: ``processor``, ``sink``, ``writers`` or ``dead-letters``.
         name: label for logs (``processor-1``).
         env: the full environment of the child.
         log_path: where its output goes.
@@ -160,7 +160,7 @@ class Stack:
     """
 
     def __init__(
-        self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "aggregator", "dead-letters")
+        self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "writers", "dead-letters")
     ) -> None:
         self.settings = settings
         self._roles = roles
@@ -237,7 +237,7 @@ class Stack:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             await forget_offsets(
-                conn, [self.settings.sink_group, self.settings.aggregator_group, self.settings.dead_letter_group]
+                conn, [self.settings.sink_group, self.settings.writers_group, self.settings.dead_letter_group]
             )
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
                 counted = await rebuild_hourly_counts(conn)
@@ -250,7 +250,7 @@ class Stack:
             await conn.close()
 
     async def start_workers(self, roles: tuple[str, ...], settings: StackSettings | None = None) -> None:
-        """Start worker processes for ``roles`` (``processor``, ``sink``, ``aggregator``).
+        """Start worker processes for ``roles`` (``processor``, ``sink``, ``writers``, ``dead-letters``).
 
         Args:
             roles: which workers.

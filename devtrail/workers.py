@@ -1,4 +1,4 @@
-"""``devtrail run ROLE``: one worker process (processor, sink or aggregator)."""
+"""``devtrail run ROLE``: one worker process (processor, sink, writers or dead-letter store)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from typing import Any
 
-from consumers.aggregator import HourlyEventCounts
-from consumers.checkpoint import BatchWriter, CheckpointedConsumer
+from consumers.checkpoint import CheckpointedConsumer, WriterHost
+from consumers.clean import CLEAN_ROWS
 from consumers.settings import (
-    AggregatorSettings,
     CheckpointSettings,
     DeadLetterStoreSettings,
     ProcessorSettings,
     SinkSettings,
+    WritersSettings,
 )
 from devtrail.settings import StackSettings
 
@@ -47,13 +48,17 @@ def run_sink() -> None:
             settings.retention_days,
         )
 
-    asyncio.run(_consume(settings, EventSink(), settings.sink_group, upkeep))
+    host = WriterHost("sink", CLEAN_ROWS, [EventSink()])
+    asyncio.run(_consume(settings, host, settings.sink_group, upkeep))
 
 
-def run_aggregator() -> None:
-    """The ``event_counts_hourly`` aggregator."""
-    settings = AggregatorSettings()
-    asyncio.run(_consume(settings, HourlyEventCounts(), settings.aggregator_group))
+def run_writers() -> None:
+    """The writer host: projections and aggregates (``consumers.writers``)."""
+    from consumers.writers import build_writers
+
+    settings = WritersSettings()
+    host = WriterHost("writers", CLEAN_ROWS, build_writers(settings.writers))
+    asyncio.run(_consume(settings, host, settings.writers_group))
 
 
 def serve_worker_metrics(settings: StackSettings, role: str) -> None:
@@ -117,23 +122,24 @@ def tune_garbage_collector(interval_s: float = GC_INTERVAL_S) -> threading.Threa
 
 def run_dead_letter_store() -> None:
     """The copy of the dead-letter topic into ``dead_letters``."""
-    from consumers.deadletter_store import DeadLetterStore
+    from consumers.deadletter_store import DEAD_LETTER_RECORDS, DeadLetterStore
 
     settings = DeadLetterStoreSettings()
-    asyncio.run(_consume(settings, DeadLetterStore(), settings.dead_letter_group, topic=settings.topics.dead_letters))
+    host = WriterHost("dead_letters", DEAD_LETTER_RECORDS, [DeadLetterStore()], publish_refusals=False)
+    asyncio.run(_consume(settings, host, settings.dead_letter_group, topic=settings.topics.dead_letters))
 
 
 ROLES: dict[str, Callable[[], None]] = {
     "processor": run_processor,
     "sink": run_sink,
-    "aggregator": run_aggregator,
+    "writers": run_writers,
     "dead-letters": run_dead_letter_store,
 }
 
 
 async def _consume(
     settings: CheckpointSettings,
-    writer: BatchWriter,
+    host: WriterHost[Any],
     group: str,
     alongside: Callable[[asyncio.Event], Coroutine[None, None, None]] | None = None,
     topic: str | None = None,
@@ -143,7 +149,8 @@ async def _consume(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     topic = topic or settings.topics.clean
-    consumer = CheckpointedConsumer(settings, writer, group, topic)
-    log.info("%s: consuming %s as group %s", writer.stage, topic, group)
+    consumer = CheckpointedConsumer(settings, host, group, topic)
+    names = ", ".join(w.name for w in host.writers)
+    log.info("%s: consuming %s as group %s with writers %s", host.stage, topic, group, names)
     await asyncio.gather(consumer.run(stop), *([alongside(stop)] if alongside else []))
-    log.info("%s: stopped after writing %d events", writer.stage, consumer.events_written)
+    log.info("%s: stopped after writing %d events", host.stage, consumer.events_written)

@@ -75,7 +75,7 @@ def stack_settings(kafka_bootstrap: str, database_url: str, tmp_path_factory: py
         topic_prefix=prefix,
         processor_group=f"{prefix}-processor",
         sink_group=f"{prefix}-sink",
-        aggregator_group=f"{prefix}-aggregator",
+        writers_group=f"{prefix}-writers",
         dead_letter_group=f"{prefix}-dead-letters",
         data_dir=tmp_path_factory.mktemp("stack"),
         metrics_port=0,

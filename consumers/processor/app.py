@@ -6,7 +6,7 @@ Faust's timer) only after every event it carried is on the clean topic or the
 dead-letter topic, acknowledged by the broker: the agent awaits those deliveries before
 it returns to Faust, and ``take_events`` acks a batch only when the agent asks for the
 next one. The dedup entry is written after the deliveries: a crash in between can let a
-duplicate through, never lose an event; the sink and the aggregators guard the database.
+duplicate through, never lose an event; the sink and the writers guard the database.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def _check_running_stack(up: subprocess.Popen[str], port: int) -> list[psutil.Pr
             assert time.monotonic() < deadline, "no healthy /healthz"
             time.sleep(0.5)
     assert health["healthy"] is True
-    assert {"processor-1", "sink-1", "aggregator-1"} <= set(health["workers"])
+    assert {"processor-1", "sink-1", "writers-1"} <= set(health["workers"])
     bootstrap = banner[0].split("Kafka: ")[1].split()[0]
     asyncio.run(_emit_tasks(bootstrap, 25))
     stored = 'devtrail_events_out_total{stage="sink"} 25.0'

@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.faults import aggregate_mismatches
+from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
 from devtrail.settings import StackSettings
 
 
@@ -70,3 +71,11 @@ async def read_topic(settings: StackSettings, topic: str, expected: int, timeout
     """Read ``expected`` JSON messages from the start of ``topic``."""
     values = await read_values(settings, topic, lambda read: len(read) >= expected, timeout_s=timeout_s)
     return [orjson.loads(v) for v in values]
+
+
+def clean(events: list[Any]) -> list[CleanRow]:
+    """The events as the processor writes them to the clean topic, read back."""
+    decoded = CLEAN_ROWS.decode("clean", 0, 0, encode_rows([orjson.dumps(event_to_row(e)) for e in events]))
+    rows = [row for row in decoded if isinstance(row, CleanRow)]
+    assert len(rows) == len(decoded)
+    return rows

@@ -42,7 +42,7 @@ async def test_sigkill_of_every_worker_mid_stream(stack_settings: StackSettings,
             return (await counts(db))[0] > 500
 
         await wait_for(some_stored, 60, "the first rows")
-        for name in ("sink-1", "aggregator-1", "processor-1", "sink-1", "aggregator-1"):
+        for name in ("sink-1", "writers-1", "processor-1", "sink-1", "writers-1"):
             stack.worker(name).kill()
             await asyncio.sleep(rng.uniform(0.3, 1.5))
         await producing
@@ -54,7 +54,7 @@ async def test_sigkill_of_every_worker_mid_stream(stack_settings: StackSettings,
         await wait_for(drained, 150, f"{UNIQUE:,} events stored and aggregated after the kills")
         await asyncio.sleep(2)  # anything still in flight would show up as an over-count
         restarts = {w.name: w.restarts for w in stack.workers}
-    assert restarts["sink-1"] >= 1 and restarts["aggregator-1"] >= 1 and restarts["processor-1"] >= 1
+    assert restarts["sink-1"] >= 1 and restarts["writers-1"] >= 1 and restarts["processor-1"] >= 1
     assert await counts(db) == (UNIQUE, UNIQUE, UNIQUE)
     assert await aggregate_matches_events(db)
 

@@ -1,4 +1,4 @@
-"""The sink and the aggregator against a real PostgreSQL: idempotent per event_id."""
+"""The sink and the hourly counts against a real PostgreSQL: idempotent per event_id."""
 
 from __future__ import annotations
 
@@ -9,21 +9,16 @@ import orjson
 import pytest
 
 from consumers.aggregator import HourlyEventCounts, rebuild_hourly_counts
-from consumers.clean import Row, decode_rows, encode_rows, event_to_row
+from consumers.clean import CleanRow
 from consumers.offsets import load_offsets, store_offsets
 from consumers.sink import EventSink
 from tests.factories import llm_called, task_created
-from tests.integration.pipeline import aggregate_matches_events
+from tests.integration.pipeline import aggregate_matches_events, clean
 
 pytestmark = pytest.mark.integration
 
 
-def clean(events: list[Any]) -> list[Row]:
-    """The events as the processor writes them to the clean topic, read back."""
-    return decode_rows(encode_rows([orjson.dumps(event_to_row(e)) for e in events]))
-
-
-async def write(conn: asyncpg.Connection, writer: Any, events: list[Row]) -> int:
+async def write(conn: asyncpg.Connection, writer: Any, events: list[CleanRow]) -> int:
     async with conn.transaction():
         return int(await writer.write(conn, events))
 
@@ -40,7 +35,7 @@ async def test_sink_stores_each_event_once_across_batches(db: asyncpg.Connection
     assert row["session_id"] == "S-1"
 
 
-async def test_aggregator_counts_each_event_once(db: asyncpg.Connection) -> None:
+async def test_hourly_counts_count_each_event_once(db: asyncpg.Connection) -> None:
     events = clean([task_created(task_id=f"T{i}") for i in range(20)])
     counts = HourlyEventCounts()
     assert await write(db, counts, events[:10]) == 10

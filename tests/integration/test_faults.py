@@ -19,7 +19,7 @@ async def test_fault_matrix_under_steady_load(tmp_path: Path) -> None:
     async with fault_stack(tmp_path) as stack:
         result = await run_faults(stack, plan)
     assert sorted(set(result.faults)) == sorted(set(plan.faults))
-    assert all(result.restarts[name] >= 1 for name in ("processor-1", "processor-2", "sink-1", "aggregator-1"))
+    assert all(result.restarts[name] >= 1 for name in ("processor-1", "processor-2", "sink-1", "writers-1"))
     assert result.acknowledged >= plan.unique * 0.9, result.line()
     assert (result.lost, result.doubled, result.aggregate_mismatches) == (0, 0, 0), result.line()
 

@@ -94,14 +94,14 @@ async def test_healthz_turns_unhealthy_when_a_worker_keeps_exiting(settings: Sta
     # settings: it exits at once, every time.
     refused = settings.model_copy(update={"batch_max_events": 0})
     async with Stack(settings, roles=()) as stack, served(stack) as base:
-        await stack.start_workers(("aggregator",), refused)
+        await stack.start_workers(("writers",), refused)
 
         async def unhealthy() -> bool:
             return (await health(base))[0] == 503
 
         await wait_for(unhealthy, 60, "/healthz to report the crash loop")
         _, report = await health(base)
-        worker = report["workers"]["aggregator-1"]
+        worker = report["workers"]["writers-1"]
         assert report["status"] == "unhealthy"
         assert worker["status"] == "crash_loop"
         assert worker["recent_exits"] >= 2
@@ -109,7 +109,7 @@ async def test_healthz_turns_unhealthy_when_a_worker_keeps_exiting(settings: Sta
         assert (await get(base + "/livez"))[0] == 503
         assert (await get(base + "/readyz"))[0] == 503
         restarts = await samples(base, "devtrail_worker_restarts_total")
-        assert restarts[(("worker", "aggregator-1"),)] >= 2
+        assert restarts[(("worker", "writers-1"),)] >= 2
 
 
 async def test_lag_appears_for_a_stopped_consumer_and_drains_to_zero(
@@ -125,21 +125,21 @@ async def test_lag_appears_for_a_stopped_consumer_and_drains_to_zero(
             return sum((await lag_of(base, s.sink_group)).values()) > 0
 
         await wait_for(sink_behind, 90, "lag of the (not yet running) sink's group")
-        assert set(await lag_of(base, s.aggregator_group)) == {(s.topics.clean, str(p)) for p in range(s.partitions)}
+        assert set(await lag_of(base, s.writers_group)) == {(s.topics.clean, str(p)) for p in range(s.partitions)}
         assert {topic for topic, _ in await lag_of(base, s.processor_group)} == set(s.topics.input_topics)
 
-        await stack.start_workers(("sink", "aggregator"))
+        await stack.start_workers(("sink", "writers"))
 
         async def drained() -> bool:
             if (await counts(db))[0] < len(events) or (await counts(db))[2] < len(events):
                 return False
-            lags = [await lag_of(base, group) for group in (s.sink_group, s.aggregator_group, s.processor_group)]
+            lags = [await lag_of(base, group) for group in (s.sink_group, s.writers_group, s.processor_group)]
             return all(lag and sum(lag.values()) == 0 for lag in lags)
 
         await wait_for(drained, 120, "every event stored and every group's lag at 0")
         last_commit = await samples(base, "devtrail_last_commit_timestamp_seconds")
         assert time.time() - last_commit[(("stage", "sink"),)] < 120
-        assert time.time() - last_commit[(("stage", "aggregator"),)] < 120
+        assert time.time() - last_commit[(("stage", "writers"),)] < 120
         status, report = await health(base)
         assert (status, report["status"]) == (200, "ok"), report
 
@@ -182,7 +182,7 @@ async def test_database_down_is_degraded_not_unhealthy(kafka_bootstrap: str) -> 
         topic_prefix=prefix,
         processor_group=f"{prefix}-processor",
         sink_group=f"{prefix}-sink",
-        aggregator_group=f"{prefix}-aggregator",
+        writers_group=f"{prefix}-writers",
         dead_letter_group=f"{prefix}-dead-letters",
         data_dir=data_dir,
         metrics_port=0,

@@ -9,10 +9,8 @@ import random
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
-import orjson
 import pytest
 
-from consumers.clean import Row, decode_rows, encode_rows, event_to_row
 from consumers.partitions import (
     add_months,
     create_month_partition,
@@ -25,7 +23,7 @@ from consumers.partitions import (
 from consumers.retention import maintain_event_partitions, maintain_events, plan_retention
 from consumers.sink import EventSink
 from tests.factories import task_created
-from tests.integration.pipeline import wait_for
+from tests.integration.pipeline import clean, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +38,7 @@ def at(day: date) -> datetime:
 async def write(conn: asyncpg.Connection, occurred: dict[str, datetime]) -> None:
     """Store one event per ``task_id: occurred_at`` as the sink does (one batch, one transaction)."""
     events = [task_created(task_id=task, occurred_at=when) for task, when in occurred.items()]
-    rows: list[Row] = decode_rows(encode_rows([orjson.dumps(event_to_row(e)) for e in events]))
+    rows = clean(events)
     async with conn.transaction():
         await EventSink().write(conn, rows)
 

@@ -51,9 +51,9 @@ async def test_refused_rows_are_dead_lettered_and_the_batch_goes_on(
         assert all(w.restarts == 0 for w in stack.workers), "a worker crashed"
     assert await counts(db) == (10, 10, 10)
     kinds = sorted((r["error_kind"], original(r)["task_id"]) for r in records)
-    assert kinds == [("database", "bad-date"), ("database", "bad-date"), ("validation", "nul")]
-    by_stage = sorted(r["error"].split(":")[0] for r in records if r["error_kind"] == "database")
-    assert by_stage == ["aggregator", "sink"]
+    assert kinds == [("malformed", "bad-date"), ("malformed", "bad-date"), ("validation", "nul")]
+    by_stage = sorted(r["error"].split(":")[0] for r in records if r["error_kind"] == "malformed")
+    assert by_stage == ["sink", "writers"]  # each consumer of the clean topic says what it could not read
     sink_record = next(r for r in records if r["error"].startswith("sink"))
     assert "Invalid isoformat string: 'yesterday'" in sink_record["error"]
     assert sink_record["source_topic"] == stack.settings.topics.clean

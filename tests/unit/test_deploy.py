@@ -25,7 +25,7 @@ def worker_containers() -> list[dict[str, Any]]:
     assert {d["metadata"]["name"] for d in deployments} == {
         "devtrail-processor",
         "devtrail-sink",
-        "devtrail-aggregator",
+        "devtrail-writers",
         "devtrail-dead-letters",
     }
     return [c for d in deployments for c in d["spec"]["template"]["spec"]["containers"]]

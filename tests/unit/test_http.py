@@ -64,10 +64,10 @@ def test_exits_older_than_the_window_are_forgiven() -> None:
 
 
 def test_a_worker_between_two_restarts_is_degraded_not_unhealthy() -> None:
-    report, status = judge(FakeWorker("aggregator-1", "aggregator", alive=False, exit_ages_s=(1,)))
+    report, status = judge(FakeWorker("writers-1", "writers", alive=False, exit_ages_s=(1,)))
     assert status == "degraded"
     assert report["healthy"] is True
-    assert report["workers"]["aggregator-1"]["status"] == "restarting"
+    assert report["workers"]["writers-1"]["status"] == "restarting"
 
 
 def test_a_stage_waiting_for_the_database_is_degraded_and_named() -> None:

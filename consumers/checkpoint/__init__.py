@@ -1,0 +1,14 @@
+"""Checkpointed consumers: a topic applied to PostgreSQL by a list of writers, with the
+consumer's offsets stored in the same transaction.
+
+Split by role: ``batch`` (the rows read since the last commit), ``host`` (the writers, each
+in its own savepoint, refused rows isolated per writer), ``database`` (the connection and
+its retry policy), ``deadletters`` (publishing what was refused or unreadable), ``consumer``
+(reading, offsets, rebalances, metrics of a committed batch).
+"""
+
+from consumers.checkpoint.consumer import CheckpointedConsumer
+from consumers.checkpoint.format import RowFormat
+from consumers.checkpoint.host import Applied, Refusal, Writer, WriterHost
+
+__all__ = ["Applied", "CheckpointedConsumer", "Refusal", "RowFormat", "Writer", "WriterHost"]

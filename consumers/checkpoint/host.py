@@ -1,0 +1,103 @@
+"""A list of writers applied to each batch, each in its own savepoint.
+
+Contract of a ``Writer``:
+
+* ``write(conn, rows)`` is called inside the batch's open transaction, in a savepoint of
+  its own, with the rows of one batch (possibly including rows it applied before: a
+  replay after a crash, or an upstream duplicate). It must be idempotent per event and
+  return how many events took effect for the first time.
+* If PostgreSQL refuses the data (``consumers.errors.judge`` says ``REFUSED``), the host
+  calls it again on halves of the batch until the refused rows stand alone; those rows are
+  dead-lettered *for that writer*, and the other writers still apply them.
+* Any other error is raised: a lost connection is retried by the consumer; a bug (a
+  ``KeyError`` in the writer, a missing table) stops the worker loudly.
+* Nothing is durable when ``write`` returns: the consumer stores the batch's offsets in the
+  same transaction and commits, after every writer has run.
+
+Adding a projection or an aggregate is one module with a ``Writer`` and one line in
+``consumers.writers.WRITERS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol
+
+import asyncpg
+
+from consumers import metrics
+from consumers.checkpoint.format import R, RowFormat
+from consumers.poison import write_isolating
+
+
+class Writer(Protocol[R]):
+    """Applies batches of rows to its own tables; see the module docstring for when."""
+
+    @property
+    def name(self) -> str:
+        """Names the writer in metrics, logs and dead letters."""
+        ...
+
+    async def write(self, conn: asyncpg.Connection, rows: list[R]) -> int:
+        """Apply ``rows``; return how many took effect for the first time."""
+        ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row a writer's table refused: ``position`` in the batch's rows."""
+
+    position: int
+    writer: str
+    reason: str
+
+
+@dataclass
+class Applied:
+    """What a batch did: events applied per writer, and the rows refused."""
+
+    by_writer: dict[str, int] = field(default_factory=dict)
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+class WriterHost(Generic[R]):
+    """The writers one checkpointed consumer runs on each batch, in order.
+
+    Args:
+        stage: the consumer's name in metrics and logs (``sink``, ``writers``...).
+        row_format: how the topic's messages become rows.
+        writers: applied to every batch, in this order, each in its own savepoint.
+        publish_refusals: dead-letter refused rows to the dead-letter topic; false for the
+            consumer of that topic itself (it logs and counts them instead of looping).
+    """
+
+    def __init__(
+        self, stage: str, row_format: RowFormat[R], writers: Sequence[Writer[R]], publish_refusals: bool = True
+    ) -> None:
+        if not writers:
+            raise ValueError(f"{stage}: a writer host needs at least one writer")
+        names = [w.name for w in writers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{stage}: writer names must be unique, got {names}")
+        self.stage = stage
+        self.row_format = row_format
+        self.writers = tuple(writers)
+        self.publish_refusals = publish_refusals
+
+    async def apply(self, conn: asyncpg.Connection, rows: list[R]) -> Applied:
+        """Run every writer on ``rows`` inside the caller's transaction."""
+        applied = Applied()
+        for writer in self.writers:
+            started = time.perf_counter()
+            count, rejected = await write_isolating(conn, writer, rows)
+            metrics.FLUSH_SECONDS.labels(self.stage, writer.name).observe(time.perf_counter() - started)
+            applied.by_writer[writer.name] = count
+            applied.refusals += [Refusal(r.position, writer.name, r.reason) for r in rejected]
+        return applied
+
+    def confirm(self, applied: Applied) -> None:
+        """Count what a committed batch applied (call after the commit only)."""
+        for name, count in applied.by_writer.items():
+            metrics.WRITER_APPLIED.labels(name).inc(count)

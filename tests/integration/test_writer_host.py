@@ -1,0 +1,96 @@
+"""The writer host against real PostgreSQL and a real broker: writers in savepoints of their
+own, refusals isolated per writer, a bug in a writer stopping the consumer loudly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumers.checkpoint import CheckpointedConsumer, WriterHost
+from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from consumers.offsets import load_offsets
+from consumers.sink import EventSink
+from devtrail.settings import StackSettings
+from devtrail.topics import ensure_topics
+from tests.factories import task_created
+from tests.integration.pipeline import clean
+
+pytestmark = pytest.mark.integration
+
+
+class Picky:
+    """Stores task ids in a table whose CHECK refuses ``T3``."""
+
+    name = "picky"
+
+    async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
+        status: str = await conn.execute(
+            "INSERT INTO picky SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", [r.task_id for r in rows]
+        )
+        return int(status.split()[-1])
+
+
+class Buggy:
+    """A writer with a bug: it reads a payload field that ``T2``'s event does not have."""
+
+    name = "buggy"
+
+    async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
+        for row in rows:
+            if row.task_id == "T2":
+                _ = orjson.loads(row.payload)["no_such_field"]
+        return len(rows)
+
+
+async def test_a_refused_row_is_refused_for_its_writer_only(db: asyncpg.Connection) -> None:
+    await db.execute("CREATE TABLE picky (task_id text PRIMARY KEY CHECK (task_id <> 'T3'))")
+    rows = clean([task_created(task_id=f"T{i}") for i in range(6)])
+    host = WriterHost("writers", CLEAN_ROWS, [Picky(), EventSink()])
+    async with db.transaction():
+        applied = await host.apply(db, rows)
+    assert applied.by_writer == {"picky": 5, "sink": 6}
+    assert [(r.position, r.writer) for r in applied.refusals] == [(3, "picky")]
+    assert "CheckViolationError" in applied.refusals[0].reason
+    assert await db.fetchval("SELECT count(*) FROM events") == 6
+    assert sorted(r["task_id"] for r in await db.fetch("SELECT task_id FROM picky")) == [
+        "T0", "T1", "T2", "T4", "T5"
+    ]  # fmt: skip
+    async with db.transaction():  # idempotent: a replay applies nothing
+        again = await host.apply(db, rows)
+    assert again.by_writer == {"picky": 0, "sink": 0}
+
+
+async def test_a_bug_in_a_writer_raises_and_leaves_nothing(db: asyncpg.Connection) -> None:
+    rows = clean([task_created(task_id=f"T{i}") for i in range(4)])
+    host = WriterHost("writers", CLEAN_ROWS, [EventSink(), Buggy()])
+    with pytest.raises(KeyError, match="no_such_field"):
+        async with db.transaction():
+            await host.apply(db, rows)
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_the_consumer_stops_loudly_on_a_bug_and_does_not_commit_past_it(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    s = stack_settings.model_copy(update={"batch_max_events": 1, "batch_max_wait_ms": 20})
+    await ensure_topics(s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for i in range(4):
+            row = orjson.dumps(event_to_row(task_created(task_id=f"T{i}")))
+            await producer.send_and_wait(s.topics.clean, encode_rows([row]), partition=0)
+    finally:
+        await producer.stop()
+    consumer = CheckpointedConsumer(
+        s, WriterHost("writers", CLEAN_ROWS, [EventSink(), Buggy()]), "g-bug", s.topics.clean
+    )
+    with pytest.raises(KeyError, match="no_such_field"):
+        await asyncio.wait_for(consumer.run(asyncio.Event()), 60)
+    stored = await load_offsets(db, "g-bug", [s.topics.clean])
+    assert max(stored.values(), default=0) <= 2  # T0 and T1 at most; never past T2
+    assert await db.fetchval("SELECT count(*) FROM events WHERE task_id = 'T2'") == 0
