@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -41,17 +41,24 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "correlation_id",
     "causation_id",
     "payload",
+    "attribution",
 )
 EVENT_ID, OCCURRED_AT, EVENT_TYPE = 0, 1, 2
 PROJECT_ID, AGENT_ID = 5, 6
-PAYLOAD = len(EVENT_COLUMNS) - 1
+PAYLOAD, ATTRIBUTION = 12, 13
+#: Positions of the references enrichment may fill in (``consumers.processor.correlate``).
+REFERENCE_POSITIONS = {"project_id": 5, "agent_id": 6, "session_id": 7, "task_id": 8, "requirement_id": 9}
 
 Row = list[Any]
 _HEAD = b'{"columns":' + orjson.dumps(list(EVENT_COLUMNS)) + b',"rows":['
 
 
-def event_to_row(event: Envelope) -> Row:
+def event_to_row(event: Envelope, filled: Mapping[str, str] | None = None, attribution: str | None = None) -> Row:
     """A validated event as a clean row (``EVENT_COLUMNS`` order), ready for ``orjson.dumps``.
+
+    ``filled`` holds references the producer left out and correlation found (by field
+    name), ``attribution`` how each was matched (JSON text); both ``None`` for an event as
+    sent.
 
     The ids stay ``UUID`` objects and the time a ``datetime`` (in UTC): orjson writes both
     in their canonical text (``str(uuid)``, ``isoformat()``) far faster than Python does,
@@ -62,7 +69,7 @@ def event_to_row(event: Envelope) -> Row:
     occurred_at = event.occurred_at
     if occurred_at.utcoffset():  # sent with another offset than UTC: rows carry UTC
         occurred_at = occurred_at.astimezone(UTC)
-    return [
+    row = [
         event.event_id,
         occurred_at,
         getattr(event, "event_type", None),
@@ -76,7 +83,12 @@ def event_to_row(event: Envelope) -> Row:
         event.correlation_id,
         event.causation_id,
         payload.__pydantic_serializer__.to_json(payload).decode() if payload is not None else "{}",
+        attribution,
     ]
+    if filled:
+        for field, value in filled.items():
+            row[REFERENCE_POSITIONS[field]] = value
+    return row
 
 
 def encode_clean(rows: Sequence[Row]) -> bytes:
@@ -134,6 +146,7 @@ class CleanRow(NamedTuple):
     correlation_id: str | None
     causation_id: str | None
     payload: str
+    attribution: str | None = None
 
     def event(self) -> Any:
         """The typed event (``schemas.events.Event``) this row holds.
@@ -144,7 +157,11 @@ class CleanRow(NamedTuple):
         """
         from schemas.events import EVENT_ADAPTER
 
-        fields = {name: value for name, value in zip(EVENT_COLUMNS[:-1], self[:-1], strict=True) if value is not None}
+        fields = {
+            name: value
+            for name, value in zip(EVENT_COLUMNS[:PAYLOAD], self[:PAYLOAD], strict=True)
+            if value is not None
+        }
         try:
             fields["payload"] = orjson.loads(self.payload)
             return EVENT_ADAPTER.validate_python(fields)
@@ -184,6 +201,8 @@ def clean_row(row: Any) -> CleanRow | Malformed:
                 raise ValueError(f"{EVENT_COLUMNS[i]} is neither a string nor null")
         if type(typed.payload) is not str:
             raise ValueError("payload is not JSON text")
+        if typed.attribution is not None and type(typed.attribution) is not str:
+            raise ValueError("attribution is neither JSON text nor null")
     except (TypeError, ValueError) as exc:
         named = isinstance(row, list) and len(row) == len(EVENT_COLUMNS)
         return Malformed(row_as_object(row) if named else row, f"malformed clean row: {exc}")

@@ -33,6 +33,9 @@ END_TO_END_SECONDS = Histogram(
     ["stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+ENRICHED = Counter(
+    "devtrail_events_enriched_total", "Events whose missing references the processors' link graph filled in"
+)
 WRITER_APPLIED = Counter(
     "devtrail_writer_applied_total",
     "Events a writer of a host applied for the first time (replays and duplicates excluded)",

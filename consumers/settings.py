@@ -53,6 +53,11 @@ class ProcessorSettings(ConsumerSettings):
         max_event_bytes: largest accepted event, JSON-encoded; larger ones are dead letters.
         processor_data_dir: Faust's local data directory.
         replication_factor: replication of the topics Faust creates (changelog).
+        correlation: learn the link graph and fill in missing references
+            (``consumers.processor.correlate``); off stores events exactly as sent.
+        links_catch_up_timeout_s: how long a starting processor waits to have read the
+            links topic before it processes anyway (events processed before are enriched
+            less; the ``analytics`` views still attribute them).
     """
 
     processor_group: str = "devtrail-processor"
@@ -67,6 +72,8 @@ class ProcessorSettings(ConsumerSettings):
     processor_data_dir: Path = Path(".devtrail/faust")
     processor_log_level: str = "warning"
     replication_factor: int = Field(default=1, ge=1)
+    correlation: bool = True
+    links_catch_up_timeout_s: float = Field(default=60.0, ge=0)
 
 
 class CheckpointSettings(DatabaseSettings):

@@ -43,9 +43,18 @@ async def ensure_topics(
         wanted = [t for t in settings.topics.all_topics if t not in existing]
         if wanted:
             try:
-                configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else None
+                configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
+                compacted = {**configs, "cleanup.policy": "compact"}  # the latest link per (kind, source)
                 await admin.create_topics(
-                    [NewTopic(t, settings.partitions, replication_factor, topic_configs=configs) for t in wanted]
+                    [
+                        NewTopic(
+                            t,
+                            settings.partitions,
+                            replication_factor,
+                            topic_configs=(compacted if t == settings.topics.links else configs) or None,
+                        )
+                        for t in wanted
+                    ]
                 )
             except TopicAlreadyExistsError:
                 log.info("topics were created concurrently")

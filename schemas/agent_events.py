@@ -1,7 +1,10 @@
 """What agents do: registration, actions, errors, tool calls and LLM calls.
 
 Field descriptions name the OpenTelemetry ``gen_ai.*`` attribute a field corresponds to,
-where there is one.
+where there is one. The agent events and ``tool.called`` are about one agent: ``agent_id`` is
+required (``AgentEnvelope``). ``llm.called`` requires no reference: a model is called by an
+agent, in a session, or by a service with neither (a scorer, an evaluation); it should carry
+``agent_id`` or ``session_id``, which is not enforced ("one of" is no declarative constraint).
 """
 
 from __future__ import annotations
@@ -80,16 +83,21 @@ class LlmCalledPayload(Payload):
 # ---- events ---------------------------------------------------------------------------
 
 
-class AgentRegistered(Envelope):
-    """An agent was registered (``agent_id`` required)."""
+class AgentEnvelope(Envelope):
+    """Base of the events about one agent (the agent events and ``tool.called``): ``agent_id`` is required."""
+
+    agent_id: EntityId = Field(description=_AGENT_ID)
+
+
+class AgentRegistered(AgentEnvelope):
+    """An agent was registered."""
 
     family: ClassVar[Family] = Family.AGENT
     event_type: Literal["agent.registered"] = "agent.registered"
-    agent_id: EntityId = Field(description=_AGENT_ID)
     payload: AgentRegisteredPayload
 
 
-class AgentAction(Envelope):
+class AgentAction(AgentEnvelope):
     """An agent took an action."""
 
     family: ClassVar[Family] = Family.AGENT
@@ -97,25 +105,23 @@ class AgentAction(Envelope):
     payload: AgentActionPayload
 
 
-class AgentErrorReported(Envelope):
-    """An agent reported an error (event type ``agent.error``; ``agent_id`` required)."""
+class AgentErrorReported(AgentEnvelope):
+    """An agent reported an error (event type ``agent.error``)."""
 
     family: ClassVar[Family] = Family.AGENT
     event_type: Literal["agent.error"] = "agent.error"
-    agent_id: EntityId = Field(description=_AGENT_ID)
     payload: AgentErrorPayload
 
 
-class AgentUnregistered(Envelope):
-    """An agent was unregistered (``agent_id`` required)."""
+class AgentUnregistered(AgentEnvelope):
+    """An agent was unregistered."""
 
     family: ClassVar[Family] = Family.AGENT
     event_type: Literal["agent.unregistered"] = "agent.unregistered"
-    agent_id: EntityId = Field(description=_AGENT_ID)
     payload: AgentUnregisteredPayload = AgentUnregisteredPayload()
 
 
-class ToolCalled(Envelope):
+class ToolCalled(AgentEnvelope):
     """An agent called a tool."""
 
     family: ClassVar[Family] = Family.TOOL

@@ -15,6 +15,7 @@ from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
 from schemas.events import EVENT_CLASSES
 from schemas.examples import example_event
 from schemas.jsonschema import NO_NUL, envelope_schema, event_schema, event_type_of, schema_file_name
+from schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
 from schemas.topics import TopicMap
 
 EXPORT_COMMAND = "devtrail schemas export docs/schemas"
@@ -50,6 +51,11 @@ with a reason, never changed silently:
   lower case).
 - Ids (`task_id`, `agent_id`, ...) are stored as sent; one with whitespace at either end is
   rejected, not trimmed.
+- An event names what it is about: each type requires its references, in the envelope
+  (`task_id` for a task event) or in the payload (`deployment_id` for a deployment); see
+  [References](#references). An event without one is rejected with
+  `task.completed.task_id: required field is missing: every task.completed event names the
+  task it is about`.
 - A key appears once per JSON object, at any depth: of two `event_id` keys neither wins.
 - Numbers are finite and in range everywhere, free-form objects (`detail`, `attributes`,
   ...) included: no `NaN` or `Infinity`, nothing beyond a 64-bit float (`1e400`), no integer
@@ -62,8 +68,9 @@ with a reason, never changed silently:
   (`\\ud800`) is no character and is rejected too.
 - A message is UTF-8 JSON text without a byte order mark, nested at most 64 levels deep.
 - The Kafka key is the entity whose order matters: `task_id`, else `session_id`, else
-  `correlation_id`, else `event_id`. Events of one deployment keep their order when they
-  share a `correlation_id` (the deployment id, say).
+  `correlation_id`, else `event_id`. Events of one deployment, pull request or incident keep
+  their order when they share a `correlation_id` (the deployment id, `owner/name#number`, the
+  incident id, say).
 - What fails validation goes to the dead-letter topic `{TopicMap().dead_letters}` with the
   reason and the paths of the offending fields: the first 20 errors and their total, and the
   original's first 64 KiB with its size and SHA-256 (the `dead_letters` table keeps them).
@@ -72,28 +79,48 @@ with a reason, never changed silently:
 _EVOLUTION = f"""\
 ## Evolution
 
-`schema_version` is `MAJOR.MINOR`. Within a major version every change is additive:
+`schema_version` is `MAJOR.MINOR`. Within a major version every change is additive, but for
+the one tightening of 1.2 (below):
 
 - New event types, new optional payload fields (with a default, usually `null`) and new
   enum values may be added in a minor version (`1.0` -> `1.1`). Required fields are never
-  added to an existing type, and no field is removed, renamed or given a new meaning or a
-  narrower type.
+  added to an existing type (1.2 made one exception, below), and no field is removed,
+  renamed or given a new meaning or a narrower type.
 - Readers reject unknown fields, so the readers (the processor) are upgraded before any
   producer sends a field or a type they do not know yet; a reader of `{SCHEMA_MAJOR}.x`
-  accepts events of every `{SCHEMA_MAJOR}.y` written by older producers, unchanged.
+  accepts events of every `{SCHEMA_MAJOR}.y` written by older producers, unchanged (since
+  1.2, those that name what they are about).
 - Events as written by released versions are kept as frozen fixtures
-  (`tests/unit/fixtures/`) and must keep decoding with the current classes.
+  (`tests/unit/fixtures/`) and must keep decoding with the current classes; the two 1.0
+  fixtures without a reference 1.2 requires are tested to be refused instead.
 - A breaking change is a new major version (`2.0`): first the consumers are upgraded to
   read both majors, then the producers switch to writing the new one; events of the old
   major keep being read for as long as they can be replayed from Kafka or stored.
 - Versions added per field: a description ending in "(since 1.1)" marks a field added
   after 1.0 to a type that existed before.
+
+What each minor version changed:
+
+- 1.1 added optional fields (marked "since 1.1") and the event types other than the seven of
+  1.0 (`task.created`, `task.started`, `task.completed`, `task.failed`, `agent.action`,
+  `tool.called`, `llm.called`).
+- 1.2 added `pr.opened`, `pr.merged`, `pr.closed`, `commit.pushed`, `incident.opened` and
+  `incident.resolved` (topics `devtrail.pr`, `devtrail.commit`, `devtrail.incident`: create
+  them with `devtrail topics` before producers publish there), and made each type require the
+  references of what it is about ([References](#references)).
+  This is a tightening, not an addition: `task_id` became required on `task.created`,
+  `task.started`, `task.completed` and `task.failed`, `agent_id` on `agent.action` and
+  `tool.called`. Such an event was meaningless (a task completed, but which one?) and could
+  be joined to nothing, yet it was stored. It is rejected whatever its `schema_version`
+  (it is meaningless whichever version wrote it, and a rule by version would cost a Python
+  check on every event): its dead letter says which reference is missing. Every other
+  `1.0` and `1.1` event is read as before.
 """
 
 
 def render_catalog_markdown() -> str:
     """Return ``docs/events.md``: envelope, one section per event type, enumerations, evolution."""
-    parts = [_INTRO, _envelope_section(), _overview_section()]
+    parts = [_INTRO, _envelope_section(), _overview_section(), _references_section()]
     parts += [_event_section(cls) for cls in EVENT_CLASSES]
     parts += [_enumerations_section(), _EVOLUTION]
     return "\n".join(parts)
@@ -128,6 +155,21 @@ def _overview_section() -> str:
     return f"## Event types\n\nOne input topic per family, `devtrail.<family>`: {families}.\n\n" + _table(
         ("event_type", "topic", "class", "what happened"), rows
     )
+
+
+def _references_section() -> str:
+    rows = []
+    for cls in EVENT_CLASSES:
+        schema, event_type = event_schema(cls), event_type_of(cls)
+        named = [f"`{name}`" for name in _required_references(schema)]
+        named += [f"`payload.{name}`" for name in _payload_identities(schema)]
+        rows.append(f"| `{event_type}` | {', '.join(named) or 'none'} | {_escape(UNBOUND_TYPES.get(event_type, ''))} |")
+    intro = (
+        "## References\n\nWhat each type requires to name the entities it is about, for every `schema_version` "
+        "since this code's 1.2 (see [Evolution](#evolution)). The other references are optional: set them "
+        "whenever they are known, since events are joined and counted by them.\n\n"
+    )
+    return intro + _table(("event_type", "required", "when none is required"), rows)
 
 
 def _event_section(cls: type[Envelope]) -> str:
@@ -259,8 +301,15 @@ def _constraints_text(node: dict[str, Any], prop: dict[str, Any], root: dict[str
 
 
 def _required_references(schema: dict[str, Any]) -> list[str]:
-    references = ("correlation_id", "project_id", "agent_id", "session_id", "task_id", "requirement_id")
+    references = ("correlation_id", *ENVELOPE_REFERENCES)
     return [name for name in references if name in schema["required"]]
+
+
+def _payload_identities(schema: dict[str, Any]) -> list[str]:
+    """Payload fields naming what the event is about that every payload variant requires."""
+    payload = _resolve(schema["properties"]["payload"], schema)
+    variants = [_resolve(variant, schema) for variant in payload.get("oneOf", [payload])]
+    return [name for name in PAYLOAD_IDENTITIES if all(name in variant.get("required", ()) for variant in variants)]
 
 
 def _unwrap_nullable(prop: dict[str, Any]) -> tuple[bool, dict[str, Any]]:

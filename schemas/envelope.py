@@ -23,8 +23,9 @@ from schemas.ids import uuid7
 
 #: Major version of the contract this code reads and writes (see docs/events.md, "Evolution").
 SCHEMA_MAJOR = 1
-#: Version this code writes. 1.1 added event types and optional fields to 1.0; it reads 1.0 as is.
-SCHEMA_VERSION = "1.1"
+#: Version this code writes. 1.1 added event types and optional fields to 1.0; 1.2 added event
+#: types and requires the entity references each type is about (see docs/events.md, "Evolution").
+SCHEMA_VERSION = "1.2"
 
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
@@ -46,6 +47,9 @@ class Family(enum.StrEnum):
     SESSION = "session"
     REQUIREMENT = "requirement"
     DEPLOYMENT = "deployment"
+    PR = "pr"
+    COMMIT = "commit"
+    INCIDENT = "incident"
     LINK = "link"
     CONTEXT = "context"
     VALIDATION = "validation"

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 from schemas.agent_events import (
     AgentAction,
     AgentActionPayload,
+    AgentEnvelope,
     AgentErrorPayload,
     AgentErrorReported,
     AgentRegistered,
@@ -24,6 +25,18 @@ from schemas.agent_events import (
     LlmCalledPayload,
     ToolCalled,
     ToolCalledPayload,
+)
+from schemas.code_events import (
+    AuthorKind,
+    CommitPushed,
+    CommitPushedPayload,
+    PullRequestClosed,
+    PullRequestClosedPayload,
+    PullRequestMerged,
+    PullRequestMergedPayload,
+    PullRequestOpened,
+    PullRequestOpenedPayload,
+    PullRequestPayload,
 )
 from schemas.deployment_events import (
     DeploymentBuildResult,
@@ -41,6 +54,7 @@ from schemas.deployment_events import (
 )
 from schemas.envelope import Envelope
 from schemas.fields import Severity
+from schemas.incident_events import IncidentOpened, IncidentOpenedPayload, IncidentResolved, IncidentResolvedPayload
 from schemas.link_events import (
     ClaudeSessionLink,
     CodegenRequestLink,
@@ -72,6 +86,7 @@ from schemas.requirement_events import (
     RequirementComplexityScoredPayload,
     RequirementCreated,
     RequirementCreatedPayload,
+    RequirementEnvelope,
     RequirementUpdated,
     RequirementUpdatedPayload,
 )
@@ -82,6 +97,7 @@ from schemas.session_events import (
     SessionEnded,
     SessionEndedPayload,
     SessionEndReason,
+    SessionEnvelope,
     SessionStarted,
     SessionStartedPayload,
 )
@@ -102,6 +118,7 @@ from schemas.task_events import (
     TaskCreatedPayload,
     TaskDependencyAdded,
     TaskDependencyAddedPayload,
+    TaskEnvelope,
     TaskFailed,
     TaskFailedPayload,
     TaskStarted,
@@ -118,17 +135,21 @@ __all__ = [
     "EVENT_LIST_ADAPTER",
     "AgentAction",
     "AgentActionPayload",
+    "AgentEnvelope",
     "AgentErrorPayload",
     "AgentErrorReported",
     "AgentRegistered",
     "AgentRegisteredPayload",
     "AgentUnregistered",
     "AgentUnregisteredPayload",
+    "AuthorKind",
     "ChatMessage",
     "ChatMessagePayload",
     "ChatRole",
     "ClaudeSessionLink",
     "CodegenRequestLink",
+    "CommitPushed",
+    "CommitPushedPayload",
     "ContextStored",
     "ContextStoredPayload",
     "DeploymentBuildResult",
@@ -145,6 +166,10 @@ __all__ = [
     "DeploymentTestResultPayload",
     "Event",
     "GithubPullRequestLink",
+    "IncidentOpened",
+    "IncidentOpenedPayload",
+    "IncidentResolved",
+    "IncidentResolvedPayload",
     "LinearIssueLink",
     "LinkCreated",
     "LinkCreatedPayload",
@@ -155,17 +180,26 @@ __all__ = [
     "MetricKind",
     "MetricRecorded",
     "MetricRecordedPayload",
+    "PullRequestClosed",
+    "PullRequestClosedPayload",
+    "PullRequestMerged",
+    "PullRequestMergedPayload",
+    "PullRequestOpened",
+    "PullRequestOpenedPayload",
+    "PullRequestPayload",
     "RequirementCompleted",
     "RequirementCompletedPayload",
     "RequirementComplexityScored",
     "RequirementComplexityScoredPayload",
     "RequirementCreated",
     "RequirementCreatedPayload",
+    "RequirementEnvelope",
     "RequirementUpdated",
     "RequirementUpdatedPayload",
     "SessionEndReason",
     "SessionEnded",
     "SessionEndedPayload",
+    "SessionEnvelope",
     "SessionStarted",
     "SessionStartedPayload",
     "Severity",
@@ -184,6 +218,7 @@ __all__ = [
     "TaskCreatedPayload",
     "TaskDependencyAdded",
     "TaskDependencyAddedPayload",
+    "TaskEnvelope",
     "TaskFailed",
     "TaskFailedPayload",
     "TaskStarted",
@@ -227,6 +262,12 @@ EVENT_CLASSES: tuple[type[Envelope], ...] = (
     DeploymentTestResult,
     DeploymentCompleted,
     DeploymentFailed,
+    PullRequestOpened,
+    PullRequestMerged,
+    PullRequestClosed,
+    CommitPushed,
+    IncidentOpened,
+    IncidentResolved,
     LinkCreated,
     ContextStored,
     ValidationResult,
@@ -268,6 +309,12 @@ Event = Annotated[
     | DeploymentTestResult
     | DeploymentCompleted
     | DeploymentFailed
+    | PullRequestOpened
+    | PullRequestMerged
+    | PullRequestClosed
+    | CommitPushed
+    | IncidentOpened
+    | IncidentResolved
     | LinkCreated
     | ContextStored
     | ValidationResult

@@ -12,7 +12,27 @@ from typing import Any
 from schemas.envelope import SCHEMA_VERSION
 
 _COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
-_SOURCES = {"deployment": "ci", "system": "devtrail-processor", "user": "web-app", "requirement": "planner"}
+_MERGE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+_SOURCES = {
+    "deployment": "ci",
+    "system": "devtrail-processor",
+    "user": "web-app",
+    "requirement": "planner",
+    "pr": "github",
+    "commit": "github",
+    "incident": "pagerduty",
+}
+_PULL_REQUEST = {
+    "repository": "acme/web",
+    "number": 318,
+    "branch": "feature/ABC-123-login-redirect",
+    "base_branch": "main",
+    "title": "Fix the login redirect loop",
+    "head_sha": _COMMIT,
+    "author": "agent-coder",
+    "author_kind": "agent",
+    "url": "https://github.com/acme/web/pull/318",
+}
 
 # event_type -> (envelope fields besides event_id/event_type/source/occurred_at, payload)
 _EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -184,6 +204,63 @@ _EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "stage": "verify",
             "commit_sha": _COMMIT,
             "retriable": True,
+        },
+    ),
+    "pr.opened": (
+        {"project_id": "web", "agent_id": "agent-coder", "task_id": "T-42", "correlation_id": "acme/web#318"},
+        _PULL_REQUEST,
+    ),
+    "pr.merged": (
+        {"project_id": "web", "task_id": "T-42", "correlation_id": "acme/web#318"},
+        {**_PULL_REQUEST, "merge_sha": _MERGE},
+    ),
+    "pr.closed": (
+        {"project_id": "web", "task_id": "T-43", "correlation_id": "acme/web#319"},
+        {
+            **_PULL_REQUEST,
+            "number": 319,
+            "branch": "spike/session-store",
+            "title": "Spike: move sessions to Redis",
+            "head_sha": "1a410efbd13591db07496601ebc7a059dd55cfe9",
+            "author": "u-ada",
+            "author_kind": "person",
+            "url": "https://github.com/acme/web/pull/319",
+        },
+    ),
+    "commit.pushed": (
+        {"project_id": "web", "agent_id": "agent-coder", "task_id": "T-42"},
+        {
+            "sha": _COMMIT,
+            "repository": "acme/web",
+            "branch": "feature/ABC-123-login-redirect",
+            "authored_at": "2026-05-04T09:12:44+02:00",
+            "author": "agent-coder",
+            "author_kind": "agent",
+            "message": "Set the session cookie on the parent domain\n\nFixes the loop between /login and /home.",
+            "pr_number": 318,
+        },
+    ),
+    "incident.opened": (
+        {"project_id": "web", "correlation_id": "INC-2041"},
+        {
+            "incident_id": "INC-2041",
+            "title": "Sign-in fails for 30 % of users",
+            "severity": "critical",
+            "environment": "production",
+            "deployment_id": "dpl-1843",
+            "commit_sha": "9fceb02",
+        },
+    ),
+    "incident.resolved": (
+        {"project_id": "web", "correlation_id": "INC-2041"},
+        {
+            "incident_id": "INC-2041",
+            "severity": "error",
+            "environment": "production",
+            "deployment_id": "dpl-1843",
+            "commit_sha": "9fceb02",
+            "resolution": "Deployed the cookie domain fix.",
+            "fixed_by_deployment_id": "dpl-1845",
         },
     ),
     "link.created": (

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas.references import ENVELOPE_REFERENCES
+
 #: Errors kept per rejected event (the total is counted apart).
 MAX_ERRORS = 20
 #: Characters of one error message, at most.
@@ -104,7 +106,7 @@ def _message(err: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return "unknown field: not part of the contract (see docs/events.md)"
     if kind == "missing":
-        return "required field is missing"
+        return _missing(err["loc"])
     if kind == "dict_type" and not err["loc"]:
         return f"an event must be a JSON object, got {json_kind(given)}"
     if kind.startswith("datetime") and isinstance(given, str) and _LEAP_SECOND.search(given):
@@ -115,6 +117,14 @@ def _message(err: ErrorDetails) -> str:
     if kind.endswith("_type") and "input" in err:
         message += f", got {json_kind(given)}"
     return message
+
+
+def _missing(loc: tuple[int | str, ...]) -> str:
+    """A missing field; for an envelope reference (``(event_type, "task_id")``), why the type requires it."""
+    entity = ENVELOPE_REFERENCES.get(str(loc[-1])) if len(loc) == 2 else None
+    if entity is None:
+        return "required field is missing"
+    return f"required field is missing: every {echo(str(loc[0]))} event names the {entity} it is about"
 
 
 def _unknown_tag(discriminator: str, given: Any, expected: str) -> str:

@@ -1,4 +1,8 @@
-"""Requirements: created, updated, complexity scored, completed (``requirement_id`` required)."""
+"""Requirements: created, updated, complexity scored, completed.
+
+Every requirement event is about one requirement: ``requirement_id`` is required
+(``RequirementEnvelope``).
+"""
 
 from __future__ import annotations
 
@@ -59,37 +63,39 @@ class RequirementCompletedPayload(Payload):
     summary: Text | None = Field(default=None, description="What was delivered.")
 
 
-class RequirementCreated(Envelope):
+class RequirementEnvelope(Envelope):
+    """Base of the requirement events: each is about one requirement, so ``requirement_id`` is required."""
+
+    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
+
+
+class RequirementCreated(RequirementEnvelope):
     """A requirement was created."""
 
     family: ClassVar[Family] = Family.REQUIREMENT
     event_type: Literal["requirement.created"] = "requirement.created"
-    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
     payload: RequirementCreatedPayload
 
 
-class RequirementUpdated(Envelope):
+class RequirementUpdated(RequirementEnvelope):
     """A requirement was changed."""
 
     family: ClassVar[Family] = Family.REQUIREMENT
     event_type: Literal["requirement.updated"] = "requirement.updated"
-    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
     payload: RequirementUpdatedPayload
 
 
-class RequirementComplexityScored(Envelope):
+class RequirementComplexityScored(RequirementEnvelope):
     """A requirement's complexity was scored."""
 
     family: ClassVar[Family] = Family.REQUIREMENT
     event_type: Literal["requirement.complexity_scored"] = "requirement.complexity_scored"
-    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
     payload: RequirementComplexityScoredPayload
 
 
-class RequirementCompleted(Envelope):
+class RequirementCompleted(RequirementEnvelope):
     """A requirement was completed."""
 
     family: ClassVar[Family] = Family.REQUIREMENT
     event_type: Literal["requirement.completed"] = "requirement.completed"
-    requirement_id: EntityId = Field(description=_REQUIREMENT_ID)
     payload: RequirementCompletedPayload = RequirementCompletedPayload()

@@ -1,4 +1,7 @@
-"""Sessions (a conversation or an agent run) and the chat messages inside them."""
+"""Sessions (a conversation or an agent run) and the chat messages inside them.
+
+Every event here is about one session: ``session_id`` is required (``SessionEnvelope``).
+"""
 
 from __future__ import annotations
 
@@ -66,28 +69,31 @@ class ChatMessagePayload(Payload):
     summary: Text | None = Field(default=None, description="A short summary, for long messages.")
 
 
-class SessionStarted(Envelope):
-    """A session started (``session_id`` required)."""
+class SessionEnvelope(Envelope):
+    """Base of the events about one session: ``session_id`` is required."""
+
+    session_id: EntityId = Field(description=_SESSION_ID)
+
+
+class SessionStarted(SessionEnvelope):
+    """A session started."""
 
     family: ClassVar[Family] = Family.SESSION
     event_type: Literal["session.started"] = "session.started"
-    session_id: EntityId = Field(description=_SESSION_ID)
     payload: SessionStartedPayload = SessionStartedPayload()
 
 
-class SessionEnded(Envelope):
-    """A session ended (``session_id`` required)."""
+class SessionEnded(SessionEnvelope):
+    """A session ended."""
 
     family: ClassVar[Family] = Family.SESSION
     event_type: Literal["session.ended"] = "session.ended"
-    session_id: EntityId = Field(description=_SESSION_ID)
     payload: SessionEndedPayload = SessionEndedPayload()
 
 
-class ChatMessage(Envelope):
-    """A chat message was sent in a session (``session_id`` required; same topic as the session)."""
+class ChatMessage(SessionEnvelope):
+    """A chat message was sent in a session (same topic as the session)."""
 
     family: ClassVar[Family] = Family.SESSION
     event_type: Literal["chat.message"] = "chat.message"
-    session_id: EntityId = Field(description=_SESSION_ID)
     payload: ChatMessagePayload

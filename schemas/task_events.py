@@ -1,4 +1,7 @@
-"""Task lifecycle: created, started, status changed, completed, failed, cancelled, dependency added."""
+"""Task lifecycle: created, started, status changed, completed, failed, cancelled, dependency added.
+
+Every task event is about one task: ``task_id`` is required (``TaskEnvelope``).
+"""
 
 from __future__ import annotations
 
@@ -80,7 +83,16 @@ class TaskDependencyAddedPayload(Payload):
     blocking: StrictBool = Field(default=True, description="Whether the task cannot complete before the other one.")
 
 
-class TaskCreated(Envelope):
+_TASK_ID = "The task; required for this event."
+
+
+class TaskEnvelope(Envelope):
+    """Base of the task events: each is about one task, so ``task_id`` is required."""
+
+    task_id: EntityId = Field(description=_TASK_ID)
+
+
+class TaskCreated(TaskEnvelope):
     """A task was created."""
 
     family: ClassVar[Family] = Family.TASK
@@ -88,7 +100,7 @@ class TaskCreated(Envelope):
     payload: TaskCreatedPayload
 
 
-class TaskStarted(Envelope):
+class TaskStarted(TaskEnvelope):
     """Work on a task started."""
 
     family: ClassVar[Family] = Family.TASK
@@ -96,7 +108,7 @@ class TaskStarted(Envelope):
     payload: TaskStartedPayload = TaskStartedPayload()
 
 
-class TaskCompleted(Envelope):
+class TaskCompleted(TaskEnvelope):
     """A task was completed."""
 
     family: ClassVar[Family] = Family.TASK
@@ -104,7 +116,7 @@ class TaskCompleted(Envelope):
     payload: TaskCompletedPayload = TaskCompletedPayload()
 
 
-class TaskFailed(Envelope):
+class TaskFailed(TaskEnvelope):
     """A task failed."""
 
     family: ClassVar[Family] = Family.TASK
@@ -112,8 +124,8 @@ class TaskFailed(Envelope):
     payload: TaskFailedPayload
 
 
-class TaskStatusChanged(Envelope):
-    """A task's status changed (``task_id`` required)."""
+class TaskStatusChanged(TaskEnvelope):
+    """A task's status changed."""
 
     family: ClassVar[Family] = Family.TASK
     event_type: Literal["task.status_changed"] = "task.status_changed"
@@ -121,8 +133,8 @@ class TaskStatusChanged(Envelope):
     payload: TaskStatusChangedPayload
 
 
-class TaskCancelled(Envelope):
-    """A task was cancelled (``task_id`` required)."""
+class TaskCancelled(TaskEnvelope):
+    """A task was cancelled."""
 
     family: ClassVar[Family] = Family.TASK
     event_type: Literal["task.cancelled"] = "task.cancelled"
@@ -130,8 +142,8 @@ class TaskCancelled(Envelope):
     payload: TaskCancelledPayload = TaskCancelledPayload()
 
 
-class TaskDependencyAdded(Envelope):
-    """A dependency between two tasks was added (``task_id`` required)."""
+class TaskDependencyAdded(TaskEnvelope):
+    """A dependency between two tasks was added."""
 
     family: ClassVar[Family] = Family.TASK
     event_type: Literal["task.dependency_added"] = "task.dependency_added"

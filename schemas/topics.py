@@ -36,5 +36,10 @@ class TopicMap:
         return f"{self.prefix}.dead-letters"
 
     @property
+    def links(self) -> str:
+        """The correlation graph's links, compacted: every processor reads all of it."""
+        return f"{self.prefix}.links"
+
+    @property
     def all_topics(self) -> tuple[str, ...]:
-        return (*self.input_topics, self.clean, self.dead_letters)
+        return (*self.input_topics, self.clean, self.dead_letters, self.links)

@@ -1,4 +1,4 @@
-"""The Faust processor: input topics -> validate -> deduplicate -> clean topic.
+"""The Faust processor: input topics -> validate -> deduplicate -> correlate -> clean topic.
 
 Guarantee: at least once from the input topics, with duplicates removed within the
 dedup window. An input message is acknowledged (and so its offset may be committed by
@@ -22,7 +22,9 @@ import faust
 
 from consumers import metrics
 from consumers.processor import transport
+from consumers.processor.correlate import Correlator
 from consumers.processor.dedup import DedupEntry, DedupIndex
+from consumers.processor.links import LinkReader
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
 
@@ -66,7 +68,13 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         table,
         app.topic(settings.topics.clean, **raw),
         app.topic(settings.topics.dead_letters, **raw),
+        app.topic(settings.topics.links, **raw),
     )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def read_links() -> None:
+        if processor.links is not None:
+            await processor.links.run()
 
     @table.on_recover  # type: ignore[untyped-decorator]
     async def restore_index() -> None:
@@ -101,12 +109,17 @@ def _credentials(settings: ProcessorSettings) -> Any:
 class Processor:
     """Publishes a batch's outcome and keeps the dedup index and its table in step."""
 
-    def __init__(self, settings: ProcessorSettings, table: Any, clean: Any, dead_letters: Any) -> None:
+    def __init__(
+        self, settings: ProcessorSettings, table: Any, clean: Any, dead_letters: Any, links: Any = None
+    ) -> None:
         self._settings = settings
         self._table = table
         self._clean = clean
         self._dead_letters = dead_letters
+        self._links_topic = links
         self.index = DedupIndex(settings.dedup_window_s, settings.dedup_max_ids)
+        self.correlator = Correlator() if settings.correlation else None
+        self.links = LinkReader(settings, self.correlator) if self.correlator is not None else None
 
     def restore(self) -> None:
         """Rebuild the in-memory index from the table after recovery."""
@@ -116,6 +129,7 @@ class Processor:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch; return only when all its results are durable."""
+        await self._wait_for_links()
         now = time.time()
         messages = [SourceMessage(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
         try:
@@ -126,6 +140,7 @@ class Processor:
                 self._settings.max_event_bytes,
                 self._settings.processor_clean_bundle_events,
                 self._settings.processor_clean_bundle_bytes,
+                self.correlator,
             )
             await self._publish(outcome)
             await self._remember(outcome, now)
@@ -145,6 +160,17 @@ class Processor:
         self._count(outcome)
         metrics.LAST_COMMIT_TIMESTAMP.labels(STAGE).set_to_current_time()
 
+    async def _wait_for_links(self) -> None:
+        """Before the first batch: wait (bounded) until the links topic has been read."""
+        if self.links is None or self.links.ready.is_set():
+            return
+        timeout = self._settings.links_catch_up_timeout_s
+        try:
+            await asyncio.wait_for(self.links.ready.wait(), timeout)
+        except TimeoutError:
+            log.warning("processor: links topic not read within %.0fs; processing with a partial graph", timeout)
+            self.links.ready.set()
+
     async def _publish(self, outcome: BatchOutcome) -> None:
         sends = [
             await self._clean.send(key=None, value=bundle, partition=partition)
@@ -155,6 +181,8 @@ class Processor:
             await self._dead_letters.send(key=f"{d.source_topic}:{d.source_partition}".encode(), value=d.to_json())
             for d in outcome.dead_letters
         ]
+        if self._links_topic is not None:
+            sends += [await self._links_topic.send(key=link.key(), value=link.to_json()) for link in outcome.links]
         await asyncio.gather(*sends)
 
     async def _remember(self, outcome: BatchOutcome, now: float) -> None:
@@ -178,6 +206,7 @@ class Processor:
             metrics.EVENTS_IN.labels(STAGE, event_type).inc(count)
         metrics.EVENTS_OUT.labels(STAGE).inc(outcome.accepted)
         metrics.DUPLICATES.labels(STAGE).inc(outcome.duplicates)
+        metrics.ENRICHED.inc(outcome.enriched)
         for dead in outcome.dead_letters:
             metrics.DEAD_LETTERS.labels(dead.error_kind).inc()
 

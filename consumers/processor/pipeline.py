@@ -18,6 +18,7 @@ from pydantic_core import PydanticSerializationError
 from consumers.clean import EVENT_ID, PAYLOAD, Row, chunk_bounds, encode_clean, event_to_row
 from consumers.deadletter import DeadLetter, ProcessingError
 from consumers.errors import EventNotEncodableError
+from consumers.processor.correlate import Correlator, Link
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.errors import ContractError, DevtrailError, EventTooLargeError
@@ -58,6 +59,9 @@ class BatchOutcome:
             (the input topics' partition p share one: see ``consumers.processor.dedup``).
         duplicates: events dropped because their id was seen within the window.
         received: events decoded, by type (``unknown`` for a type not in the catalog).
+        links: links the batch's events taught the correlator that it did not hold (to
+            publish on the links topic for the other processors).
+        enriched: events whose missing references correlation filled in.
     """
 
     bundles: dict[int, list[bytes]] = field(default_factory=dict)
@@ -66,6 +70,8 @@ class BatchOutcome:
     entries: list[DedupEntry] = field(default_factory=list)
     duplicates: int = 0
     received: Counter[str] = field(default_factory=Counter)
+    links: list[Link] = field(default_factory=list)
+    enriched: int = 0
 
 
 @dataclass
@@ -84,6 +90,7 @@ def process_batch(
     max_event_bytes: int = 1 << 20,
     bundle_rows: int = 1000,
     bundle_bytes: int = 512 * 1024,
+    correlator: Correlator | None = None,
 ) -> BatchOutcome:
     """Turn a batch of input messages into clean messages, dead letters and dedup entries.
 
@@ -98,6 +105,8 @@ def process_batch(
         max_event_bytes: an event whose clean row is larger is dead-lettered (``too_large``).
         bundle_rows: rows per clean message at most.
         bundle_bytes: bytes per clean message, about (one larger event travels alone).
+        correlator: the link graph: learns the events' links and fills in the references
+            they miss (``consumers.processor.correlate``); ``None`` stores events as sent.
     """
     outcome = BatchOutcome()
     in_batch: set[int] = set()
@@ -122,7 +131,12 @@ def process_batch(
                 outcome.duplicates += 1
                 continue
             try:
-                row = event_to_row(event)
+                enrichment = correlator.observe(event) if correlator is not None else None
+                if enrichment is None:
+                    row = event_to_row(event)
+                else:
+                    row = event_to_row(event, enrichment.values, enrichment.attribution())
+                    outcome.enriched += 1
                 size = len(row[PAYLOAD]) * 4 + _ROW_BYTES_BEYOND_PAYLOAD  # 4: bytes per character at most
                 if size > max_event_bytes:  # possibly too large: measure it
                     size = _measured(row, event, message, position, raw, max_event_bytes, outcome)
@@ -145,6 +159,8 @@ def process_batch(
             bucket.origins.append((message, position, raw))
             accepted_ids.setdefault(message.partition, []).append(event_id)
             first_topic.setdefault(message.partition, message.topic)
+    if correlator is not None:
+        outcome.links = correlator.take_learned()
     refused: set[int] = set()  # rows JSON could not hold after all: dead letters, not seen ids
     for partition, bucket in accepted.items():
         outcome.bundles[partition] = _encode(bucket, bundle_rows, bundle_bytes, outcome, refused)

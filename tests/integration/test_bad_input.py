@@ -126,9 +126,8 @@ def raw_event(n: int, **changes: object) -> dict[str, object]:
 
 
 def detail(n: int, text: str) -> bytes:
-    return orjson.dumps(raw_event(n, event_type="agent.action", payload={"action": "a", "detail": {}})).replace(
-        b'"detail":{}', b'"detail":' + text.encode()
-    )
+    event = raw_event(n, event_type="agent.action", agent_id="raw-agent", payload={"action": "a", "detail": {}})
+    return orjson.dumps(event).replace(b'"detail":{}', b'"detail":' + text.encode())
 
 
 # (name, message bytes, the error kind its dead letter has, text its reason holds)

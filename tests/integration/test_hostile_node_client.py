@@ -382,7 +382,7 @@ def build_battery() -> list[Hostile]:
     b.stored(
         cat,
         "no optional envelope fields",
-        {k: v for k, v in ev("task.created").items() if k not in ("project_id", "task_id", "requirement_id")},
+        {k: v for k, v in ev("task.created").items() if k not in ("project_id", "requirement_id")},
     )
     b.stored(cat, "empty free-form detail", ev("agent.action", payload={"detail": {}}))
     b.stored(cat, "empty capabilities", ev("agent.registered", payload={"capabilities": []}))
@@ -852,6 +852,8 @@ def build_battery() -> list[Hostile]:
     )
 
     cat = "missing, unknown, oversized fields"
+    b.dead(cat, "task event without its task id", ev("task.completed", task_id=...), r"task_id: required field")
+    b.dead(cat, "tool call without its agent id", ev("tool.called", agent_id=...), r"agent_id: required field")
     b.dead(cat, "no source", {k: v for k, v in ev("task.created").items() if k != "source"}, r"source")
     b.dead(
         cat, "no payload where required", {k: v for k, v in ev("task.created").items() if k != "payload"}, r"payload"
@@ -1099,9 +1101,11 @@ async def send_with_kafkajs(modules: Path, bootstrap: str, prefix: str, messages
 
 DeadRow = dict[str, Any]  # a row of dead_letters: its columns as the migrations at hand made them
 
-ENVELOPE = frozenset(EVENT_COLUMNS)  # the envelope is what a row of events holds
+ENVELOPE = frozenset(EVENT_COLUMNS) - {"attribution"}  # the envelope is what a row of events holds
 ENVELOPE_TEXT = tuple(
-    c for c in EVENT_COLUMNS if c not in {"event_id", "occurred_at", "schema_version", "causation_id", "payload"}
+    c
+    for c in EVENT_COLUMNS
+    if c in ENVELOPE and c not in {"event_id", "occurred_at", "schema_version", "causation_id", "payload"}
 )
 RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|([+-])(\d{2}):(\d{2}))$")
 
@@ -1191,8 +1195,17 @@ def payload_defaults(event_type: str) -> dict[str, list[Any]]:
 
 
 def differences(sent: dict[str, Any], row: asyncpg.Record) -> list[str]:
-    """How the stored row differs from the event as it was sent (empty: stored exactly)."""
+    """How the stored row differs from the event as it was sent (empty: stored exactly).
+
+    A reference the producer left out may be filled in by correlation, when the row's
+    ``attribution`` says so (and how); a reference it sent must be stored as sent.
+    """
     found = []
+    attribution = row["attribution"]
+    filled: dict[str, Any] = json.loads(attribution) if attribution is not None else {}
+    for name, how in filled.items():
+        if sent.get(name) is not None or row[name] is None or not isinstance(how, str):
+            found.append(f"attribution claims {name} filled by {how!r}: sent {short(sent.get(name))}")
     sent_id = sent.get("event_id")
     if not (isinstance(sent_id, str) and UUID_TEXT.match(sent_id) and uuid.UUID(sent_id) == row["event_id"]):
         found.append(f"event_id {short(sent_id)} stored as {row['event_id']}")
@@ -1200,7 +1213,7 @@ def differences(sent: dict[str, Any], row: asyncpg.Record) -> list[str]:
     if when is None or when != row["occurred_at"]:
         found.append(f"occurred_at {short(sent.get('occurred_at'))} stored as {row['occurred_at'].isoformat()}")
     for name in ENVELOPE_TEXT:
-        if sent.get(name) != row[name]:
+        if sent.get(name) != row[name] and name not in filled:
             found.append(f"{name} {short(sent.get(name))} stored as {short(row[name])}")
     if sent.get("schema_version", SCHEMA_VERSION) != row["schema_version"]:
         found.append(f"schema_version {short(sent.get('schema_version'))} stored as {row['schema_version']!r}")
@@ -1415,7 +1428,8 @@ async def test_hostile_input_from_a_node_client_is_stored_exactly_or_dead_letter
         uuid.UUID(str(r["event_id"])): r
         for r in await db.fetch(
             "SELECT event_id, occurred_at, event_type, schema_version, source, project_id, agent_id, session_id,"
-            " task_id, requirement_id, correlation_id, causation_id, payload::text AS payload FROM events"
+            " task_id, requirement_id, correlation_id, causation_id, payload::text AS payload,"
+            " attribution::text AS attribution FROM events"
         )
     }
     row_count, distinct_ids = await db.fetchrow("SELECT count(*), count(DISTINCT event_id) FROM events")

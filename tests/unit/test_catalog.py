@@ -52,7 +52,7 @@ def locs(error: EventValidationError) -> set[tuple[object, ...]]:
 def test_catalog_covers_every_family_and_every_type_has_an_example() -> None:
     assert {cls.family for cls in EVENT_CLASSES} == set(Family)
     assert set(example_types()) == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == len(EVENT_CLASSES) == 33
+    assert len(EVENT_TYPES) == len(EVENT_CLASSES) == 39
 
 
 def test_event_types_are_named_after_their_family() -> None:
@@ -212,8 +212,12 @@ def test_commit_shas_are_stored_lower_case() -> None:
 def test_entity_events_require_their_entity_reference() -> None:
     cases = {
         "agent.registered": "agent_id",
+        "agent.action": "agent_id",
+        "tool.called": "agent_id",
         "session.started": "session_id",
         "chat.message": "session_id",
+        "task.created": "task_id",
+        "task.completed": "task_id",
         "task.status_changed": "task_id",
         "requirement.updated": "requirement_id",
     }
@@ -320,7 +324,7 @@ def test_a_nul_and_another_error_are_both_reported() -> None:
 
 
 def test_encoding_an_event_holding_a_nul_fails_at_the_producer() -> None:
-    event = AgentAction(source="s", payload=AgentActionPayload(action="plan", detail={"note": "\x00"}))
+    event = AgentAction(source="s", agent_id="A", payload=AgentActionPayload(action="plan", detail={"note": "\x00"}))
     with pytest.raises(EventValidationError, match=r"agent\.action\.payload\.detail\.note: .*NUL") as caught:
         encode_event(event)
     assert caught.value.errors[0]["type"] == "string_contains_nul"

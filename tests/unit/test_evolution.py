@@ -1,4 +1,5 @@
-"""Events written by an older minor version keep decoding; 1.x changes stay additive."""
+"""Events written by an older minor version keep decoding; 1.x changes stay additive, but for
+the references 1.2 made required (docs/events.md, "Evolution")."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic_core import PydanticUndefined
 from consumers.clean import EVENT_ID, OCCURRED_AT, decode_rows, encode_clean, event_to_row
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope
+from schemas.errors import EventValidationError
 from schemas.events import EVENT_CLASSES_BY_TYPE, TaskCreated, TaskCreatedPayload
 
 FIXTURES_1_0 = Path(__file__).parent / "fixtures" / "v1.0"
@@ -54,12 +56,35 @@ PAYLOADS_1_0: dict[str, dict[str, Any]] = {
 }
 #: Types whose payload could be left out in 1.0.
 OPTIONAL_PAYLOAD_1_0 = {"task.started", "task.completed"}
+#: The one tightening of 1.x: 1.2 requires the reference of what these 1.0 types are about.
+TIGHTENED_1_2 = {
+    "task.created": "task_id",
+    "task.started": "task_id",
+    "task.completed": "task_id",
+    "task.failed": "task_id",
+    "agent.action": "agent_id",
+    "tool.called": "agent_id",
+}
 
 
 def fixture_events() -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"{path.name}[{i}]", raw) for path in FIXTURE_FILES for i, raw in enumerate(decode_message(path.read_bytes()))
     ]
+
+
+def lacks_a_1_2_reference(raw: dict[str, Any]) -> bool:
+    reference = TIGHTENED_1_2.get(raw["event_type"])
+    return reference is not None and reference not in raw
+
+
+def readable_events() -> list[tuple[str, dict[str, Any]]]:
+    """The 1.0 fixtures that 1.2 still reads: all but those without a reference it requires."""
+    return [(name, raw) for name, raw in fixture_events() if not lacks_a_1_2_reference(raw)]
+
+
+def refused_events() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, raw) for name, raw in fixture_events() if lacks_a_1_2_reference(raw)]
 
 
 def test_fixtures_of_released_versions_are_frozen() -> None:
@@ -74,7 +99,7 @@ def test_fixtures_cover_every_1_0_type() -> None:
     assert {raw["schema_version"] for _, raw in fixture_events()} == {"1.0"}
 
 
-@pytest.mark.parametrize(("name", "raw"), fixture_events(), ids=[name for name, _ in fixture_events()])
+@pytest.mark.parametrize(("name", "raw"), readable_events(), ids=[name for name, _ in readable_events()])
 def test_1_0_events_decode_with_the_current_classes(name: str, raw: dict[str, Any]) -> None:
     event = validate_event(raw)
     assert type(event) is EVENT_CLASSES_BY_TYPE[raw["event_type"]]
@@ -82,7 +107,7 @@ def test_1_0_events_decode_with_the_current_classes(name: str, raw: dict[str, An
     assert str(event.event_id) == raw["event_id"]
 
 
-@pytest.mark.parametrize(("name", "raw"), fixture_events(), ids=[name for name, _ in fixture_events()])
+@pytest.mark.parametrize(("name", "raw"), readable_events(), ids=[name for name, _ in readable_events()])
 def test_1_0_values_survive_a_round_trip(name: str, raw: dict[str, Any]) -> None:
     encoded = orjson.loads(encode_event(validate_event(raw)))
     for field, value in raw.items():
@@ -96,16 +121,31 @@ def test_1_0_values_survive_a_round_trip(name: str, raw: dict[str, Any]) -> None
     assert validate_event(again) == validate_event(raw)
 
 
+def test_1_0_events_without_a_reference_1_2_requires_are_refused_with_the_reason() -> None:
+    """A task.started of no task, an agent.action of no agent: meaningless, so 1.2 refuses them."""
+    assert [name for name, _ in refused_events()] == ["minimal.json[0]", "minimal.json[3]"]
+    for _, raw in refused_events():
+        event_type, reference = raw["event_type"], TIGHTENED_1_2[raw["event_type"]]
+        with pytest.raises(EventValidationError) as caught:
+            validate_event(raw)
+        assert [e["loc"] for e in caught.value.errors] == [[event_type, reference]]
+        assert f"{event_type}.{reference}: required field is missing: every {event_type} event names" in str(
+            caught.value
+        )
+
+
 def test_offsets_of_1_0_timestamps_are_stored_in_utc() -> None:
-    rows = decode_rows(encode_clean([event_to_row(validate_event(raw)) for _, raw in fixture_events()]))
+    rows = decode_rows(encode_clean([event_to_row(validate_event(raw)) for _, raw in readable_events()]))
     by_id = {row[EVENT_ID]: row for row in rows}
-    assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0b"][OCCURRED_AT] == "2026-03-02T12:00:00+00:00"
     assert by_id["018e0c4a-3b5d-7e21-8f4a-2c6d8e0a1b0d"][OCCURRED_AT] == "2026-03-02T17:31:00.500000+00:00"
+    offset = next(raw for _, raw in refused_events() if raw["occurred_at"].endswith("+02:00")) | {"task_id": "T-9"}
+    [row] = decode_rows(encode_clean([event_to_row(validate_event(offset))]))
+    assert row[OCCURRED_AT] == "2026-03-02T12:00:00+00:00"
 
 
 def test_a_bundle_may_mix_1_0_and_current_events() -> None:
     old = orjson.loads((FIXTURES_1_0 / "task.created.json").read_bytes())
-    new = orjson.loads(encode_event(TaskCreated(source="s", payload=TaskCreatedPayload(title="t"))))
+    new = orjson.loads(encode_event(TaskCreated(source="s", task_id="T-1", payload=TaskCreatedPayload(title="t"))))
     events = [validate_event(raw) for raw in decode_message(orjson.dumps([old, new]))]
     assert [e.schema_version for e in events] == ["1.0", SCHEMA_VERSION]
 
@@ -128,7 +168,8 @@ def _fields(model: type[BaseModel]) -> dict[str, Any]:
 def test_1_0_fields_keep_their_names_and_defaults_and_new_ones_are_optional(event_type: str) -> None:
     cls = EVENT_CLASSES_BY_TYPE[event_type]
     envelope = {k: v for k, v in _fields(cls).items() if k not in ("event_type", "payload")}
-    assert {k: envelope[k] for k in ENVELOPE_1_0} == ENVELOPE_1_0
+    tightened = {TIGHTENED_1_2[event_type]: REQUIRED} if event_type in TIGHTENED_1_2 else {}
+    assert {k: envelope[k] for k in ENVELOPE_1_0} == ENVELOPE_1_0 | tightened
     assert all(envelope[k] is not REQUIRED for k in envelope.keys() - ENVELOPE_1_0.keys())
     payload_cls = cls.model_fields["payload"].annotation
     assert isinstance(payload_cls, type)

@@ -42,7 +42,9 @@ def event(**changes: Any) -> dict[str, Any]:
 
 def action(detail: str) -> bytes:
     """An agent.action whose free-form ``detail`` is the given JSON text."""
-    head = orjson.dumps(event(event_type="agent.action", task_id=..., payload={"action": "a", "detail": {}}))
+    head = orjson.dumps(
+        event(event_type="agent.action", task_id=..., agent_id="A-1", payload={"action": "a", "detail": {}})
+    )
     return head.replace(b'"detail":{}', b'"detail":' + detail.encode())
 
 
@@ -162,6 +164,11 @@ REJECTED_EVENTS: list[tuple[str, bytes, str]] = [
     ),
     ("no event type", orjson.dumps(event(event_type=...)), "event_type is missing"),
     ("unknown envelope field", orjson.dumps(event(surprise=1)), "surprise: unknown field"),
+    (
+        "no task_id on a task event",
+        orjson.dumps(event(task_id=...)),
+        "task.created.task_id: required field is missing: every task.created event names the task it is about",
+    ),
     ("payload an array", orjson.dumps(event(payload=[])), "payload"),
     ("schema major 2", orjson.dumps(event(schema_version="2.0")), "other majors are not supported"),
     ("empty object", b"{}", "event_type is missing"),

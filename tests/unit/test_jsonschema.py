@@ -101,11 +101,59 @@ def test_invalid_events_fail_the_schema_and_pydantic_alike(event_type: str) -> N
         ("metric.recorded", {"attributes": {"bad key!": 1}}),
         ("task.created", {"priority": 6}),
         ("task.created", {"title": "t" * 201}),
+        ("pr.opened", {"merge_sha": "4b825dc"}),
+        ("pr.merged", {"merge_sha": "not-a-sha"}),
+        ("pr.opened", {"author_kind": "bot"}),
+        ("pr.opened", {"number": "318"}),
+        ("commit.pushed", {"authored_at": "2026-05-04T09:12:44"}),
+        ("commit.pushed", {"authored_at": 1767225600}),
+        ("incident.opened", {"severity": "sev1"}),
+        ("incident.resolved", {"title": "t"}),
     ],
 )
 def test_schema_and_pydantic_agree_on_bad_values(event_type: str, change: dict[str, Any]) -> None:
     raw = example_event(event_type)
     raw["payload"].update(change)
+    assert not validator(event_type).is_valid(raw)
+    assert not pydantic_accepts(raw)
+
+
+PR_REQUIRED = ["repository", "number", "branch", "title", "head_sha", "author", "author_kind"]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload_required"),
+    [
+        ("pr.opened", PR_REQUIRED),
+        ("pr.merged", [*PR_REQUIRED, "merge_sha"]),
+        ("pr.closed", PR_REQUIRED),
+        ("commit.pushed", ["sha", "repository", "branch", "authored_at", "author", "author_kind"]),
+        ("incident.opened", ["incident_id", "title", "severity"]),
+        ("incident.resolved", ["incident_id"]),
+    ],
+)
+def test_the_schema_of_each_1_2_type_lists_its_required_fields(event_type: str, payload_required: list[str]) -> None:
+    schema = event_schema(EVENT_CLASSES_BY_TYPE[event_type])
+    assert schema["required"] == ["event_id", "source", "occurred_at", "event_type", "payload"]
+    payload = schema["$defs"][schema["properties"]["payload"]["$ref"].rsplit("/", 1)[-1]]
+    assert payload["required"] == payload_required
+    for name in payload_required:
+        raw = example_event(event_type)
+        del raw["payload"][name]
+        assert not validator(event_type).is_valid(raw), name
+        assert not pydantic_accepts(raw), name
+
+
+@pytest.mark.parametrize(
+    ("event_type", "reference"),
+    [("task.completed", "task_id"), ("agent.action", "agent_id"), ("tool.called", "agent_id")],
+)
+def test_the_schema_requires_the_references_1_2_made_required(event_type: str, reference: str) -> None:
+    schema = event_schema(EVENT_CLASSES_BY_TYPE[event_type])
+    assert reference in schema["required"]
+    assert schema["properties"][reference]["type"] == "string"  # no longer "or null"
+    raw = example_event(event_type)
+    del raw[reference]
     assert not validator(event_type).is_valid(raw)
     assert not pydantic_accepts(raw)
 
@@ -148,6 +196,10 @@ def test_catalog_markdown_documents_every_type(tmp_path: Path) -> None:
     assert "## Evolution" in text
     assert "| `commit_sha` | string | yes | pattern `^[0-9a-fA-F]{7,40}$` |" in text
     assert "one of `user`, `assistant`, `system`, `tool`" in text
+    assert "| `task.completed` | `task_id` |  |" in text  # the References table
+    assert "| `pr.merged` | `payload.repository`, `payload.number` |  |" in text
+    assert "| `llm.called` | none | Should carry `agent_id` or `session_id`" in text
+    assert "1.2 added `pr.opened`" in text
 
 
 def test_generated_docs_are_up_to_date() -> None:
