@@ -128,11 +128,15 @@ class Processor:
         log.info("dedup index restored: %d ids from %d entries", len(self.index), len(entries))
 
     async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch; return only when all its results are durable."""
-        await self._wait_for_links()
-        now = time.time()
+        """Process one batch; return only when all its results are durable.
+
+        Everything that awaits is inside the ``try``: a cancellation anywhere (a shutdown, a
+        rebalance) must leave the batch unacknowledged, or Faust commits past it.
+        """
         messages = [SourceMessage(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
         try:
+            await self._wait_for_links()
+            now = time.time()
             outcome = process_batch(
                 messages,
                 self.index,
