@@ -21,6 +21,7 @@ from bench.harness import peak_rss_mb, say
 from bench.latency import bench_latency
 from bench.producer import bench_producer
 from bench.sink import bench_sink
+from bench.story_drain import bench_story_drain
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 
@@ -35,11 +36,14 @@ class Sizes:
     naive: int
     latency_s: float
     peer: int
+    stories: int
 
 
 SIZES = {
-    "quick": Sizes(producer=200_000, drain=300_000, sink=200_000, naive=5_000, latency_s=20.0, peer=0),
-    "full": Sizes(producer=1_000_000, drain=1_000_000, sink=1_000_000, naive=20_000, latency_s=60.0, peer=200_000),
+    "quick": Sizes(producer=200_000, drain=300_000, sink=200_000, naive=5_000, latency_s=20.0, peer=0, stories=100_000),
+    "full": Sizes(
+        producer=1_000_000, drain=1_000_000, sink=1_000_000, naive=20_000, latency_s=60.0, peer=200_000, stories=400_000
+    ),
 }
 RESULTS_DIR = Path("bench") / "results"  # relative to where it runs: the checkout
 
@@ -63,12 +67,14 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
     """
     sizes = SIZES[mode]
     results: dict[str, Any] = {"mode": mode, "started_at": datetime.now(UTC).isoformat(), "machine": machine()}
-    wanted = only or {"producer", "sink", "drain", "latency", "peer"}
+    wanted = only or {"producer", "sink", "drain", "latency", "peer", "stories"}
     stages: list[tuple[str, Callable[[Stack, str], Awaitable[dict[str, Any]]]]] = [
         ("producer", lambda stack, _: bench_producer(stack.settings, sizes.producer)),
         ("sink", lambda stack, admin: bench_sink(stack, admin, sizes.sink, sizes.naive)),
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain)),
         ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s)),
+        ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=False)),
+        ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=True)),
     ]
     if sizes.peer:
         from bench.peer_quix import bench_quix
@@ -82,6 +88,10 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
             async with Stack(settings, roles=()) as stack:
                 results["broker"] = "embedded Tansu 0.6 (memory)" if stack.kafka_embedded else "external"
                 results |= await measure(stack, stack.settings.database_url)
+    if "stories_spine_events_per_second" in results and "stories_full_events_per_second" in results:
+        ratio = results["stories_full_events_per_second"] / max(1, results["stories_spine_events_per_second"])
+        results["stories_full_vs_spine_ratio"] = round(ratio, 3)
+        say(f"stories: correlation + projections drain at {ratio:.2f} x the spine-only drain (target >= 0.8)")
     results["peak_rss_mb"] = {"bench": peak_rss_mb(), **_worker_peaks(results)}
     return results
 
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devtrail bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the two-minute run (default: full)")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
-    parser.add_argument("--only", action="append", choices=("producer", "sink", "drain", "latency", "peer"))
+    parser.add_argument("--only", action="append", choices=("producer", "sink", "drain", "latency", "peer", "stories"))
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from consumers.aggregator import HourlyEventCounts
 from consumers.checkpoint import Writer
 from consumers.clean import CleanRow
+from consumers.projections import PROJECTIONS
 
 WRITERS: dict[str, Callable[[], Writer[CleanRow]]] = {
     HourlyEventCounts.name: HourlyEventCounts,
+    **{projection.name: projection for projection in PROJECTIONS},
 }
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from devtrail.errors import SetupError
 from devtrail.settings import StackSettings
+from devtrail.timeline import KINDS as TIMELINE_KINDS
 
 
 def _settings(args: argparse.Namespace) -> StackSettings:
@@ -84,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress.done(f"starting the {where} stack (broker, PostgreSQL, migrations, workers)...")
         async with Stack(settings) as stack:
             report = await run_demo(
-                stack.settings, args.events, args.duplicate_rate, args.invalid, progress, args.timeout
+                stack.settings, args.events, args.duplicate_rate, args.invalid, progress, args.timeout, args.stories
             )
             return report.as_dict()
 
@@ -110,6 +111,7 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"  dead-lettered     {r['dead_lettered']:>10,}   messages on the dead-letter topic, with their reason",
         f"  time              {r['seconds']:>10.1f}   seconds from first send to fully drained",
         f"  throughput        {r['events_per_second']:>10,.0f}   unique events per second, end to end",
+        *_story_lines(r.get("stories")),
         f"  {verdict}",
         "",
         "  The rows stay in PostgreSQL under the data directory (the broker's topics do not):",
@@ -119,6 +121,15 @@ def _print_summary(r: dict[str, Any]) -> None:
     ]
     out.write("\n".join(lines) + "\n")
     out.flush()
+
+
+def _story_lines(summary: Any) -> list[str]:
+    """With ``--stories``: what the stories held (nothing otherwise)."""
+    if not summary:
+        return []
+    s = summary
+    held = f"{s['requirements']:,} requirements, {s['tasks']:,} tasks, {s['pull_requests']:,} pull requests"
+    return [f"  stories           {s['stories']:>10,}   development stories: {held}, {s['incidents']:,} incidents"]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -200,6 +211,60 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    """Recompute every projection from events, in one transaction, while the pipeline runs."""
+    from consumers.projections.errors import SinkBehindError
+    from consumers.projections.rebuild import RebuildOptions, rebuild
+    from devtrail.progress import Progress
+
+    settings = _settings(args)
+    if settings.embedded_postgres:
+        raise SetupError("projections rebuild needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    options = RebuildOptions(
+        sink_group=settings.sink_group,
+        writers_group=settings.writers_group,
+        clean_topic=settings.topics.clean,
+        batch_events=args.batch_events,
+        wait_timeout_s=args.timeout,
+    )
+    if settings.retention_days:
+        sys.stderr.write(f"note: retention keeps {settings.retention_days} days of events; older ones are gone\n")
+    progress = Progress()
+    try:
+        report = asyncio.run(rebuild(settings.database_url, options, progress.update))
+    except SinkBehindError as exc:
+        sys.stderr.write(f"devtrail: {exc}\n")
+        return 1
+    progress.done("rebuild committed")
+    print("\n".join(report.lines()))
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    """The events of an entity and of everything linked to it, in order, each with how it was linked."""
+    import asyncpg
+
+    from devtrail.timeline import KINDS, render, timeline
+
+    settings = _settings(args)
+    if settings.embedded_postgres:
+        raise SetupError("timeline reads the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+
+    async def read() -> list[Any]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await timeline(conn, KINDS[args.kind], args.id, args.limit)
+        finally:
+            await conn.close()
+
+    events = asyncio.run(read())
+    if args.json:
+        print(orjson.dumps([e.as_dict() for e in events]).decode())
+    else:
+        print(render(events, args.kind, args.id))
+    return 0
+
+
 def _positive_days(text: str) -> int:
     days = int(text)
     if not 1 <= days <= 36_500:
@@ -253,6 +318,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--invalid", type=int, default=0, help="malformed messages to send (dead-lettered)")
     demo.add_argument("--timeout", type=float, default=120.0, help="give up after this long without progress")
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
+    demo.add_argument(
+        "--stories",
+        action="store_true",
+        help="publish whole development stories (requirements, tasks, agent sessions, pull requests, deployments,"
+        " an incident) of at least --events events instead of the flat workload",
+    )
     migrate = add("migrate", cmd_migrate, "create or upgrade the database schema")
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--downgrade", metavar="REVISION", help="migrate down to REVISION (base: drop all)")
@@ -276,6 +347,24 @@ def _parser() -> argparse.ArgumentParser:
     retention.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
     retention.add_argument("--older-than", type=_positive_days, metavar="DAYS", help="default: DEVTRAIL_RETENTION_DAYS")
     retention.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    projections = sub.add_parser("projections", help="projection upkeep (rebuild)", description="projection upkeep")
+    projections_sub = projections.add_subparsers(dest="projections_command", required=True)
+    rebuild = projections_sub.add_parser(
+        "rebuild", help=cmd_projections_rebuild.__doc__, description=cmd_projections_rebuild.__doc__
+    )
+    rebuild.set_defaults(fun=cmd_projections_rebuild)
+    rebuild.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    rebuild.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the locks, then for the sink (default 300)"
+    )
+    rebuild.add_argument("--batch-events", type=int, default=10_000, help="events replayed per batch")
+    timeline = sub.add_parser("timeline", help=cmd_timeline.__doc__, description=cmd_timeline.__doc__)
+    timeline.set_defaults(fun=cmd_timeline)
+    timeline.add_argument("kind", choices=tuple(TIMELINE_KINDS))  # task, requirement, session, pr, ...
+    timeline.add_argument("id", help="the entity's id (a pull request as owner/repo#123, a Linear issue as ABC-123)")
+    timeline.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    timeline.add_argument("--limit", type=int, default=10_000, help="events at most (oldest first)")
+    timeline.add_argument("--json", action="store_true", help="one JSON array of events")
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
     schemas.set_defaults(fun=cmd_schemas)
     schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")

@@ -1,6 +1,7 @@
 """``devtrail demo``: a realistic workload through the whole pipeline, checked exactly once.
 
-It produces N unique events from the load generator, re-sends a share of them unchanged
+It produces N unique events from the load generator (or, with ``stories``, whole development
+stories of at least N events: ``producers.stories``), re-sends a share of them unchanged
 (same ``event_id``, as a retrying client would), optionally sends invalid messages, then
 waits until the events table and the hourly aggregate hold every unique event once.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,6 +21,7 @@ from devtrail.progress import Progress
 from devtrail.settings import StackSettings
 from producers.loadgen import Workload
 from producers.producer import EventProducer
+from producers.stories import Stories, StoryTruth
 from schemas.envelope import Envelope
 from schemas.ids import uuid7
 
@@ -32,6 +35,20 @@ INVALID_MESSAGES: tuple[bytes, ...] = (
     b'{"event_type": "task.started", "source": "demo", "occurred_at": "2026-01-01T10:00:00"}',
     b'[{"event_type": "task.created", "source": "demo"}]',
 )
+
+_AGGREGATED = "SELECT coalesce(sum(count), 0) FROM event_counts_hourly WHERE project_id LIKE $1"
+# A story's calls name only their agent: counted by it when the processor could not attribute them.
+_AGGREGATED_STORIES = _AGGREGATED + " OR agent_id LIKE $1"
+
+
+class _Published(Protocol):
+    """What the drain check needs of the generator: its events' source and project prefix."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def project_prefix(self) -> str: ...
 
 
 @dataclass
@@ -48,9 +65,15 @@ class DemoReport:
     seconds: float
     events_per_second: float
     ok: bool
+    #: With ``stories``: what the stories imply, to compare with what the pipeline made of them.
+    truth: StoryTruth | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The counts (with ``stories``, a summary of the stories too; never the whole truth)."""
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "truth"}
+        if self.truth is not None:
+            values["stories"] = self.truth.summary()
+        return values
 
 
 async def run_demo(
@@ -60,13 +83,18 @@ async def run_demo(
     invalid: int,
     progress: Progress,
     timeout_s: float = 120.0,
+    stories: bool = False,
 ) -> DemoReport:
-    """Drive the workload through a running stack (``settings`` hold its addresses)."""
+    """Drive the workload through a running stack (``settings`` hold its addresses).
+
+    With ``stories``, publish whole development stories of at least ``events`` events in
+    causal order instead; the report's ``truth`` says what they imply.
+    """
     run_id = f"demo-{uuid7().hex[-8:]}"
-    workload = Workload(run_id, seed=random.randrange(1 << 30))  # noqa: S311
-    unique_events = list(workload.events(events))
+    workload, unique_events, truth = _generated(run_id, events, stories)
+    unique = len(unique_events)
     rng = random.Random(run_id)  # noqa: S311
-    resent = rng.sample(unique_events, round(events * duplicate_rate))
+    resent = rng.sample(unique_events, round(unique * duplicate_rate))
     dead_letters = DeadLetterCounter(settings)
     await dead_letters.start()
     try:
@@ -76,8 +104,9 @@ async def run_demo(
             for i in range(invalid):
                 topic = settings.topics.input_topics[i % len(settings.topics.input_topics)]
                 await producer.send_raw(topic, INVALID_MESSAGES[i % len(INVALID_MESSAGES)])
+        aggregated_sql = _AGGREGATED_STORIES if stories else _AGGREGATED
         stored, aggregated, dead = await _wait_drained(
-            settings, workload, events, invalid, dead_letters, progress, timeout_s
+            settings, workload, aggregated_sql, unique, invalid, dead_letters, progress, timeout_s
         )
     finally:
         await dead_letters.stop()
@@ -85,16 +114,27 @@ async def run_demo(
     seconds = time.monotonic() - started
     return DemoReport(
         produced=produced,
-        unique=events,
+        unique=unique,
         duplicates_sent=len(resent),
         invalid_sent=invalid,
         stored=stored,
         aggregated=aggregated,
         dead_lettered=dead,
         seconds=round(seconds, 3),
-        events_per_second=round(events / seconds, 1) if seconds else 0.0,
-        ok=stored == events and aggregated == events and dead == invalid,
+        events_per_second=round(unique / seconds, 1) if seconds else 0.0,
+        ok=stored == unique and aggregated == unique and dead == invalid,
+        truth=truth,
     )
+
+
+def _generated(run_id: str, events: int, stories: bool) -> tuple[_Published, list[Envelope], StoryTruth | None]:
+    """The generator, its unique events and, for stories, their truth."""
+    seed = random.randrange(1 << 30)  # noqa: S311
+    if stories:
+        generator = Stories(run_id, seed=seed)
+        return generator, generator.events(events), generator.truth
+    workload = Workload(run_id, seed=seed)
+    return workload, list(workload.events(events)), None
 
 
 async def _send_all(
@@ -116,7 +156,8 @@ async def _send_all(
 
 async def _wait_drained(
     settings: StackSettings,
-    workload: Workload,
+    workload: _Published,
+    aggregated_sql: str,
     unique: int,
     invalid: int,
     dead_letters: DeadLetterCounter,
@@ -128,10 +169,7 @@ async def _wait_drained(
         last_change, last = time.monotonic(), (-1, -1, -1)
         while True:
             stored = await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", workload.source)
-            aggregated = await conn.fetchval(
-                "SELECT coalesce(sum(count), 0) FROM event_counts_hourly WHERE project_id LIKE $1",
-                workload.project_prefix + "%",
-            )
+            aggregated = await conn.fetchval(aggregated_sql, workload.project_prefix + "%")
             dead = await dead_letters.poll()
             now = (int(stored), int(aggregated), dead)
             progress.update(

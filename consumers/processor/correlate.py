@@ -49,6 +49,10 @@ TASK_PROJECT = "task.project"
 REQUIREMENT_PROJECT = "requirement.project"
 LINEAR_TASK = "linear.task"
 PR_TASK = "pr.task"
+#: A pull request's task found through the Linear key in its branch or title (kept apart
+#: from ``PR_TASK``, which an event states, so that later events say how it was matched).
+PR_TASK_BY_BRANCH = "pr.task.branch"
+PR_TASK_BY_TITLE = "pr.task.title"
 COMMIT_PR = "commit.pr"
 DEPLOYMENT_COMMIT = "deployment.commit"
 KINDS = (
@@ -60,6 +64,8 @@ KINDS = (
     REQUIREMENT_PROJECT,
     LINEAR_TASK,
     PR_TASK,
+    PR_TASK_BY_BRANCH,
+    PR_TASK_BY_TITLE,
     COMMIT_PR,
     DEPLOYMENT_COMMIT,
 )
@@ -307,9 +313,9 @@ class Correlator:
 
     def _task_of_pull_request(self, event: Any) -> tuple[str, str] | None:
         payload = event.payload
-        linked = self.target(PR_TASK, pull_request_id(payload.repository, payload.number))
-        if linked is not None:
-            return linked, "explicit"
+        found = self._task_of_pr_id(pull_request_id(payload.repository, payload.number), None)
+        if found is not None:
+            return found
         for text, how in ((payload.branch, "branch"), (payload.title, "title")):
             for key in linear_keys(text):
                 task = self.target(LINEAR_TASK, key)
@@ -317,9 +323,15 @@ class Correlator:
                     return task, how
         return None
 
-    def _task_of_pr_id(self, pr: str | None, how: str) -> tuple[str, str] | None:
-        task = self.target(PR_TASK, pr) if pr is not None else None
-        return (task, how) if task is not None else None
+    def _task_of_pr_id(self, pr: str | None, how: str | None) -> tuple[str, str] | None:
+        """The task of a pull request; ``how`` ``None``: say how the pull request was matched."""
+        if pr is None:
+            return None
+        for kind, matched in ((PR_TASK, "explicit"), (PR_TASK_BY_BRANCH, "branch"), (PR_TASK_BY_TITLE, "title")):
+            task = self.target(kind, pr)
+            if task is not None:
+                return task, how or matched
+        return None
 
     def _task_of_commit(self, sha: str | None, how: str) -> tuple[str, str] | None:
         return self._task_of_pr_id(self.target(COMMIT_PR, sha), how) if sha is not None else None
@@ -336,7 +348,9 @@ class Correlator:
     def _learn_derived(self, event: Event, enrichment: Enrichment) -> None:
         """A pull request attributed through its branch or title is linked to that task."""
         task = enrichment.values.get("task_id")
-        if task is not None and isinstance(event, _PULL_REQUESTS):
-            link = Link(PR_TASK, pull_request_id(event.payload.repository, event.payload.number), task)
+        how = enrichment.matched_by.get("task_id")
+        if task is not None and how in ("branch", "title") and isinstance(event, _PULL_REQUESTS):
+            kind = PR_TASK_BY_BRANCH if how == "branch" else PR_TASK_BY_TITLE
+            link = Link(kind, pull_request_id(event.payload.repository, event.payload.number), task)
             if self.apply(link):
                 self.learned.append(link)

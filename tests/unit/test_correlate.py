@@ -11,6 +11,7 @@ from consumers.processor.correlate import (
     COMMIT_PR,
     LINEAR_TASK,
     PR_TASK,
+    PR_TASK_BY_BRANCH,
     SESSION_TASK,
     Correlator,
     Link,
@@ -97,7 +98,10 @@ def test_a_pull_request_joins_the_task_of_the_linear_key_in_its_branch_then_titl
     by_title = graph.observe(pr_opened("fix-cart", title="[SHOP-400] Fix the cart", number=8))
     assert by_title is not None and (by_title.values["task_id"], by_title.matched_by["task_id"]) == ("T-2", "title")
     assert graph.observe(pr_opened("release-2024", title="ABC-1 unknown", number=9)) is None
-    assert graph.target(PR_TASK, "acme/shop#7") == "T-1"  # learned, for commits and deployments
+    assert graph.target(PR_TASK_BY_BRANCH, "acme/shop#7") == "T-1"  # learned, for commits and deployments
+    assert graph.target(PR_TASK, "acme/shop#7") is None  # no event stated it
+    merged = graph.observe(pr_merged())
+    assert merged is not None and merged.matched_by == {"task_id": "branch"}  # still says how
 
 
 def test_commits_deployments_and_incidents_reach_the_task_through_the_pull_request() -> None:

@@ -1,0 +1,43 @@
+"""Projections: tables of current state (tasks, requirements, sessions, agents, pull requests,
+commits, deployments, incidents, correlations) kept from the clean topic by the writer host,
+and rebuilt from ``events`` on demand (``consumers.projections.rebuild``).
+
+Each writer merges a batch with order-independent rules (``consumers.projections.merge``), so
+its tables are the same whatever order, duplicates or batch boundaries the events come in.
+Analysts read them through the ``analytics`` views (docs/analytics.md).
+"""
+
+from consumers.projections.agents import AgentsProjection
+from consumers.projections.code import CodeProjection
+from consumers.projections.correlations import CorrelationsProjection
+from consumers.projections.deployments import DeploymentsProjection
+from consumers.projections.incidents import IncidentsProjection
+from consumers.projections.requirements import RequirementsProjection
+from consumers.projections.sessions import SessionsProjection
+from consumers.projections.tasks import TasksProjection
+from consumers.projections.writer import ProjectionWriter
+
+#: Every projection writer, in the order the writer host runs them.
+PROJECTIONS: tuple[type[ProjectionWriter], ...] = (
+    TasksProjection,
+    RequirementsProjection,
+    SessionsProjection,
+    AgentsProjection,
+    CodeProjection,
+    DeploymentsProjection,
+    IncidentsProjection,
+    CorrelationsProjection,
+)
+
+__all__ = [
+    "PROJECTIONS",
+    "AgentsProjection",
+    "CodeProjection",
+    "CorrelationsProjection",
+    "DeploymentsProjection",
+    "IncidentsProjection",
+    "ProjectionWriter",
+    "RequirementsProjection",
+    "SessionsProjection",
+    "TasksProjection",
+]

@@ -1,0 +1,374 @@
+"""Order-independent merges: a projection row is the join of its events' patches.
+
+A *patch* is what one event (or a batch's events, already reduced) says about one row: a
+dict of column values. A ``Table`` lists its columns' *rules*; each rule merges patches so
+that the result does not depend on their order, and applying a patch twice changes nothing
+(a join semilattice: commutative, associative, idempotent). The same rule does it twice:
+
+* in Python (``Table.merge``), to reduce a batch to one patch per row first;
+* in SQL (``Table.upsert``), as ``INSERT ... ON CONFLICT DO UPDATE`` against the stored row,
+  one statement per table per batch, rows in key order (two workers lock rows in the same
+  order, so they never deadlock), updating only rows the patch changes (a replayed batch
+  writes nothing).
+
+Rules: ``Least`` and ``Greatest`` (a time), ``Latest`` (values carried by the event with the
+greatest ``(occurred_at, event_id)`` key; ``Latest(..., earliest=True)`` keeps the least key
+instead), ``IdSet`` (a set of event ids), ``Strongest`` (a label ranked by a fixed order).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import asyncpg
+
+Patch = dict[str, Any]
+
+
+class EventKey(NamedTuple):
+    """Orders events: ``occurred_at``, then ``event_id`` (canonical UUID text sorts as the uuid does)."""
+
+    at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """A projection column.
+
+    Args:
+        name: the column's name.
+        sql_type: its type in PostgreSQL.
+        param_type: the element type it is sent as, when not ``sql_type`` (cast on insert).
+        convert: SQL turning the sent value ``{}`` into the column's, when a cast does not.
+    """
+
+    name: str
+    sql_type: str
+    param_type: str | None = None
+    convert: str = ""
+
+    @property
+    def sent_as(self) -> str:
+        return self.param_type or self.sql_type
+
+    @property
+    def select(self) -> str:
+        """The value as inserted, from the unnested batch ``b``."""
+        if self.convert:
+            return self.convert.format(f"b.{self.name}")
+        return f"b.{self.name}::{self.sql_type}" if self.param_type else f"b.{self.name}"
+
+
+def text(name: str) -> Column:
+    return Column(name, "text")
+
+
+def stamp(name: str) -> Column:
+    return Column(name, "timestamptz")
+
+
+class Rule(ABC):
+    """How one or more columns of a row merge; the same in Python and in SQL."""
+
+    columns: tuple[Column, ...]
+
+    @abstractmethod
+    def merge(self, row: Patch, patch: Patch) -> None:
+        """Fold ``patch``'s values of these columns into ``row`` (in place)."""
+
+    @abstractmethod
+    def assignments(self) -> list[str]:
+        """``SET`` items of the upsert (``t``: the stored row, ``EXCLUDED``: the batch's)."""
+
+    @abstractmethod
+    def changes(self) -> str:
+        """SQL true when ``EXCLUDED`` changes the stored row ``t`` (NULL counts as no)."""
+
+    def encode(self, patch: Patch) -> list[Any]:
+        """The patch's values of these columns as sent to PostgreSQL."""
+        return [patch.get(column.name) for column in self.columns]
+
+
+@dataclass(frozen=True)
+class Least(Rule):
+    """The smallest value seen (a first time)."""
+
+    column: Column
+
+    @property
+    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
+        return (self.column,)
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        name = self.column.name
+        new = patch.get(name)
+        if new is not None and (row.get(name) is None or new < row[name]):
+            row[name] = new
+
+    def assignments(self) -> list[str]:
+        c = self.column.name
+        return [f"{c} = LEAST(t.{c}, EXCLUDED.{c})"]
+
+    def changes(self) -> str:
+        c = self.column.name
+        return f"EXCLUDED.{c} < t.{c} OR (t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)"
+
+
+@dataclass(frozen=True)
+class Greatest(Rule):
+    """The greatest value seen (a last time)."""
+
+    column: Column
+
+    @property
+    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
+        return (self.column,)
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        name = self.column.name
+        new = patch.get(name)
+        if new is not None and (row.get(name) is None or new > row[name]):
+            row[name] = new
+
+    def assignments(self) -> list[str]:
+        c = self.column.name
+        return [f"{c} = GREATEST(t.{c}, EXCLUDED.{c})"]
+
+    def changes(self) -> str:
+        c = self.column.name
+        return f"EXCLUDED.{c} > t.{c} OR (t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)"
+
+
+@dataclass(frozen=True)
+class Latest(Rule):
+    """Values set together by one event; the event with the greatest key wins.
+
+    The key is stored beside them, as ``<prefix>_at`` (its ``occurred_at``: when the values
+    were set) and ``<prefix>_event_id``. A patch without the key column leaves them alone.
+
+    Args:
+        prefix: names the key columns.
+        values: the columns the winning event sets (none: only the key, e.g. last update).
+        earliest: the least key wins instead (what was seen first).
+        at: the key's time column, when not ``<prefix>_at``.
+    """
+
+    prefix: str
+    values: tuple[Column, ...] = ()
+    earliest: bool = False
+    at: str = ""
+
+    @property
+    def at_column(self) -> str:
+        return self.at or f"{self.prefix}_at"
+
+    @property
+    def id_column(self) -> str:
+        return f"{self.prefix}_event_id"
+
+    @property
+    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
+        return (*self.values, stamp(self.at_column), Column(self.id_column, "uuid"))
+
+    def set(self, key: EventKey, *values: Any) -> Patch:
+        """A patch setting the ``values`` columns (in their order) as of the event ``key``."""
+        if len(values) != len(self.values):
+            raise TypeError(f"{self.prefix}: {len(self.values)} values expected, got {len(values)}")
+        patch = {column.name: value for column, value in zip(self.values, values, strict=True)}
+        patch[self.at_column] = key.at
+        patch[self.id_column] = key.event_id
+        return patch
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        at, event_id = self.at_column, self.id_column
+        new_at = patch.get(at)
+        if new_at is None:
+            return
+        old_at = row.get(at)
+        if old_at is not None:
+            new, old = (new_at, patch[event_id]), (old_at, row[event_id])
+            if (new >= old) if self.earliest else (new <= old):
+                return
+        for column in self.columns:
+            row[column.name] = patch.get(column.name)
+
+    def _wins(self) -> str:
+        at, event_id, op = self.at_column, self.id_column, "<" if self.earliest else ">"
+        return (
+            f"EXCLUDED.{at} IS NOT NULL AND (t.{at} IS NULL OR "
+            f"(EXCLUDED.{at}, EXCLUDED.{event_id}) {op} (t.{at}, t.{event_id}))"
+        )
+
+    def assignments(self) -> list[str]:
+        wins = self._wins()
+        return [f"{c.name} = CASE WHEN {wins} THEN EXCLUDED.{c.name} ELSE t.{c.name} END" for c in self.columns]
+
+    def changes(self) -> str:
+        return self._wins()
+
+
+@dataclass(frozen=True)
+class IdSet(Rule):
+    """A set of event ids (``uuid[]``, sorted); a patch holds a ``frozenset`` of id texts."""
+
+    name: str
+
+    @property
+    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
+        return (Column(self.name, "uuid[]", "text"),)
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        new = patch.get(self.name)
+        if new:
+            old = row.get(self.name)
+            row[self.name] = old | new if old else new
+
+    def encode(self, patch: Patch) -> list[Any]:
+        ids = patch.get(self.name)
+        return ["{" + ",".join(sorted(ids)) + "}" if ids else None]
+
+    def assignments(self) -> list[str]:
+        c = self.name
+        return [
+            f"{c} = CASE WHEN EXCLUDED.{c} IS NULL OR t.{c} @> EXCLUDED.{c} THEN t.{c} ELSE "  # noqa: S608 - names
+            f"ARRAY(SELECT DISTINCT i FROM unnest(t.{c} || EXCLUDED.{c}) AS i ORDER BY i) END"
+        ]
+
+    def changes(self) -> str:
+        c = self.name
+        return f"NOT coalesce(t.{c} @> EXCLUDED.{c}, EXCLUDED.{c} IS NULL)"
+
+
+@dataclass(frozen=True)
+class Strongest(Rule):
+    """A label; the strongest in ``order`` (weakest first) wins. SQL ranks with ``array_position``."""
+
+    name: str
+    order: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
+        return (text(self.name),)
+
+    def rank(self, label: str | None) -> int:
+        return -1 if label is None else self.order.index(label)
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        new = patch.get(self.name)
+        if new is not None and self.rank(new) > self.rank(row.get(self.name)):
+            row[self.name] = new
+
+    def _stronger(self) -> str:
+        labels = ", ".join(f"'{label}'" for label in self.order)
+        position = "array_position(ARRAY[" + labels + "], {}.{})"
+        return f"{position.format('EXCLUDED', self.name)} > coalesce({position.format('t', self.name)}, 0)"
+
+    def assignments(self) -> list[str]:
+        c = self.name
+        return [f"{c} = CASE WHEN {self._stronger()} THEN EXCLUDED.{c} ELSE t.{c} END"]
+
+    def changes(self) -> str:
+        return self._stronger()
+
+
+@dataclass(frozen=True)
+class Table:
+    """A projection table: its key columns and the rules of its other columns.
+
+    Args:
+        name: schema-qualified table name.
+        key: the primary key's columns.
+        rules: how every other column merges.
+    """
+
+    name: str
+    key: tuple[Column, ...]
+    rules: tuple[Rule, ...]
+    _columns: tuple[Column, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        columns = self.key + tuple(c for rule in self.rules for c in rule.columns)
+        names = [c.name for c in columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: a column belongs to two rules: {names}")
+        object.__setattr__(self, "_columns", columns)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    def merge(self, row: Patch, patch: Patch) -> None:
+        """Fold ``patch`` into ``row`` by every rule."""
+        for rule in self.rules:
+            rule.merge(row, patch)
+
+    @cached_property
+    def upsert_sql(self) -> str:
+        """One statement merging a batch (column arrays, ``$1..$n``) into the table."""
+        names = ", ".join(c.name for c in self.columns)
+        params = ", ".join(f"${i}::{c.sent_as}[]" for i, c in enumerate(self.columns, 1))
+        selects = ", ".join(c.select for c in self.columns)
+        key = ", ".join(c.name for c in self.key)
+        sets = ",\n    ".join(a for rule in self.rules for a in rule.assignments())
+        changed = "\n   OR ".join(f"({rule.changes()})" for rule in self.rules)
+        return (
+            f"INSERT INTO {self.name} AS t ({names})\n"
+            f"SELECT {selects} FROM unnest({params}) AS b({names})\n"
+            f"ON CONFLICT ({key}) DO UPDATE SET\n    {sets}\n"
+            f"WHERE {changed}\n"
+            f"RETURNING {key}"
+        )
+
+    def arguments(self, rows: dict[Any, Patch]) -> list[list[Any]]:
+        """The rows as column arrays, in key order; a key is a tuple of the key columns' values."""
+        records = [[*key, *(v for rule in self.rules for v in rule.encode(rows[key]))] for key in sorted(rows)]
+        return [list(column) for column in zip(*records, strict=True)]
+
+    async def upsert(self, conn: asyncpg.Connection, rows: dict[Any, Patch]) -> set[tuple[Any, ...]]:
+        """Merge ``rows`` (key tuple -> patch) into the table; return the keys of the rows it changed."""
+        if not rows:
+            return set()
+        changed = await conn.fetch(self.upsert_sql, *self.arguments(rows))
+        return {tuple(record) for record in changed}
+
+
+class Reduction:
+    """A batch reduced to one patch per row of ``table``, with how many events each folds.
+
+    Args:
+        table: the table the patches are for.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.rows: dict[Hashable, Patch] = {}
+        self.events: dict[Hashable, int] = {}
+
+    def add(self, key: tuple[Any, ...], patch: Patch, events: int = 1) -> None:
+        """Fold ``patch`` (which becomes the reduction's own) into the row of ``key``."""
+        row = self.rows.get(key)
+        if row is None:
+            self.rows[key] = patch
+            self.events[key] = events
+        else:
+            self.table.merge(row, patch)
+            self.events[key] += events
+
+    async def apply(self, conn: asyncpg.Connection) -> int:
+        """Upsert the rows; return how many of the batch's events went into rows that changed."""
+        changed = await self.table.upsert(conn, self.rows)
+        return sum(self.events[key] for key in changed)
+
+
+def merged(table: Table, patches: Iterable[Patch]) -> Patch:
+    """All ``patches`` folded into one (for tests and tools)."""
+    row: Patch = {}
+    for patch in patches:
+        table.merge(row, dict(patch))
+    return row

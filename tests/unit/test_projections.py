@@ -1,0 +1,146 @@
+"""The projections' reduction in Python: order-independent, idempotent, events read as sent."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from consumers.projections.agents import reduce_agents
+from consumers.projections.correlations import candidate_issues, linked_entity, reduce_correlations
+from consumers.projections.merge import EventKey, merged
+from consumers.projections.sessions import reduce_sessions
+from consumers.projections.tasks import TASKS, reduce_tasks
+from schemas.events import (
+    LinkKind,
+    LlmCalled,
+    LlmCalledPayload,
+    SessionStarted,
+    TaskCompleted,
+    TaskCreated,
+    TaskCreatedPayload,
+    TaskStarted,
+    TaskStatusChanged,
+    TaskStatusChangedPayload,
+)
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def clean(events: list[Any]) -> list[CleanRow]:
+    """The events as clean rows, as the writers read them from the clean topic."""
+    decoded = CLEAN_ROWS.decode("clean", 0, 0, encode_rows([orjson.dumps(event_to_row(e)) for e in events]))
+    return [row for row in decoded if isinstance(row, CleanRow)]
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def lifecycle() -> list[Any]:
+    refs = {"source": "t", "task_id": "T", "project_id": "P"}
+    return [
+        TaskCreated(**refs, occurred_at=at(0), payload=TaskCreatedPayload(title="t", parent_task_id="PARENT")),
+        TaskStarted(**refs, occurred_at=at(1), agent_id="A"),
+        TaskStatusChanged(
+            **refs, occurred_at=at(2), payload=TaskStatusChangedPayload(from_status="in_progress", to_status="blocked")
+        ),
+        TaskStarted(**refs, occurred_at=at(3), agent_id="B"),
+        TaskCompleted(**refs, occurred_at=at(4)),
+        LlmCalled(
+            source="t",
+            occurred_at=at(5),
+            task_id="T",
+            payload=LlmCalledPayload(provider="p", model="m", input_tokens=1, output_tokens=1),
+        ),
+    ]
+
+
+def task_row(rows: list[CleanRow]) -> dict[str, Any]:
+    return reduce_tasks(rows).tasks.rows[("T",)]
+
+
+def test_a_task_reduces_to_its_latest_status_with_distinct_attempts() -> None:
+    row = task_row(clean(lifecycle()))
+    assert (row["status"], row["status_at"]) == ("completed", at(4))
+    assert len(row["started_event_ids"]) == 2
+    assert (row["started_at"], row["completed_at"], row["created_at"]) == (at(1), at(4), at(0))
+    assert (row["agent_id"], row["parent_task_id"], row["title"]) == ("B", "PARENT", "t")
+    assert (row["first_seen"], row["last_seen"], row["updated_at"]) == (at(0), at(5), at(4))
+
+
+@given(st.randoms(use_true_random=False), st.integers(min_value=0, max_value=6))
+def test_any_order_and_duplicates_reduce_to_the_same_row(rng: random.Random, duplicates: int) -> None:
+    rows = clean(lifecycle())
+    expected = task_row(rows)
+    shuffled = rows + [rng.choice(rows) for _ in range(duplicates)]
+    rng.shuffle(shuffled)
+    assert task_row(shuffled) == expected
+
+
+@given(st.randoms(use_true_random=False))
+def test_merging_batch_reductions_equals_reducing_the_whole(rng: random.Random) -> None:
+    """What the SQL merge does with each batch's patch, in Python: a semilattice join."""
+    rows = clean(lifecycle())
+    expected = task_row(rows)
+    rng.shuffle(rows)
+    cut = rng.randint(0, len(rows))
+    patches = [task_row(part) for part in (rows[:cut], rows[cut:]) if part]
+    assert merged(TASKS, patches + patches[:1]) == expected
+
+
+def test_completed_before_started_gives_completed() -> None:
+    created, started, completed = clean(lifecycle()[:2] + lifecycle()[4:5])
+    assert task_row([completed, started, created])["status"] == "completed"
+    assert task_row([created, completed, started])["status"] == "completed"
+
+
+def test_references_correlation_filled_in_are_not_evidence() -> None:
+    call = LlmCalled(
+        source="t",
+        occurred_at=at(1),
+        session_id="S",
+        payload=LlmCalledPayload(provider="p", model="m", input_tokens=1, output_tokens=1),
+    )
+    (row,) = clean([call])
+    filled = row._replace(task_id="T", project_id="P", attribution='{"task_id":"session","project_id":"task"}')
+    assert reduce_tasks([filled]).tasks.rows == {}
+    links = reduce_correlations([filled]).reduction.rows
+    assert links == {}
+    session = reduce_sessions([filled]).rows[("S",)]
+    assert "task_id" not in session
+    sent = row._replace(task_id="T", project_id="P")
+    assert set(reduce_correlations([sent]).reduction.rows) == {
+        ("session", "S", "task", "T"),
+        ("session", "S", "project", "P"),
+        ("task", "T", "project", "P"),
+    }
+
+
+def test_a_link_keeps_the_strongest_match_and_the_first_event() -> None:
+    events = [
+        SessionStarted(source="t", occurred_at=at(3), session_id="S", task_id="T"),
+        SessionStarted(source="t", occurred_at=at(1), session_id="S", task_id="T"),
+    ]
+    rows = clean(events)
+    link = reduce_correlations(rows).reduction.rows[("session", "S", "task", "T")]
+    assert (link["matched_by"], link["first_seen"], link["first_event_id"]) == ("explicit", at(1), rows[1].event_id)
+    assert EventKey(at(1), rows[1].event_id) < EventKey(at(3), rows[0].event_id)
+
+
+def test_agents_span_every_event_naming_them() -> None:
+    rows = clean([TaskStarted(source="t", occurred_at=at(m), task_id="T", agent_id="A") for m in (4, 2, 9)])
+    assert reduce_agents(rows).rows[("A",)] == {"first_seen": at(2), "last_seen": at(9)}
+    assert reduce_agents(rows).events[("A",)] == 3
+
+
+def test_linear_keys_and_pull_request_links_are_normalised() -> None:
+    assert candidate_issues("alice/eng-42-login") == ["ENG-42"]
+    assert candidate_issues("[ENG-42] ENG-42 and OPS-7") == ["ENG-42", "OPS-7"]
+    assert linked_entity(LinkKind.GITHUB_PR, "https://github.com/acme/web/pull/7") == ("pull_request", "acme/web#7")
+    assert linked_entity(LinkKind.LINEAR_ISSUE, "ENG-42") == ("linear_issue", "ENG-42")
