@@ -249,9 +249,14 @@ async def explain(conn: asyncpg.Connection, tasks: int) -> dict[str, dict[str, A
     return plans
 
 
-async def measure(admin_url: str, events: int, size: int) -> dict[str, Any]:
-    say(f"building ~{events:,} events...")
-    rows = as_rows(workload(events))
+async def measure(admin_url: str, events: int, size: int, stories: bool = False) -> dict[str, Any]:
+    say(f"building ~{events:,} events{' (stories)' if stories else ''}...")
+    if stories:
+        from producers.stories import Stories
+
+        rows = as_rows(Stories("bp", seed=1).events(events))
+    else:
+        rows = as_rows(workload(events))
     tasks = max(10, events // 100)
     say(f"{len(rows):,} events ({tasks:,} tasks); reduce only...")
     figures: dict[str, Any] = {"events": len(rows), "batch": size, "reduce_us": reduce_cost(rows, size)}
@@ -303,13 +308,13 @@ def report(figures: dict[str, Any]) -> None:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.database_url:
-        return await measure(args.database_url, args.events, args.batch)
+        return await measure(args.database_url, args.events, args.batch, args.stories)
     from devtrail.embedded import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="dtp-", dir="/tmp") as work:
         server = EmbeddedPostgres(Path(work) / "pg", database="postgres")
         try:
-            return await measure(await server.start(), args.events, args.batch)
+            return await measure(await server.start(), args.events, args.batch, args.stories)
         finally:
             server.stop()
 
@@ -320,6 +325,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="events per batch (the writer host's default)")
     parser.add_argument("--database-url", help="an admin DSN of a PostgreSQL to use (default: embedded)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--stories", action="store_true", help="story-shaped load (producers.stories) instead")
     args = parser.parse_args()
     figures = asyncio.run(main_async(args))
     report(figures)

@@ -99,6 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _print_summary(r: dict[str, Any]) -> None:
     out = sys.stdout
     verdict = "OK: every unique event stored once and counted once" if r["ok"] else "FAILED: see the counts above"
+    if r["ok"] and r.get("stories"):
+        verdict = "OK: every unique event stored once and counted once; projections and attribution exact"
     lines = [
         "",
         "devtrail demo",
@@ -111,7 +113,7 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"  dead-lettered     {r['dead_lettered']:>10,}   messages on the dead-letter topic, with their reason",
         f"  time              {r['seconds']:>10.1f}   seconds from first send to fully drained",
         f"  throughput        {r['events_per_second']:>10,.0f}   unique events per second, end to end",
-        *_story_lines(r.get("stories")),
+        *_story_lines(r),
         f"  {verdict}",
         "",
         "  The rows stay in PostgreSQL under the data directory (the broker's topics do not):",
@@ -123,13 +125,17 @@ def _print_summary(r: dict[str, Any]) -> None:
     out.flush()
 
 
-def _story_lines(summary: Any) -> list[str]:
-    """With ``--stories``: what the stories held (nothing otherwise)."""
-    if not summary:
+def _story_lines(r: dict[str, Any]) -> list[str]:
+    """With stories: what they held, and how the ``analytics`` views compared (nothing otherwise)."""
+    s = r.get("stories")
+    if not s:
         return []
-    s = summary
     held = f"{s['requirements']:,} requirements, {s['tasks']:,} tasks, {s['pull_requests']:,} pull requests"
-    return [f"  stories           {s['stories']:>10,}   development stories: {held}, {s['incidents']:,} incidents"]
+    lines = [f"  stories           {s['stories']:>10,}   development stories: {held}, {s['incidents']:,} incidents"]
+    problems = r.get("story_problems") or []
+    verdict = "all as the stories imply" if not problems else f"{len(problems)} differ, e.g. {problems[0]}"
+    lines.append(f"  projections       {r['story_checks']:>10,}   values of the analytics views checked: {verdict}")
+    return lines
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -319,10 +325,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=120.0, help="give up after this long without progress")
     demo.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
     demo.add_argument(
-        "--stories",
-        action="store_true",
-        help="publish whole development stories (requirements, tasks, agent sessions, pull requests, deployments,"
-        " an incident) of at least --events events instead of the flat workload",
+        "--flat",
+        dest="stories",
+        action="store_false",
+        help="publish the flat workload (task lifecycles with tool and LLM calls) instead of development stories"
+        " (requirements, tasks, agent sessions, pull requests, deployments, an incident), whose projections and"
+        " attribution the demo checks too",
     )
     migrate = add("migrate", cmd_migrate, "create or upgrade the database schema")
     migrate.add_argument("--revision", default="head")

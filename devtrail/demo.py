@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devtrail.progress import Progress
 from devtrail.settings import StackSettings
+from devtrail.story_check import StoryCheck, check_stories
 from producers.loadgen import Workload
 from producers.producer import EventProducer
 from producers.stories import Stories, StoryTruth
@@ -67,10 +68,14 @@ class DemoReport:
     ok: bool
     #: With ``stories``: what the stories imply, to compare with what the pipeline made of them.
     truth: StoryTruth | None = field(default=None, repr=False, compare=False)
+    #: With ``stories``: values of the ``analytics`` views compared with the truth, and those that differed.
+    story_checks: int = 0
+    story_problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         """The counts (with ``stories``, a summary of the stories too; never the whole truth)."""
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "truth"}
+        values["story_problems"] = self.story_problems[:20]
         if self.truth is not None:
             values["stories"] = self.truth.summary()
         return values
@@ -112,6 +117,7 @@ async def run_demo(
         await dead_letters.stop()
     produced = len(unique_events) + len(resent)
     seconds = time.monotonic() - started
+    checked = await _check_projections(settings, truth) if truth is not None else None
     return DemoReport(
         produced=produced,
         unique=unique,
@@ -122,9 +128,21 @@ async def run_demo(
         dead_lettered=dead,
         seconds=round(seconds, 3),
         events_per_second=round(unique / seconds, 1) if seconds else 0.0,
-        ok=stored == unique and aggregated == unique and dead == invalid,
+        ok=stored == unique and aggregated == unique and dead == invalid and (checked is None or checked.ok),
         truth=truth,
+        story_checks=sum(checked.checked.values()) if checked else 0,
+        story_problems=checked.problems if checked else [],
     )
+
+
+async def _check_projections(settings: StackSettings, truth: StoryTruth) -> StoryCheck:
+    """Compare the ``analytics`` views with the stories' truth (the writers apply every writer
+    of a batch in one transaction: once the counts are complete, so are the projections)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await check_stories(conn, truth)
+    finally:
+        await conn.close()
 
 
 def _generated(run_id: str, events: int, stories: bool) -> tuple[_Published, list[Envelope], StoryTruth | None]:

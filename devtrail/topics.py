@@ -44,14 +44,14 @@ async def ensure_topics(
         if wanted:
             try:
                 configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
-                compacted = {**configs, "cleanup.policy": "compact"}  # the latest link per (kind, source)
+                kept = {**configs, "retention.ms": "-1"}  # the link graph: every link, for ever
                 await admin.create_topics(
                     [
                         NewTopic(
                             t,
                             settings.partitions,
                             replication_factor,
-                            topic_configs=(compacted if t == settings.topics.links else configs) or None,
+                            topic_configs=(kept if t == settings.topics.links else configs) or None,
                         )
                         for t in wanted
                     ]

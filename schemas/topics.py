@@ -37,7 +37,7 @@ class TopicMap:
 
     @property
     def links(self) -> str:
-        """The correlation graph's links, compacted: every processor reads all of it."""
+        """The correlation graph's links, kept for ever: every processor reads all of it."""
         return f"{self.prefix}.links"
 
     @property

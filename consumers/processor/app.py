@@ -22,7 +22,7 @@ import faust
 
 from consumers import metrics
 from consumers.processor import transport
-from consumers.processor.correlate import Correlator
+from consumers.processor.correlate import Correlator, encode_links
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.links import LinkReader
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
@@ -186,7 +186,7 @@ class Processor:
             for d in outcome.dead_letters
         ]
         if self._links_topic is not None:
-            sends += [await self._links_topic.send(key=link.key(), value=link.to_json()) for link in outcome.links]
+            sends += [await self._links_topic.send(key=None, value=value) for value in encode_links(outcome.links)]
         await asyncio.gather(*sends)
 
     async def _remember(self, outcome: BatchOutcome, now: float) -> None:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers import metrics
-from consumers.processor.correlate import Correlator, Link
+from consumers.processor.correlate import Correlator, decode_links
 from consumers.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ class LinkReader:
             await asyncio.sleep(1.0)
 
     def _apply(self, value: bytes | None) -> None:
-        link = Link.from_json(value or b"")
-        if link is None:
+        links = decode_links(value or b"")
+        if links is None:
             metrics.DEAD_LETTERS.labels("unreadable_link").inc()
             log.error("links: unreadable record on %s skipped: %r", self._settings.topics.links, (value or b"")[:200])
             return
-        self._correlator.apply(link)
-        self.applied += 1
+        for link in links:
+            self._correlator.apply(link)
+        self.applied += len(links)

@@ -15,6 +15,8 @@ from consumers.processor.correlate import (
     SESSION_TASK,
     Correlator,
     Link,
+    decode_links,
+    encode_links,
     linear_keys,
     normalized_pull_request,
 )
@@ -141,15 +143,17 @@ def test_links_are_learned_once_and_round_trip_through_the_topic_format() -> Non
     learned = graph.take_learned()
     assert learned == [Link(SESSION_TASK, "S-1", "T-1")]
     other = Correlator()
-    for link in learned:
-        decoded = Link.from_json(link.to_json())
-        assert decoded is not None
-        assert other.apply(decoded)
-        assert not other.apply(decoded)
+    (message,) = encode_links(learned)
+    decoded = decode_links(message)
+    assert decoded == learned
+    assert other.apply(decoded[0])
+    assert not other.apply(decoded[0])
     assert other.target(SESSION_TASK, "S-1") == "T-1"
-    assert Link.from_json(b"not json") is None
-    assert Link.from_json(orjson.dumps({"kind": "nope", "source": "a", "target": "b"})) is None
-    assert Link.from_json(orjson.dumps({"kind": COMMIT_PR, "source": "", "target": "b"})) is None
+    assert len(encode_links([Link(COMMIT_PR, f"{i:040x}", "a/b#1") for i in range(12_000)])) == 3
+    assert decode_links(b"not json") is None
+    assert decode_links(orjson.dumps([["nope", "a", "b"]])) is None
+    assert decode_links(orjson.dumps([[COMMIT_PR, "", "b"]])) is None
+    assert decode_links(orjson.dumps([[COMMIT_PR, "a"]])) is None
 
 
 def test_text_helpers() -> None:
