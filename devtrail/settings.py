@@ -32,6 +32,9 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
             by default one per CPU, at most 4. Validation is the most CPU-hungry stage.
         sink_workers: COPY sink processes, each with its own connection (up to the
             partition count); more than one when the database has cores to spare.
+        writers_workers: writer-host processes of one group (up to the partition count):
+            the projections' merges run in Python, so on story-shaped load (many lifecycle
+            events) one process is the pipeline's slowest stage.
     """
 
     data_dir: Path = Path(".devtrail")
@@ -42,6 +45,7 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
     lag_check_interval_s: float = Field(default=10.0, gt=0)
     processor_workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)), ge=1)
     sink_workers: int = Field(default=1, ge=1)
+    writers_workers: int = Field(default=1, ge=1)
 
     @property
     def embedded_kafka(self) -> bool:

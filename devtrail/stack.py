@@ -267,7 +267,9 @@ class Stack:
             "DEVTRAIL_METRICS_PORT": "0",  # the supervisor serves all workers' metrics
         }
         for role in roles:
-            count = {"processor": s.processor_workers, "sink": s.sink_workers}.get(role, 1)
+            count = {"processor": s.processor_workers, "sink": s.sink_workers, "writers": s.writers_workers}.get(
+                role, 1
+            )
             for n in range(1, count + 1):
                 name = f"{role}-{n}"
                 worker_env = {**env, "DEVTRAIL_PROCESSOR_DATA_DIR": str(s.data_dir / "faust" / name)}

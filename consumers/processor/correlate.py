@@ -249,16 +249,41 @@ class Correlator:
 
     def observe(self, event: Event) -> Enrichment | None:
         """Learn the event's own links, then return the references the graph fills in."""
-        for link in links_of(event):
-            if self.apply(link):
-                self.learned.append(link)
-        complete = event.task_id is not None and event.requirement_id is not None and event.project_id is not None
-        if complete and (event.agent_id is not None or event.session_id is None):
+        session, task, requirement, project = event.session_id, event.task_id, event.requirement_id, event.project_id
+        learn = self._learn
+        # The envelope's links (what ``links_of`` lists), checked before any object is built:
+        # nearly every one is known already.
+        if session is not None:
+            if task is not None:
+                learn(SESSION_TASK, session, task)
+            if project is not None:
+                learn(SESSION_PROJECT, session, project)
+            if event.agent_id is not None:
+                learn(SESSION_AGENT, session, event.agent_id)
+        if task is not None:
+            if requirement is not None:
+                learn(TASK_REQUIREMENT, task, requirement)
+            if project is not None:
+                learn(TASK_PROJECT, task, project)
+        if requirement is not None and project is not None:
+            learn(REQUIREMENT_PROJECT, requirement, project)
+        payload_links = _PAYLOAD_LINKS.get(type(event))
+        if payload_links is not None:
+            for link in payload_links(event):
+                learn(link.kind, link.source, link.target)
+        complete = task is not None and requirement is not None and project is not None
+        if complete and (event.agent_id is not None or session is None):
             return None  # nothing the graph could add
         enrichment = self.enrich(event)
         if enrichment is not None and type(event) in _PULL_REQUESTS:
             self._learn_derived(event, enrichment)
         return enrichment
+
+    def _learn(self, kind: str, source: str, target: str) -> None:
+        targets = self._links[kind]
+        if targets.get(source) != target:
+            targets[source] = sys.intern(target)
+            self.learned.append(Link(kind, source, target))
 
     def enrich(self, event: Event) -> Enrichment | None:
         """The missing references the graph knows, or ``None`` when there are none.
