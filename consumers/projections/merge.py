@@ -92,7 +92,12 @@ class Rule(ABC):
 
     def encode(self, patch: Patch) -> list[Any]:
         """The patch's values of these columns as sent to PostgreSQL."""
-        return [patch.get(column.name) for column in self.columns]
+        get = patch.get
+        return [get(name) for name in self.column_names]
+
+    @cached_property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class Least(Rule):
 
     column: Column
 
-    @property
+    @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (self.column,)
 
@@ -126,7 +131,7 @@ class Greatest(Rule):
 
     column: Column
 
-    @property
+    @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (self.column,)
 
@@ -164,26 +169,32 @@ class Latest(Rule):
     earliest: bool = False
     at: str = ""
 
-    @property
+    @cached_property
     def at_column(self) -> str:
         return self.at or f"{self.prefix}_at"
 
-    @property
+    @cached_property
     def id_column(self) -> str:
         return f"{self.prefix}_event_id"
 
-    @property
+
+    @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (*self.values, stamp(self.at_column), Column(self.id_column, "uuid"))
 
     def set(self, key: EventKey, *values: Any) -> Patch:
         """A patch setting the ``values`` columns (in their order) as of the event ``key``."""
-        if len(values) != len(self.values):
-            raise TypeError(f"{self.prefix}: {len(self.values)} values expected, got {len(values)}")
-        patch = {column.name: value for column, value in zip(self.values, values, strict=True)}
-        patch[self.at_column] = key.at
-        patch[self.id_column] = key.event_id
+        names = self.value_names
+        if len(values) != len(names):
+            raise TypeError(f"{self.prefix}: {len(names)} values expected, got {len(values)}")
+        patch = dict(zip(names, values))  # noqa: B905 - lengths checked above
+        patch[self.at_column] = key[0]
+        patch[self.id_column] = key[1]
         return patch
+
+    @cached_property
+    def value_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.values)
 
     def merge(self, row: Patch, patch: Patch) -> None:
         at, event_id = self.at_column, self.id_column
@@ -195,8 +206,8 @@ class Latest(Rule):
             new, old = (new_at, patch[event_id]), (old_at, row[event_id])
             if (new >= old) if self.earliest else (new <= old):
                 return
-        for column in self.columns:
-            row[column.name] = patch.get(column.name)
+        for name in self.column_names:
+            row[name] = patch.get(name)
 
     def _wins(self) -> str:
         at, event_id, op = self.at_column, self.id_column, "<" if self.earliest else ">"
@@ -219,7 +230,7 @@ class IdSet(Rule):
 
     name: str
 
-    @property
+    @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (Column(self.name, "uuid[]", "text"),)
 
@@ -252,7 +263,7 @@ class Strongest(Rule):
     name: str
     order: tuple[str, ...]
 
-    @property
+    @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (text(self.name),)
 
