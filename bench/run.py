@@ -75,6 +75,8 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=False)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=True)),
+        ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, False, agent_sessions=True)),
+        ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, True, agent_sessions=True)),
     ]
     if sizes.peer:
         from bench.peer_quix import bench_quix
@@ -88,10 +90,20 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
             async with Stack(settings, roles=()) as stack:
                 results["broker"] = "embedded Tansu 0.6 (memory)" if stack.kafka_embedded else "external"
                 results |= await measure(stack, stack.settings.database_url)
-    if "stories_spine_events_per_second" in results and "stories_full_events_per_second" in results:
-        ratio = results["stories_full_events_per_second"] / max(1, results["stories_spine_events_per_second"])
-        results["stories_full_vs_spine_ratio"] = round(ratio, 3)
-        say(f"stories: correlation + projections drain at {ratio:.2f} x the spine-only drain (target >= 0.8)")
+    for shape in ("", "agent_"):
+        spine, full = (
+            results.get(f"stories_{shape}spine_events_per_second"),
+            results.get(f"stories_{shape}full_events_per_second"),
+        )
+        if spine and full:
+            ratio = full / spine
+            results[f"stories_{shape}full_vs_spine_ratio"] = round(ratio, 3)
+            whole = results[f"stories_{shape}spine_seconds"] / results[f"stories_{shape}full_seconds"]
+            results[f"stories_{shape}full_vs_spine_whole_drain_ratio"] = round(whole, 3)
+            say(
+                f"stories{' (agent sessions)' if shape else ''}: correlation + projections drain at {ratio:.2f} x"
+                f" the spine-only steady rate ({whole:.2f} x from worker start; target >= 0.8)"
+            )
     results["peak_rss_mb"] = {"bench": peak_rss_mb(), **_worker_peaks(results)}
     return results
 

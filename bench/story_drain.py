@@ -31,11 +31,11 @@ from producers import EventProducer
 CHUNK = 20_000
 
 
-async def preload_stories(settings: StackSettings, events: int) -> int:
+async def preload_stories(settings: StackSettings, events: int, session_calls: tuple[int, int]) -> int:
     """Publish at least ``events`` story events (whole stories); return how many."""
     from producers.stories import Stories
 
-    stories = Stories("bench", seed=7)
+    stories = Stories("bench", seed=7, session_calls=session_calls)
     batch = stories.events(events)
     timer = Timer()
     async with EventProducer(settings) as producer:
@@ -46,13 +46,21 @@ async def preload_stories(settings: StackSettings, events: int) -> int:
     return len(batch)
 
 
-async def bench_story_drain(stack: Stack, admin_url: str, events: int, full: bool) -> dict[str, object]:
-    """Pre-load stories, start processor + sink + writers, time until all are stored and applied."""
-    label = "full" if full else "spine"
+async def bench_story_drain(
+    stack: Stack, admin_url: str, events: int, full: bool, agent_sessions: bool = False
+) -> dict[str, object]:
+    """Pre-load stories, start processor + sink + writers, time until all are stored and applied.
+
+    ``agent_sessions``: sessions of 20 to 60 calls (``AGENT_SESSION_CALLS``, about 90 % calls)
+    instead of the default 3 to 9 (about 60 % lifecycle events).
+    """
+    from producers.stories import AGENT_SESSION_CALLS
+
+    label = ("agent_" if agent_sessions else "") + ("full" if full else "spine")
     overrides: dict[str, object] = {} if full else {"correlation": False, "writers": "event_counts_hourly"}
     settings = fresh_settings(stack.settings, await fresh_database(admin_url), **overrides)
     await ensure_topics(settings, settings.replication_factor)
-    total_events = await preload_stories(settings, events)
+    total_events = await preload_stories(settings, events, AGENT_SESSION_CALLS if agent_sessions else (3, 9))
     conn = await asyncpg.connect(settings.database_url)
     try:
         progress = Milestones(total_events)

@@ -37,6 +37,8 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
 EVENTS_PER_STORY = 150
 #: Time after a story's start for it to end, with room to spare (the median story takes 10 hours, the longest a day).
 STORY_SPAN = timedelta(days=2)
+#: Calls per session of agents that work as coding agents do: dozens of model and tool calls.
+AGENT_SESSION_CALLS = (20, 60)
 #: By default a story of a project starts this long after the previous one...
 STORY_GAP = timedelta(minutes=20)
 #: ... or less, for the stories of the first ``events`` call to start within this window.
@@ -56,9 +58,13 @@ class Stories:
             of the first ``events`` call end in the past (two to six days back).
         story_gap: time between the starts of two stories of one project; by default 20
             minutes, less when the first ``events`` call wants more stories than fit in 4 days.
+        session_calls: LLM and tool calls per agent session, least and most. The default
+            (3 to 9) makes lifecycle events about 60 % of the load; agent runs of dozens of
+            calls, as coding agents make, give about 90 % calls (``AGENT_SESSION_CALLS``).
 
     Raises:
-        ValueError: a prefix not of that form, fewer than one project or ``cycle_every``.
+        ValueError: a prefix not of that form, fewer than one project or ``cycle_every``,
+            or a ``session_calls`` range that is not one.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class Stories:
         cycle_every: int = 5,
         start: datetime | None = None,
         story_gap: timedelta | None = None,
+        session_calls: tuple[int, int] = (3, 9),
     ) -> None:
         if not PREFIX_PATTERN.match(prefix):
             raise ValueError(f"prefix {prefix!r}: letters, digits and '-', at most 39, starting with no '-'")
@@ -79,7 +86,9 @@ class Stories:
         self.source = f"stories/{prefix}"
         ids = random.Random(f"{prefix}/{seed}")  # noqa: S311 - ids differ by prefix, whatever the seed
         decisions = random.Random(seed)  # noqa: S311 - simulation, not security
-        self._run = Run(prefix, decisions, Emitter(ids, self.source))
+        if not 0 <= session_calls[0] <= session_calls[1]:
+            raise ValueError(f"session_calls {session_calls}: (least, most) with 0 <= least <= most")
+        self._run = Run(prefix, decisions, Emitter(ids, self.source), session_calls=session_calls)
         self._projects = make_projects(prefix, projects)
         self._cycle_every = cycle_every
         self._start = start

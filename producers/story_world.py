@@ -169,6 +169,8 @@ class Run:
         emitter: makes the events.
         log: the truth so far.
         numbers: the last number handed out, by kind of id.
+        session_calls: how many LLM and tool calls an agent session makes before its end, at
+            least and at most.
     """
 
     prefix: str
@@ -176,6 +178,7 @@ class Run:
     emitter: Emitter
     log: TruthLog = field(default_factory=TruthLog)
     numbers: Counter[str] = field(default_factory=Counter)
+    session_calls: tuple[int, int] = (3, 9)
 
     def new_id(self, kind: str, owner: str | None = None) -> str:
         """``<owner>-<kind><n>``, the owner being the prefix unless given, n counting from 1 by kind."""

@@ -285,7 +285,7 @@ class StoryWriter:
         """One session of an agent on the task: started, calls, maybe a pull request, ended."""
         rng = self._rng
         session = self._open_session(task, rng.choice(self._project.agents))
-        self._calls(session, rng.randint(3, 9))
+        self._calls(session, rng.randint(*self._run.session_calls))
         draft = None
         if opens_pr:
             assert task.linear_key is not None
