@@ -22,6 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from schemas.envelope import Family
+from schemas.events import EVENT_CLASSES
+
 TASK, REQUIREMENT, SESSION = "task", "requirement", "session"
 PULL_REQUEST, LINEAR, COMMIT, DEPLOYMENT, INCIDENT = "pull_request", "linear_issue", "commit", "deployment", "incident"
 CORRELATION = "correlation"
@@ -121,16 +124,17 @@ FROM matched m JOIN events e USING (event_id, occurred_at)
 ORDER BY e.occurred_at, e.event_id
 LIMIT $10
 """
-_REQUIREMENT_TYPES = [
-    "requirement.created", "requirement.updated", "requirement.complexity_scored", "requirement.completed",
-    "link.created",
-]  # fmt: skip
-_PR_TYPES = ["pr.opened", "pr.merged", "pr.closed"]
-_DEPLOYMENT_TYPES = [
-    "deployment.started", "deployment.build_result", "deployment.test_result", "deployment.completed",
-    "deployment.failed",
-]  # fmt: skip
-_INCIDENT_TYPES = ["incident.opened", "incident.resolved"]
+
+
+def _types_of(*families: Family) -> list[str]:
+    """The event types of ``families``, from the catalog (new types join by themselves)."""
+    return [str(cls.model_fields["event_type"].default) for cls in EVENT_CLASSES if cls.family in families]
+
+
+_REQUIREMENT_TYPES = _types_of(Family.REQUIREMENT, Family.LINK)
+_PR_TYPES = _types_of(Family.PR)
+_DEPLOYMENT_TYPES = _types_of(Family.DEPLOYMENT)
+_INCIDENT_TYPES = _types_of(Family.INCIDENT)
 
 
 @dataclass(frozen=True)
