@@ -177,7 +177,6 @@ class Latest(Rule):
     def id_column(self) -> str:
         return f"{self.prefix}_event_id"
 
-
     @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (*self.values, stamp(self.at_column), Column(self.id_column, "uuid"))
