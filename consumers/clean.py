@@ -26,6 +26,7 @@ import pydantic
 
 from schemas.envelope import Envelope
 from schemas.errors import ContractError
+from schemas.events import EVENT_ADAPTER
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -155,8 +156,6 @@ class CleanRow(NamedTuple):
             MalformedRowError: the row does not hold a valid event (a writer of the clean
                 topic other than the processor).
         """
-        from schemas.events import EVENT_ADAPTER
-
         fields = {
             name: value
             for name, value in zip(EVENT_COLUMNS[:PAYLOAD], self[:PAYLOAD], strict=True)
