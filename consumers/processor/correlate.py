@@ -77,6 +77,8 @@ KINDS = (
 #: case (``alice/shop-321-fix``): matched case-insensitively, then looked up upper-cased,
 #: so only a key the graph knows (from a ``link.created``) ever matches.
 LINEAR_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,9}-[0-9]{1,9})(?![0-9])")
+#: Digits of a SHA that identify a commit when it is abbreviated (git's default).
+SHORT_SHA = 7
 _PR_URL = re.compile(r"^https://github\.com/([^/]+/[^/]+)/pull/([0-9]+)$")
 
 _PULL_REQUESTS = (PullRequestOpened, PullRequestMerged, PullRequestClosed)
@@ -226,6 +228,9 @@ class Correlator:
 
     def __init__(self) -> None:
         self._links: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+        # A commit's pull request by the SHA's first 7 digits: a deployment may name the
+        # commit by an abbreviated SHA, the pull request in full (or the other way round).
+        self._pr_by_short_sha: dict[str, str] = {}
         self.learned: list[Link] = []
 
     def __len__(self) -> int:
@@ -241,6 +246,8 @@ class Correlator:
         if targets.get(link.source) == link.target:
             return False
         targets[link.source] = sys.intern(link.target)  # projects, agents, requirements: shared
+        if link.kind == COMMIT_PR:
+            self._pr_by_short_sha[link.source[:SHORT_SHA]] = targets[link.source]
         return True
 
     def take_learned(self) -> list[Link]:
@@ -280,10 +287,10 @@ class Correlator:
         return enrichment
 
     def _learn(self, kind: str, source: str, target: str) -> None:
-        targets = self._links[kind]
-        if targets.get(source) != target:
-            targets[source] = sys.intern(target)
-            self.learned.append(Link(kind, source, target))
+        if self._links[kind].get(source) != target:
+            link = Link(kind, source, target)
+            self.apply(link)
+            self.learned.append(link)
 
     def enrich(self, event: Event) -> Enrichment | None:
         """The missing references the graph knows, or ``None`` when there are none.
@@ -340,7 +347,7 @@ class Correlator:
             pr = (
                 pull_request_id(event.payload.repository, event.payload.pr_number)
                 if event.payload.pr_number is not None
-                else self.target(COMMIT_PR, event.payload.sha)
+                else self._pull_request_of_commit(event.payload.sha)
             )
             return self._task_of_pr_id(pr, "commit")
         if isinstance(event, _DEPLOYMENTS):
@@ -372,7 +379,12 @@ class Correlator:
         return None
 
     def _task_of_commit(self, sha: str | None, how: str) -> tuple[str, str] | None:
-        return self._task_of_pr_id(self.target(COMMIT_PR, sha), how) if sha is not None else None
+        return self._task_of_pr_id(self._pull_request_of_commit(sha), how) if sha is not None else None
+
+    def _pull_request_of_commit(self, sha: str) -> str | None:
+        """The pull request of a commit, by its SHA, else by its first 7 digits (an abbreviated SHA)."""
+        pr = self.target(COMMIT_PR, sha)
+        return pr if pr is not None else self._pr_by_short_sha.get(sha[:SHORT_SHA])
 
     def _task_of_incident(self, event: Any) -> tuple[str, str] | None:
         payload = event.payload

@@ -126,6 +126,17 @@ def test_commits_deployments_and_incidents_reach_the_task_through_the_pull_reque
     assert blamed is not None and blamed.matched_by == {"task_id": "deployment"}
 
 
+def test_a_deployment_naming_an_abbreviated_sha_reaches_the_pull_request_naming_it_in_full() -> None:
+    graph = Correlator()
+    graph.observe(linear_link("T-1", "SHOP-321"))
+    graph.observe(pr_merged())  # head and merge SHAs in full
+    graph.observe(pr_opened("shop-321"))
+    short = deployment("D-7", sha=SHA_MERGE[:7])
+    found = graph.observe(short)
+    assert found is not None and (found.values["task_id"], found.matched_by["task_id"]) == ("T-1", "commit")
+    assert graph.observe(deployment("D-8", sha="1234567")) is None  # another commit
+
+
 def test_a_github_link_ties_the_pull_request_to_the_task_explicitly() -> None:
     graph = Correlator()
     link = LinkCreated(source="a", task_id="T-5", payload=GithubPullRequestLink(
