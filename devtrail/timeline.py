@@ -96,6 +96,17 @@ SELECT linked_kind AS from_kind, linked_id AS from_id, entity_kind AS to_kind, e
 FROM projections.correlations
 WHERE (linked_kind, linked_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
+# Other names of the same commits (an abbreviated SHA and the full one: projections.same_commit).
+_COMMIT_ALIASES = """
+SELECT c.sha, a.alias FROM unnest($1::text[]) AS c(sha)
+JOIN LATERAL (
+    SELECT linked_id AS alias FROM projections.correlations
+    WHERE linked_kind = 'commit' AND left(linked_id, 7) = left(c.sha, 7)
+    UNION
+    SELECT entity_id FROM projections.correlations
+    WHERE entity_kind = 'commit' AND left(entity_id, 7) = left(c.sha, 7)
+) a ON a.alias <> c.sha AND projections.same_commit(a.alias, c.sha)
+"""
 # Each arm can use an index of events: the references' partial indexes, and for the rare
 # types (requirements, links, pull requests, commits, deployments, incidents) the index on
 # (event_type, occurred_at) that leaves out the bulk types; their payload is then filtered.
@@ -184,8 +195,10 @@ async def linked_entities(conn: asyncpg.Connection, kind: str, entity_id: str) -
     for _ in range(MAX_DEPTH):
         if not frontier or len(found) >= MAX_ENTITIES:
             break
-        kinds, ids = [e.kind for e in frontier], [e.id for e in frontier]
         by_key = {(e.kind, e.id): e for e in frontier}
+        for sha, alias in await conn.fetch(_COMMIT_ALIASES, [e.id for e in frontier if e.kind == COMMIT]):
+            by_key.setdefault((COMMIT, alias), by_key[(COMMIT, sha)])  # the same commit, abbreviated or not
+        kinds, ids = [key[0] for key in by_key], [key[1] for key in by_key]
         reached: list[Entity] = []
         for query, along in ((_FORWARD, True), (_BACKWARD, False)):
             for link in await conn.fetch(query, kinds, ids):

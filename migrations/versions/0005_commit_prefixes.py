@@ -36,6 +36,8 @@ INDEXES = (
     "CREATE INDEX commits_sha7 ON projections.commits (left(sha, 7))",
     "CREATE INDEX pull_requests_head7 ON projections.pull_requests (left(head_sha, 7))",
     "CREATE INDEX pull_requests_merge7 ON projections.pull_requests (left(merge_sha, 7))",
+    "CREATE INDEX correlations_entity7 ON projections.correlations (entity_kind, left(entity_id, 7))",
+    "CREATE INDEX correlations_linked7 ON projections.correlations (linked_kind, left(linked_id, 7))",
 )
 
 VIEWS = (

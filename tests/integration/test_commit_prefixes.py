@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from devtrail.timeline import TASK, timeline
 from schemas.events import (
     CommitPushed,
     CommitPushedPayload,
@@ -22,7 +23,7 @@ from schemas.events import (
     TaskCreatedPayload,
 )
 from tests.integration.pipeline import clean
-from tests.integration.test_projections import apply, at, env, pr_payload
+from tests.integration.test_projections import apply, at, env, pr_payload, store
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,7 @@ async def test_deployments_incidents_and_commits_join_by_an_abbreviated_sha(db: 
     assert (incident["pull_request"], incident["task_ids"]) == ("acme/web#7", ["T1"])  # no deployment named
     commit = await db.fetchrow("SELECT * FROM analytics.commits WHERE sha = $1", FULL_HEAD[:9])
     assert commit["pull_request"] == "acme/web#7"
+    await store(db, clean(events))
+    deployed = [e for e in await timeline(db, TASK, "T1") if e.event_type.startswith("deployment.")]
+    assert {e.payload["deployment_id"] for e in deployed} == {"D1"}  # not D2: another commit
+    assert all(f"-> commit {FULL_MERGE} (commit) -> deployment D1" in e.linked_by for e in deployed)
