@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from producers.loadgen import MODELS
 from producers.story_truth import TruthLog
 from schemas.envelope import Envelope
+from schemas.ids import uuid7_from
 
 #: (Linear team key, repository name) of the projects, in turn.
 TEAMS = (
@@ -187,14 +188,8 @@ class Run:
 
 
 def uuid7_at(at: datetime, rand: int) -> uuid.UUID:
-    """A UUIDv7 (the layout of ``schemas.ids.uuid7``) of the millisecond of ``at``, its 74 random bits from ``rand``."""
-    unix_ms = (at - _EPOCH) // timedelta(milliseconds=1)
-    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
-    return uuid.UUID(int=value)
+    """A UUIDv7 of the millisecond of ``at``, its 74 random bits from ``rand``."""
+    return uuid7_from((at - _EPOCH) // timedelta(milliseconds=1), rand)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

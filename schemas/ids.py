@@ -12,8 +12,11 @@ def uuid7() -> uuid.UUID:
 
     Time-ordered ids keep B-tree inserts local, which matters for the events table.
     """
-    unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid7_from(time.time_ns() // 1_000_000, int.from_bytes(os.urandom(10), "big"))
+
+
+def uuid7_from(unix_ms: int, rand: int) -> uuid.UUID:
+    """The UUIDv7 of ``unix_ms`` whose 74 random bits are taken from ``rand`` (for reproducible ids)."""
     value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
