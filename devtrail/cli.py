@@ -36,6 +36,14 @@ def _settings(args: argparse.Namespace) -> StackSettings:
     return StackSettings(**overrides)
 
 
+def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
+    """The settings of a command that works on an existing database (not the embedded one)."""
+    settings = _settings(args)
+    if settings.embedded_postgres:
+        raise SetupError(f"{command} needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    return settings
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for printing."""
     return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)
@@ -177,9 +185,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     """List dead letters, or replay the ones that now pass validation."""
     from devtrail import dlq
 
-    settings = _settings(args)
-    if settings.embedded_postgres:
-        raise SetupError("dlq needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    settings = _database_settings(args, "dlq")
     if args.action == "list":
         asyncio.run(dlq.list_dead_letters(settings, args.kind, args.all, args.limit))
         return 0
@@ -202,9 +208,7 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
 
     from consumers.retention import run_retention
 
-    settings = _settings(args)
-    if settings.embedded_postgres:
-        raise SetupError("db retention needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    settings = _database_settings(args, "db retention")
     days = args.older_than if args.older_than is not None else settings.retention_days
     if not days:
         raise SetupError("no retention configured: give --older-than DAYS or set DEVTRAIL_RETENTION_DAYS")
@@ -223,9 +227,7 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     from consumers.projections.rebuild import RebuildOptions, rebuild
     from devtrail.progress import Progress
 
-    settings = _settings(args)
-    if settings.embedded_postgres:
-        raise SetupError("projections rebuild needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    settings = _database_settings(args, "projections rebuild")
     options = RebuildOptions(
         sink_group=settings.sink_group,
         writers_group=settings.writers_group,
@@ -252,9 +254,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
     from devtrail.timeline import KINDS, render, timeline
 
-    settings = _settings(args)
-    if settings.embedded_postgres:
-        raise SetupError("timeline reads the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+    settings = _database_settings(args, "timeline")
 
     async def read() -> list[Any]:
         conn = await asyncpg.connect(settings.database_url)
