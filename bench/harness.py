@@ -174,6 +174,14 @@ class Milestones:
         return 100 in self.times
 
     @property
+    def done(self) -> bool:
+        return 100 in self.times
+
+    def milestones(self) -> dict[str, float]:
+        """Seconds from the start to each percentage reached."""
+        return {f"{percent}%": round(at - self.started, 2) for percent, at in sorted(self.times.items())}
+
+    @property
     def steady_rate(self) -> float:
         return 0.8 * self.goal / (self.times[90] - self.times[10])
 

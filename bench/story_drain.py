@@ -15,8 +15,10 @@ import asyncpg
 from bench.harness import (
     Milestones,
     Timer,
+    cpu_used_between,
     fresh_database,
     fresh_settings,
+    machine_cpu_by_program,
     say,
     wait_for,
     workers_cpu,
@@ -64,11 +66,19 @@ async def bench_story_drain(
     conn = await asyncpg.connect(settings.database_url)
     try:
         progress = Milestones(total_events)
+        cpu_before = machine_cpu_by_program()
         await stack.start_workers(("processor", "sink", "writers"), settings)
+
+        stored = Milestones(total_events)
+        polls = 0
 
         async def applied_all() -> bool:
             # The writers apply every writer of a batch in one transaction: the counts are
             # complete exactly when every projection is.
+            nonlocal polls
+            polls += 1
+            if polls % 10 == 0 and not stored.done:  # the sink's progress, once a second
+                stored.observe(int(await conn.fetchval("SELECT count(*) FROM events")))
             counted = await conn.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly")
             return progress.observe(int(counted))
 
@@ -78,6 +88,7 @@ async def bench_story_drain(
         await wait_for(applied_all, 60 + total_events / 1000, f"every story event applied ({label})", poll_s=0.1)
         await wait_for(stored_all, 120, f"every story event stored ({label})", poll_s=0.1)
         finished = time.perf_counter()
+        machine = cpu_used_between(cpu_before, machine_cpu_by_program(), finished - progress.started)
         rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
         enriched = int(await conn.fetchval("SELECT count(*) FROM events WHERE attribution IS NOT NULL"))
     finally:
@@ -92,7 +103,10 @@ async def bench_story_drain(
         f"stories_{label}_events": total_events,
         f"stories_{label}_events_per_second": round(progress.steady_rate),
         f"stories_{label}_seconds": round(total, 2),
+        f"stories_{label}_stored_milestones_s": stored.milestones(),
+        f"stories_{label}_applied_milestones_s": progress.milestones(),
         f"stories_{label}_enriched": enriched,
         f"stories_{label}_worker_cpu_seconds": cpu,
         f"stories_{label}_peak_rss_mb": rss,
+        f"stories_{label}_machine_cpu_seconds": machine,
     }

@@ -65,3 +65,24 @@ async def write_isolating(
     written_left, rejected_left = await write_isolating(conn, writer, rows[:middle], offset)
     written_right, rejected_right = await write_isolating(conn, writer, rows[middle:], offset + middle)
     return written_left + written_right, rejected_left + rejected_right
+
+
+class _Preparing(_Writer, Protocol):
+    async def apply(self, conn: asyncpg.Connection, prepared: Any) -> int: ...
+
+
+async def apply_isolating(
+    conn: asyncpg.Connection, writer: _Preparing, prepared: Any, rows: list[Any]
+) -> tuple[int, list[Rejected]]:
+    """Apply a batch ``writer.prepare`` made beforehand, in a savepoint; like ``write_isolating``.
+
+    If the database refuses the data, the savepoint is rolled back and the batch is written
+    again by ``write_isolating``, which finds the refused rows.
+    """
+    try:
+        async with conn.transaction():
+            return await writer.apply(conn, prepared), []
+    except Exception as exc:
+        if not is_poison(exc):
+            raise
+    return await write_isolating(conn, writer, rows)

@@ -9,6 +9,15 @@ its retry policy), ``deadletters`` (publishing what was refused or unreadable), 
 
 from consumers.checkpoint.consumer import CheckpointedConsumer
 from consumers.checkpoint.format import RowFormat
-from consumers.checkpoint.host import Applied, Refusal, Writer, WriterHost
+from consumers.checkpoint.host import Applied, Prepared, PreparingWriter, Refusal, Writer, WriterHost
 
-__all__ = ["Applied", "CheckpointedConsumer", "Refusal", "RowFormat", "Writer", "WriterHost"]
+__all__ = [
+    "Applied",
+    "CheckpointedConsumer",
+    "Prepared",
+    "PreparingWriter",
+    "Refusal",
+    "RowFormat",
+    "Writer",
+    "WriterHost",
+]

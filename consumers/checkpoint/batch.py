@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Generic
 
 from aiokafka import TopicPartition
 
 from consumers.checkpoint.format import R, RowFormat
+from consumers.checkpoint.host import Prepared
 from consumers.clean import Malformed
 
 
@@ -19,6 +21,8 @@ class PendingBatch(Generic[R]):
         origins: (partition, offset) of each row.
         malformed: what the format could not read, with its partition and offset.
         next_offsets: per partition, the offset after the last message read.
+        prepared: the writers' CPU work on the rows, started in a thread once the batch is
+            complete (``WriterHost.prepare``); none when nothing prepares.
     """
 
     def __init__(self, row_format: RowFormat[R]) -> None:
@@ -28,6 +32,7 @@ class PendingBatch(Generic[R]):
         self.malformed: list[tuple[TopicPartition, int, Malformed]] = []
         self.next_offsets: dict[TopicPartition, int] = {}
         self.started = 0.0
+        self.prepared: asyncio.Future[Prepared] | None = None
 
     def add(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         """Decode one message into the batch."""

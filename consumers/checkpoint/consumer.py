@@ -17,14 +17,20 @@ Batching and offsets:
   it had acknowledged (asynchronous commit, or a replica promoted); their offsets go with
   them, and those events are read again.
 * Any other error (a bug in a writer) stops the consumer: ``run`` raises it.
+
+Overlap: while a batch is written, the next one is read and decoded, and the writers that
+can (``PreparingWriter``) reduce it in a thread; its transaction starts when the one before
+has committed. Python's work and PostgreSQL's work on consecutive batches overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Generic
 
@@ -37,7 +43,7 @@ from consumers.checkpoint.batch import PendingBatch
 from consumers.checkpoint.database import DatabaseLink
 from consumers.checkpoint.deadletters import DeadLetterPublisher, dead_letters
 from consumers.checkpoint.format import R
-from consumers.checkpoint.host import Applied, WriterHost
+from consumers.checkpoint.host import Applied, Prepared, PreparingWriter, WriterHost
 from consumers.errors import is_retriable_db_error
 from consumers.offsets import load_offsets, store_offsets
 from consumers.settings import CheckpointSettings
@@ -70,6 +76,12 @@ class CheckpointedConsumer(Generic[R]):
         self._needs_seek = False
         self._inflight: asyncio.Task[None] | None = None  # the batch being written
         self.events_written = 0  # rows of committed batches that some writer applied for the first time
+        self._preparer: ThreadPoolExecutor | None = None
+        if any(isinstance(writer, PreparingWriter) for writer in host.writers):
+            self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{host.stage}-prepare")
+            # The event loop waits for the GIL while the preparing thread runs Python: every
+            # database round trip of the batch being written can wait that long (5 ms by default).
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then write what is pending and leave the group."""
@@ -84,6 +96,8 @@ class CheckpointedConsumer(Generic[R]):
                 if self._batch:
                     await self._flush(self._take_batch(), wait_for_database=False)
         finally:
+            if self._preparer is not None:
+                self._preparer.shutdown(wait=False, cancel_futures=True)
             await self._consumer.stop()
             await self._dead_letters.close()
             await self._db.close()
@@ -126,7 +140,9 @@ class CheckpointedConsumer(Generic[R]):
             for message in messages:
                 self._batch.add(tp, message.offset, message.value)
         if self._batch and (len(self._batch.rows) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms):
-            # Double buffering: the next batch is read and decoded while this one is written.
+            # Double buffering: the next batch is read, decoded and prepared while this one is written.
+            # The batch stays ``self._batch`` until its write starts: a rebalance meanwhile flushes it.
+            self._start_preparing(self._batch)
             await self._finish_inflight()
             if self._needs_seek:
                 return  # the database went away meanwhile: this batch is read again after the seek
@@ -135,6 +151,22 @@ class CheckpointedConsumer(Generic[R]):
     def _take_batch(self) -> PendingBatch[R]:
         batch, self._batch = self._batch, self._new_batch()
         return batch
+
+    def _start_preparing(self, batch: PendingBatch[R]) -> None:
+        """Start the writers' CPU work on ``batch`` in the preparing thread."""
+        if self._preparer is not None and batch.rows:
+            rows = batch.rows
+            batch.prepared = asyncio.get_running_loop().run_in_executor(self._preparer, self._host.prepare, rows)
+
+    @staticmethod
+    async def _prepared(batch: PendingBatch[R]) -> Prepared | None:
+        """What was prepared for ``batch``; none if nothing was (the writers then do it inline)."""
+        if batch.prepared is None:
+            return None
+        try:
+            return await batch.prepared
+        except Exception:  # noqa: BLE001 - the executor shut down: the writers do it inline
+            return None
 
     async def _finish_inflight(self) -> None:
         """Wait for the batch being written (and raise what its write raised)."""
@@ -156,9 +188,10 @@ class CheckpointedConsumer(Generic[R]):
         """
         if self._needs_seek:
             return  # read before the database went away: read again after the seek
+        prepared = await self._prepared(batch)
         started = time.perf_counter()
         try:
-            applied = await self._db.within_timeout(lambda conn: self._transaction(conn, batch))
+            applied = await self._db.within_timeout(lambda conn: self._transaction(conn, batch, prepared))
         except Exception as exc:
             if not is_retriable_db_error(exc):
                 raise
@@ -171,9 +204,11 @@ class CheckpointedConsumer(Generic[R]):
         self._observe(batch, applied, time.perf_counter() - started)
         await self._commit_kafka(batch.next_offsets)
 
-    async def _transaction(self, conn: asyncpg.Connection, batch: PendingBatch[R]) -> Applied:
+    async def _transaction(
+        self, conn: asyncpg.Connection, batch: PendingBatch[R], prepared: Prepared | None = None
+    ) -> Applied:
         async with conn.transaction():
-            applied = await self._host.apply(conn, batch.rows) if batch.rows else Applied()
+            applied = await self._host.apply(conn, batch.rows, prepared) if batch.rows else Applied()
             await self._dead_letters.publish(dead_letters(batch, applied.refusals, self._host.row_format, self._stage))
             await store_offsets(conn, self._group, batch.next_offsets)
         return applied

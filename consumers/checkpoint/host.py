@@ -14,22 +14,32 @@ Contract of a ``Writer``:
 * Nothing is durable when ``write`` returns: the consumer stores the batch's offsets in the
   same transaction and commits, after every writer has run.
 
+A writer whose work is mostly Python (reducing a batch) can also be a ``PreparingWriter``:
+``prepare(rows)`` does the CPU work with no I/O, and ``apply(conn, prepared)`` only sends
+it. The consumer then prepares a batch in a thread while the batch before it is being
+written, so the writer's Python and PostgreSQL's work on the previous batch overlap instead
+of adding up. ``write(conn, rows)`` must stay equivalent to ``apply(conn, prepare(rows))``:
+it is what refused rows are isolated with, and what runs when nothing was prepared.
+
 Adding a projection or an aggregate is one module with a ``Writer`` and one line in
 ``consumers.writers.WRITERS``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol
+from typing import Any, Generic, Protocol, runtime_checkable
 
 import asyncpg
 
 from consumers import metrics
 from consumers.checkpoint.format import R, RowFormat
-from consumers.poison import write_isolating
+from consumers.poison import apply_isolating, write_isolating
+
+log = logging.getLogger(__name__)
 
 
 class Writer(Protocol[R]):
@@ -43,6 +53,23 @@ class Writer(Protocol[R]):
     async def write(self, conn: asyncpg.Connection, rows: list[R]) -> int:
         """Apply ``rows``; return how many took effect for the first time."""
         ...
+
+
+@runtime_checkable
+class PreparingWriter(Writer[R], Protocol[R]):
+    """A ``Writer`` that can do its CPU work before the batch's transaction (see the module docstring)."""
+
+    def prepare(self, rows: list[R]) -> Any:
+        """What ``apply`` sends for ``rows``: no I/O, no shared mutable state (it runs in a thread)."""
+        ...
+
+    async def apply(self, conn: asyncpg.Connection, prepared: Any) -> int:
+        """Send what ``prepare`` made; return what ``write`` on the same rows would return."""
+        ...
+
+
+#: What ``WriterHost.prepare`` made: the prepared work of each preparing writer, by name.
+Prepared = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -86,12 +113,36 @@ class WriterHost(Generic[R]):
         self.writers = tuple(writers)
         self.publish_refusals = publish_refusals
 
-    async def apply(self, conn: asyncpg.Connection, rows: list[R]) -> Applied:
-        """Run every writer on ``rows`` inside the caller's transaction."""
+    def prepare(self, rows: list[R]) -> Prepared:
+        """The CPU work of every ``PreparingWriter`` on ``rows`` (thread-safe: no I/O, nothing shared).
+
+        A writer whose ``prepare`` raises is left out: ``apply`` then runs its ``write``,
+        which raises the same error where it is judged (refused data, or a bug).
+        """
+        prepared: dict[str, Any] = {}
+        for writer in self.writers:
+            if isinstance(writer, PreparingWriter):
+                try:
+                    prepared[writer.name] = writer.prepare(rows)
+                except Exception as exc:  # noqa: BLE001 - judged when write raises it again
+                    log.debug(
+                        "%s: %s could not prepare a batch (%r); writing it directly", self.stage, writer.name, exc
+                    )
+        return prepared
+
+    async def apply(self, conn: asyncpg.Connection, rows: list[R], prepared: Prepared | None = None) -> Applied:
+        """Run every writer on ``rows`` inside the caller's transaction.
+
+        Args:
+            prepared: ``prepare(rows)``, when it was made beforehand.
+        """
         applied = Applied()
         for writer in self.writers:
             started = time.perf_counter()
-            count, rejected = await write_isolating(conn, writer, rows)
+            if prepared is not None and writer.name in prepared and isinstance(writer, PreparingWriter):
+                count, rejected = await apply_isolating(conn, writer, prepared[writer.name], rows)
+            else:
+                count, rejected = await write_isolating(conn, writer, rows)
             metrics.FLUSH_SECONDS.labels(self.stage, writer.name).observe(time.perf_counter() - started)
             applied.by_writer[writer.name] = count
             applied.refusals += [Refusal(r.position, writer.name, r.reason) for r in rejected]

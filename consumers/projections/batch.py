@@ -11,6 +11,7 @@ projections hold already; the ``analytics`` views derive it again at query time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,7 @@ from schemas.envelope import Envelope
 PROJECT_ID, AGENT_ID = EVENT_COLUMNS.index("project_id"), EVENT_COLUMNS.index("agent_id")
 SESSION_ID, TASK_ID = EVENT_COLUMNS.index("session_id"), EVENT_COLUMNS.index("task_id")
 REQUIREMENT_ID = EVENT_COLUMNS.index("requirement_id")
+ATTRIBUTION = EVENT_COLUMNS.index("attribution")
 #: The envelope's entity references, in this order, as ``row[REFERENCES]``.
 REFERENCES = slice(PROJECT_ID, REQUIREMENT_ID + 1)
 assert EVENT_COLUMNS[REFERENCES] == ("project_id", "agent_id", "session_id", "task_id", "requirement_id")
@@ -59,15 +61,20 @@ def as_sent(row: CleanRow) -> CleanRow:
     return row._replace(**cleared) if cleared else row
 
 
-REFERENCE_NAMES = frozenset(EVENT_COLUMNS[REFERENCES])
+REFERENCE_ORDER = EVENT_COLUMNS[REFERENCES]
+REFERENCE_NAMES = frozenset(REFERENCE_ORDER)
 
 
 def event_type_of(cls: type[Envelope]) -> str:
     return str(cls.model_fields["event_type"].default)
 
 
+#: Event types some ``Dispatch`` handles: the rows a ``Digest`` parses.
+PARSED_TYPES: set[str] = set()
+
+
 class Dispatch(Generic[Out]):
-    """Handlers by event class; ``apply`` parses only the rows of those classes.
+    """Handlers by event class; ``apply`` runs them on the batch's events of those classes.
 
     Args:
         handlers: event class -> ``handler(event, key, out)``, which adds the event's patches to ``out``.
@@ -76,6 +83,7 @@ class Dispatch(Generic[Out]):
     def __init__(self, handlers: Mapping[type[Envelope], Handler[Out]]) -> None:
         self._by_type = {event_type_of(cls): handler for cls, handler in handlers.items()}
         self.event_types = frozenset(self._by_type)
+        PARSED_TYPES.update(self.event_types)
 
     def apply(self, rows: Sequence[CleanRow], out: Out) -> int:
         """Run each handled row's handler on its typed event; return how many rows were handled.
@@ -84,10 +92,10 @@ class Dispatch(Generic[Out]):
             MalformedRowError: a handled row does not hold a valid event (refused data).
         """
         handled = 0
-        by_type, wanted = self._by_type, self.event_types
-        for row in rows:
-            if row.event_type in wanted:
-                by_type[row.event_type](as_sent(row).event(), key_of(row), out)
+        by_type, typed = self._by_type, digest(rows).typed
+        for event_type, handler in by_type.items():
+            for row in typed.get(event_type, ()):
+                handler(as_sent(row).event(), key_of(row), out)
                 handled += 1
         return handled
 
@@ -95,21 +103,20 @@ class Dispatch(Generic[Out]):
 def spans(rows: Sequence[CleanRow], column: int) -> dict[Any, list[Any]]:
     """Per entity named in ``column`` (as sent): ``[first occurred_at, last occurred_at, events]``."""
     found: dict[Any, list[Any]] = {}
-    name = EVENT_COLUMNS[column]
-    for row in rows:
-        entity = row[column]
-        if entity is None or (row.attribution is not None and name in filled_in(row.attribution)):
+    position = column - PROJECT_ID
+    for references, group in digest(rows).groups.items():
+        entity = references[position]
+        if entity is None:
             continue
-        at = row.occurred_at
         span = found.get(entity)
         if span is None:
-            found[entity] = [at, at, 1]
+            found[entity] = [group.first.at, group.last.at, group.events]
         else:
-            if at < span[0]:
-                span[0] = at
-            elif at > span[1]:
-                span[1] = at
-            span[2] += 1
+            if group.first.at < span[0]:
+                span[0] = group.first.at
+            if group.last.at > span[1]:
+                span[1] = group.last.at
+            span[2] += group.events
     return found
 
 
@@ -124,17 +131,80 @@ class ReferenceGroup:
 
 def reference_groups(rows: Sequence[CleanRow]) -> dict[References, ReferenceGroup]:
     """The batch's rows grouped by their envelope references as sent (few groups: an agent in a session)."""
-    groups: dict[References, ReferenceGroup] = {}
+    return digest(rows).groups
+
+
+@dataclass
+class Digest:
+    """What every projection reads of a batch, computed once for all of them.
+
+    Attributes:
+        groups: the rows grouped by their envelope references as sent.
+        typed: per event type of ``PARSED_TYPES``, its rows (in the batch's order). Each
+            ``Dispatch`` parses them itself: parsed events kept for the whole batch would
+            cost more in garbage collection than parsing some twice does.
+    """
+
+    groups: dict[References, ReferenceGroup]
+    typed: dict[str, list[CleanRow]]
+
+
+def _digest(rows: Sequence[CleanRow]) -> Digest:
+    # One pass, grouping by the references as stored and the attribution text (few distinct
+    # pairs per batch); the references correlation filled in are cleared per pair, not per row.
+    raw: dict[tuple[Any, ...], list[Any]] = {}
+    typed: dict[str, list[CleanRow]] = {}
+    parsed = PARSED_TYPES
     for row in rows:
-        references = row[5:10] if row.attribution is None else as_sent(row)[5:10]  # REFERENCES, for the type checker
-        key = EventKey(row.occurred_at, row.event_id)
+        group_key = (row[5], row[6], row[7], row[8], row[9], row[ATTRIBUTION])  # REFERENCES, attribution
+        key = (row.occurred_at, row.event_id)
+        found = raw.get(group_key)
+        if found is None:
+            raw[group_key] = [key, key, 1]
+        else:
+            if key < found[0]:
+                found[0] = key
+            elif key > found[1]:
+                found[1] = key
+            found[2] += 1
+        event_type = row.event_type
+        if event_type in parsed:
+            typed.setdefault(event_type, []).append(row)
+    groups: dict[References, ReferenceGroup] = {}
+    for group_key, (first, last, events) in raw.items():
+        references: References = group_key[:5]
+        attribution = group_key[-1]
+        if attribution is not None:
+            filled = filled_in(attribution)
+            cleared = (None if n in filled else value for n, value in zip(REFERENCE_ORDER, references, strict=True))
+            references = tuple(cleared)  # type: ignore[assignment]
         group = groups.get(references)
         if group is None:
-            groups[references] = ReferenceGroup(key, key, 1)
+            groups[references] = ReferenceGroup(EventKey(*first), EventKey(*last), events)
         else:
-            if key < group.first:
-                group.first = key
-            elif key > group.last:
-                group.last = key
-            group.events += 1
-    return groups
+            if first < group.first:
+                group.first = EventKey(*first)
+            if last > group.last:
+                group.last = EventKey(*last)
+            group.events += events
+    return Digest(groups, typed)
+
+
+_digests: list[tuple[Sequence[CleanRow], int, Digest]] = []
+_digests_lock = threading.Lock()
+
+
+def digest(rows: Sequence[CleanRow]) -> Digest:
+    """The batch's ``Digest``, computed once per batch for all projections (the last two are kept).
+
+    Batches are recognised by identity: the writer host hands every writer the same list.
+    """
+    with _digests_lock:
+        for seen, length, found in _digests:
+            if seen is rows and length == len(rows):
+                return found
+    made = _digest(rows)
+    with _digests_lock:
+        _digests.insert(0, (rows, len(rows), made))
+        del _digests[2:]
+    return made

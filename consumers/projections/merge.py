@@ -336,9 +336,21 @@ class Table:
         )
 
     def arguments(self, rows: dict[Any, Patch]) -> list[list[Any]]:
-        """The rows as column arrays, in key order; a key is a tuple of the key columns' values."""
-        records = [[*key, *(v for rule in self.rules for v in rule.encode(rows[key]))] for key in sorted(rows)]
-        return [list(column) for column in zip(*records, strict=True)]
+        """The rows as column arrays, in key order; a key is a tuple of the key columns' values.
+
+        No rows: an empty list (not one empty array per column).
+        """
+        if not rows:
+            return []
+        keys = sorted(rows)
+        patches = [rows[key] for key in keys]
+        columns = [list(column) for column in zip(*keys, strict=True)]
+        for rule in self.rules:
+            if type(rule).encode is Rule.encode:  # each value as it is: one column at a time
+                columns += [[patch.get(name) for patch in patches] for name in rule.column_names]
+            else:
+                columns += [list(column) for column in zip(*map(rule.encode, patches), strict=True)]
+        return columns
 
     async def upsert(self, conn: asyncpg.Connection, rows: dict[Any, Patch]) -> set[tuple[Any, ...]]:
         """Merge ``rows`` (key tuple -> patch) into the table; return the keys of the rows it changed."""
@@ -374,6 +386,14 @@ class Reduction:
         """Upsert the rows; return how many of the batch's events went into rows that changed."""
         changed = await self.table.upsert(conn, self.rows)
         return sum(self.events[key] for key in changed)
+
+    async def apply_encoded(self, conn: asyncpg.Connection, arguments: list[list[Any]]) -> int:
+        """``apply`` with the rows already encoded (``table.arguments(self.rows)``)."""
+        if not arguments:
+            return 0
+        changed = await conn.fetch(self.table.upsert_sql, *arguments)
+        events = self.events
+        return sum(events[tuple(record)] for record in changed)
 
 
 def merged(table: Table, patches: Iterable[Patch]) -> Patch:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -14,8 +16,10 @@ from consumers.projections.merge import Reduction, Table
 class ProjectionWriter(ABC):
     """Keeps tables of current state from the clean topic, whatever the order rows come in.
 
-    ``write`` reduces the batch in Python to one patch per row of each table (``reduce``),
-    then merges each table's patches with one statement (``Table.upsert``). Idempotent per
+    ``prepare`` reduces the batch in Python to one patch per row of each table (``reduce``)
+    and encodes them as column arrays; ``apply`` merges each table's patches with one
+    statement (``Table.upsert``). The writer host prepares the next batch in a thread while
+    the current one is written (``consumers.checkpoint.PreparingWriter``). Idempotent per
     event: a row applied twice, in one batch or two, changes nothing the second time.
     Called by the writer host inside the batch's transaction (see ``consumers.checkpoint.host``):
     nothing is durable when it returns.
@@ -33,6 +37,18 @@ class ProjectionWriter(ABC):
             MalformedRowError: a row of a type it reads does not hold a valid event.
         """
 
+    def prepare(self, rows: list[CleanRow]) -> PreparedBatch:
+        """The batch reduced and encoded, ready for ``apply`` (Python only: no I/O)."""
+        upserts = [(reduction, reduction.table.arguments(reduction.rows)) for reduction in self.reduce(rows)]
+        return PreparedBatch(len(rows), [(reduction, arguments) for reduction, arguments in upserts if arguments])
+
+    async def apply(self, conn: asyncpg.Connection, prepared: PreparedBatch) -> int:
+        """Merge a prepared batch into the tables; return what ``write`` returns."""
+        applied = 0
+        for reduction, arguments in prepared.upserts:
+            applied += await reduction.apply_encoded(conn, arguments)
+        return min(applied, prepared.rows)
+
     async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
         """Merge the batch into the tables.
 
@@ -41,7 +57,12 @@ class ProjectionWriter(ABC):
             of rows: 0 for a batch applied before (an event that touches two rows of its
             tables that both changed counts twice, within that bound).
         """
-        applied = 0
-        for reduction in self.reduce(rows):
-            applied += await reduction.apply(conn)
-        return min(applied, len(rows))
+        return await self.apply(conn, self.prepare(rows))
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch ready to send: its size, and per table with rows, the reduction and its column arrays."""
+
+    rows: int
+    upserts: list[tuple[Reduction, list[list[Any]]]]

@@ -46,6 +46,70 @@ class Buggy:
         return len(rows)
 
 
+class PreparingPicky(Picky):
+    """``Picky`` that prepares its batches beforehand (``PreparingWriter``); counts what it was given."""
+
+    name = "preparing_picky"
+
+    def __init__(self) -> None:
+        self.applied_prepared = 0
+
+    def prepare(self, rows: list[CleanRow]) -> list[str | None]:
+        return [r.task_id for r in rows]
+
+    async def apply(self, conn: asyncpg.Connection, prepared: list[str | None]) -> int:
+        self.applied_prepared += 1
+        status: str = await conn.execute("INSERT INTO picky SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", prepared)
+        return int(status.split()[-1])
+
+
+class BuggyPreparer(Buggy):
+    """``Buggy`` whose ``prepare`` has the same bug."""
+
+    name = "buggy_preparer"
+
+    def prepare(self, rows: list[CleanRow]) -> int:
+        for row in rows:
+            if row.task_id == "T2":
+                _ = orjson.loads(row.payload)["no_such_field"]
+        return len(rows)
+
+    async def apply(self, conn: asyncpg.Connection, prepared: int) -> int:
+        return prepared
+
+
+async def test_a_prepared_batch_is_applied_and_a_refusal_in_it_is_still_isolated(db: asyncpg.Connection) -> None:
+    await db.execute("CREATE TABLE picky (task_id text PRIMARY KEY CHECK (task_id <> 'T3'))")
+    writer = PreparingPicky()
+    host = WriterHost("writers", CLEAN_ROWS, [writer, EventSink()])
+    good = clean([task_created(task_id=f"T{i}") for i in (0, 1, 2)])
+    prepared = host.prepare(good)
+    assert set(prepared) == {"preparing_picky"}  # the sink does not prepare
+    async with db.transaction():
+        applied = await host.apply(db, good, prepared)
+    assert (applied.by_writer, writer.applied_prepared) == ({"preparing_picky": 3, "sink": 3}, 1)
+
+    rows = clean([task_created(task_id=f"T{i}") for i in range(6)])
+    async with db.transaction():
+        applied = await host.apply(db, rows, host.prepare(rows))
+    assert applied.by_writer == {"preparing_picky": 2, "sink": 6}  # new events; T0-T2 already in picky
+    assert [(r.position, r.writer) for r in applied.refusals] == [(3, "preparing_picky")]
+    assert sorted(r["task_id"] for r in await db.fetch("SELECT task_id FROM picky")) == [
+        "T0", "T1", "T2", "T4", "T5"
+    ]  # fmt: skip
+
+
+async def test_a_bug_in_prepare_raises_when_the_batch_is_written(db: asyncpg.Connection) -> None:
+    rows = clean([task_created(task_id=f"T{i}") for i in range(4)])
+    host = WriterHost("writers", CLEAN_ROWS, [EventSink(), BuggyPreparer()])
+    prepared = host.prepare(rows)  # the preparing thread never raises: the writer is left out
+    assert prepared == {}
+    with pytest.raises(KeyError, match="no_such_field"):
+        async with db.transaction():
+            await host.apply(db, rows, prepared)
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
+
+
 async def test_a_refused_row_is_refused_for_its_writer_only(db: asyncpg.Connection) -> None:
     await db.execute("CREATE TABLE picky (task_id text PRIMARY KEY CHECK (task_id <> 'T3'))")
     rows = clean([task_created(task_id=f"T{i}") for i in range(6)])
