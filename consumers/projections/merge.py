@@ -7,9 +7,9 @@ that the result does not depend on their order, and applying a patch twice chang
 
 * in Python (``Table.merge``), to reduce a batch to one patch per row first;
 * in SQL (``Table.upsert``), as ``INSERT ... ON CONFLICT DO UPDATE`` against the stored row,
-  one statement per table per batch, rows in key order (two workers lock rows in the same
-  order, so they never deadlock), updating only rows the patch changes (a replayed batch
-  writes nothing).
+  one statement per table per batch (the patches sent as one JSON text), rows in key order
+  (two workers lock rows in the same order, so they never deadlock), updating only rows the
+  patch changes (a replayed batch writes nothing).
 
 Rules: ``Least`` and ``Greatest`` (a time), ``Latest`` (values carried by the event with the
 greatest ``(occurred_at, event_id)`` key; ``Latest(..., earliest=True)`` keeps the least key
@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 import asyncpg
+import orjson
 
 Patch = dict[str, Any]
 
@@ -89,11 +90,6 @@ class Rule(ABC):
     @abstractmethod
     def changes(self) -> str:
         """SQL true when ``EXCLUDED`` changes the stored row ``t`` (NULL counts as no)."""
-
-    def encode(self, patch: Patch) -> list[Any]:
-        """The patch's values of these columns as sent to PostgreSQL."""
-        get = patch.get
-        return [get(name) for name in self.column_names]
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -239,10 +235,6 @@ class IdSet(Rule):
             old = row.get(self.name)
             row[self.name] = old | new if old else new
 
-    def encode(self, patch: Patch) -> list[Any]:
-        ids = patch.get(self.name)
-        return ["{" + ",".join(sorted(ids)) + "}" if ids else None]
-
     def assignments(self) -> list[str]:
         c = self.name
         return [
@@ -320,44 +312,53 @@ class Table:
 
     @cached_property
     def upsert_sql(self) -> str:
-        """One statement merging a batch (column arrays, ``$1..$n``) into the table."""
+        """One statement merging a batch (``encode``: a JSON array of rows, ``$1``) into the table."""
         names = ", ".join(c.name for c in self.columns)
-        params = ", ".join(f"${i}::{c.sent_as}[]" for i, c in enumerate(self.columns, 1))
+        record = ", ".join(f"{c.name} {c.sent_as}" for c in self.columns)
         selects = ", ".join(c.select for c in self.columns)
         key = ", ".join(c.name for c in self.key)
         sets = ",\n    ".join(a for rule in self.rules for a in rule.assignments())
         changed = "\n   OR ".join(f"({rule.changes()})" for rule in self.rules)
         return (
             f"INSERT INTO {self.name} AS t ({names})\n"
-            f"SELECT {selects} FROM unnest({params}) AS b({names})\n"
+            f"SELECT {selects} FROM json_to_recordset($1::json) AS b({record})\n"
             f"ON CONFLICT ({key}) DO UPDATE SET\n    {sets}\n"
             f"WHERE {changed}\n"
             f"RETURNING {key}"
         )
 
-    def arguments(self, rows: dict[Any, Patch]) -> list[list[Any]]:
-        """The rows as column arrays, in key order; a key is a tuple of the key columns' values.
+    @cached_property
+    def _key_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.key)
 
-        No rows: an empty list (not one empty array per column).
+    def encode(self, rows: dict[Any, Patch]) -> str:
+        """The rows as a JSON array of objects, in key order; a key is a tuple of the key columns' values.
+
+        One text parameter, serialised in C (``orjson``) and read by ``json_to_recordset``:
+        much cheaper for both ends than one array parameter per column. A patch's absent
+        column is NULL; an ``IdSet``'s ids are sent as an array literal.
         """
-        if not rows:
-            return []
-        keys = sorted(rows)
-        patches = [rows[key] for key in keys]
-        columns = [list(column) for column in zip(*keys, strict=True)]
-        for rule in self.rules:
-            if type(rule).encode is Rule.encode:  # each value as it is: one column at a time
-                columns += [[patch.get(name) for patch in patches] for name in rule.column_names]
-            else:
-                columns += [list(column) for column in zip(*map(rule.encode, patches), strict=True)]
-        return columns
+        names = self._key_names
+        records = []
+        for key in sorted(rows):
+            record = dict(zip(names, key, strict=True))
+            record.update(rows[key])
+            records.append(record)
+        return orjson.dumps(records, default=_array_literal).decode()
 
     async def upsert(self, conn: asyncpg.Connection, rows: dict[Any, Patch]) -> set[tuple[Any, ...]]:
         """Merge ``rows`` (key tuple -> patch) into the table; return the keys of the rows it changed."""
         if not rows:
             return set()
-        changed = await conn.fetch(self.upsert_sql, *self.arguments(rows))
+        changed = await conn.fetch(self.upsert_sql, self.encode(rows))
         return {tuple(record) for record in changed}
+
+
+def _array_literal(value: Any) -> str | None:
+    """``orjson``'s fallback: a set of ids (``IdSet``) as a PostgreSQL array literal, sorted; none: NULL."""
+    if isinstance(value, frozenset | set):
+        return "{" + ",".join(sorted(value)) + "}" if value else None
+    raise TypeError(f"a projection value of type {type(value).__name__} cannot be sent")
 
 
 class Reduction:
@@ -387,11 +388,11 @@ class Reduction:
         changed = await self.table.upsert(conn, self.rows)
         return sum(self.events[key] for key in changed)
 
-    async def apply_encoded(self, conn: asyncpg.Connection, arguments: list[list[Any]]) -> int:
-        """``apply`` with the rows already encoded (``table.arguments(self.rows)``)."""
-        if not arguments:
+    async def apply_encoded(self, conn: asyncpg.Connection, encoded: str) -> int:
+        """``apply`` with the rows already encoded (``table.encode(self.rows)``)."""
+        if not self.rows:
             return 0
-        changed = await conn.fetch(self.table.upsert_sql, *arguments)
+        changed = await conn.fetch(self.table.upsert_sql, encoded)
         events = self.events
         return sum(events[tuple(record)] for record in changed)
 

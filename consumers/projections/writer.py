@@ -5,7 +5,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -39,14 +38,14 @@ class ProjectionWriter(ABC):
 
     def prepare(self, rows: list[CleanRow]) -> PreparedBatch:
         """The batch reduced and encoded, ready for ``apply`` (Python only: no I/O)."""
-        upserts = [(reduction, reduction.table.arguments(reduction.rows)) for reduction in self.reduce(rows)]
-        return PreparedBatch(len(rows), [(reduction, arguments) for reduction, arguments in upserts if arguments])
+        upserts = [(r, r.table.encode(r.rows)) for r in self.reduce(rows) if r.rows]
+        return PreparedBatch(len(rows), upserts)
 
     async def apply(self, conn: asyncpg.Connection, prepared: PreparedBatch) -> int:
         """Merge a prepared batch into the tables; return what ``write`` returns."""
         applied = 0
-        for reduction, arguments in prepared.upserts:
-            applied += await reduction.apply_encoded(conn, arguments)
+        for reduction, encoded in prepared.upserts:
+            applied += await reduction.apply_encoded(conn, encoded)
         return min(applied, prepared.rows)
 
     async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
@@ -62,7 +61,7 @@ class ProjectionWriter(ABC):
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """A batch ready to send: its size, and per table with rows, the reduction and its column arrays."""
+    """A batch ready to send: its size, and per table with rows, the reduction and its rows as JSON."""
 
     rows: int
-    upserts: list[tuple[Reduction, list[list[Any]]]]
+    upserts: list[tuple[Reduction, str]]
