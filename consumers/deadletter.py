@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from consumers.metrics import SECRETS_SCRUBBED
+from consumers.scrub import scrub_bytes, scrub_text
 from schemas.errors import DevtrailError, EventValidationError
 from schemas.reasons import MAX_ERRORS, echo, entry
 
@@ -100,13 +103,21 @@ class DeadLetter:
 
         The original's head (``MAX_ORIGINAL_BYTES``) is in ``original_base64`` and, when it
         is UTF-8 text, in ``original``; ``original_size`` and ``original_sha256`` describe
-        the whole of it, ``original_truncated`` says whether the head is all of it.
+        the whole of it, ``original_truncated`` says whether the head is all of it. Secrets in
+        the original and in the error texts are replaced first (``consumers.scrub``): what
+        these describe is the scrubbed original.
         """
-        head = self.original[:MAX_ORIGINAL_BYTES]
+        found: Counter[str] = Counter()
+        original = scrub_bytes(self.original, found)
+        head = original[:MAX_ORIGINAL_BYTES]
+        errors = [_bounded(e) for e in self.errors[:MAX_ERRORS]]
+        for error in errors:
+            if isinstance(error.get("msg"), str):
+                error["msg"] = scrub_text(str(error["msg"]), found)
         body: dict[str, Any] = {
             "error_kind": echo(self.error_kind, 64),
-            "error": echo(self.error, MAX_ERROR_CHARS),
-            "errors": [_bounded(e) for e in self.errors[:MAX_ERRORS]],
+            "error": scrub_text(echo(self.error, MAX_ERROR_CHARS), found),
+            "errors": errors,
             "errors_total": len(self.errors) if self.errors_total is None else self.errors_total,
             "source_topic": self.source_topic,
             "source_partition": self.source_partition,
@@ -115,9 +126,9 @@ class DeadLetter:
             "event_id": self.event_id,
             "event_type": self.event_type,
             "dead_lettered_at": self.dead_lettered_at.isoformat(),
-            "original_size": len(self.original),
-            "original_truncated": len(head) < len(self.original),
-            "original_sha256": hashlib.sha256(self.original).hexdigest(),
+            "original_size": len(original),
+            "original_truncated": len(head) < len(original),
+            "original_sha256": hashlib.sha256(original).hexdigest(),
             "original_base64": base64.b64encode(head).decode(),
             "original": _text(head),
         }
@@ -126,6 +137,8 @@ class DeadLetter:
             body["original"] = None
             body["errors"] = body["errors"][:5]
             encoded = orjson.dumps(body)
+        for kind, count in found.items():
+            SECRETS_SCRUBBED.labels(kind).inc(count)
         return encoded
 
 

@@ -19,6 +19,18 @@ class EventNotEncodableError(ContractError):
     kind = "unencodable"
 
 
+class SecretNotRedactableError(ContractError):
+    """An event holding a secret in a field whose format does not accept the redaction."""
+
+    kind = "secret"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a secret was found in a field whose format does not accept '[REDACTED:...]' in its place; "
+            "the event is not stored (this dead letter's copy is redacted): send it without the secret"
+        )
+
+
 class Verdict(enum.Enum):
     """What a failed database write means, and so what the consumer does about it."""
 

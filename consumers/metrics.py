@@ -15,6 +15,11 @@ EVENTS_IN = Counter("devtrail_events_in_total", "Events received by a stage", ["
 EVENTS_OUT = Counter("devtrail_events_out_total", "Events a stage passed on or stored", ["stage"])
 DUPLICATES = Counter("devtrail_duplicates_dropped_total", "Events dropped as duplicates", ["stage"])
 DEAD_LETTERS = Counter("devtrail_dead_letters_total", "Events or messages dead-lettered", ["reason"])
+SECRETS_SCRUBBED = Counter(
+    "devtrail_secrets_scrubbed_total",
+    "Secrets replaced before an event or a dead letter left the processors (consumers.scrub)",
+    ["kind"],
+)
 BATCH_EVENTS = Histogram(
     "devtrail_batch_events",
     "Events per database batch",

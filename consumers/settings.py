@@ -58,6 +58,9 @@ class ProcessorSettings(ConsumerSettings):
         links_catch_up_timeout_s: how long a starting processor waits to have read the
             links topic before it processes anyway (events processed before are enriched
             less; the ``analytics`` views still attribute them).
+        scrub_secrets: replace API keys, tokens, private keys, JWTs, passwords and
+            connection-string passwords in payloads before events leave the processors
+            (``consumers.scrub``); dead letters are scrubbed whatever this says.
     """
 
     processor_group: str = "devtrail-processor"
@@ -74,6 +77,7 @@ class ProcessorSettings(ConsumerSettings):
     replication_factor: int = Field(default=1, ge=1)
     correlation: bool = True
     links_catch_up_timeout_s: float = Field(default=60.0, ge=0)
+    scrub_secrets: bool = True
 
 
 class CheckpointSettings(DatabaseSettings):

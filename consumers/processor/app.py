@@ -145,6 +145,7 @@ class Processor:
                 self._settings.processor_clean_bundle_events,
                 self._settings.processor_clean_bundle_bytes,
                 self.correlator,
+                self._settings.scrub_secrets,
             )
             await self._publish(outcome)
             await self._remember(outcome, now)
@@ -211,6 +212,8 @@ class Processor:
         metrics.EVENTS_OUT.labels(STAGE).inc(outcome.accepted)
         metrics.DUPLICATES.labels(STAGE).inc(outcome.duplicates)
         metrics.ENRICHED.inc(outcome.enriched)
+        for kind, count in outcome.scrubbed.items():
+            metrics.SECRETS_SCRUBBED.labels(kind).inc(count)
         for dead in outcome.dead_letters:
             metrics.DEAD_LETTERS.labels(dead.error_kind).inc()
 

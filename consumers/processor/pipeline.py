@@ -15,11 +15,21 @@ from typing import Any
 import orjson
 from pydantic_core import PydanticSerializationError
 
-from consumers.clean import EVENT_ID, PAYLOAD, Row, chunk_bounds, encode_clean, event_to_row
+from consumers.clean import (
+    EVENT_ID,
+    PAYLOAD,
+    CleanRow,
+    MalformedRowError,
+    Row,
+    chunk_bounds,
+    encode_clean,
+    event_to_row,
+)
 from consumers.deadletter import DeadLetter, ProcessingError
-from consumers.errors import EventNotEncodableError
+from consumers.errors import EventNotEncodableError, SecretNotRedactableError
 from consumers.processor.correlate import Correlator, Link
 from consumers.processor.dedup import DedupEntry, DedupIndex
+from consumers.scrub import may_hold_secret, scrub_json
 from schemas.codec import decode_message, encode_event, validate_event
 from schemas.errors import ContractError, DevtrailError, EventTooLargeError
 from schemas.events import EVENT_CLASSES, Event
@@ -62,6 +72,7 @@ class BatchOutcome:
         links: links the batch's events taught the correlator that it did not hold (to
             publish on the links topic for the other processors).
         enriched: events whose missing references correlation filled in.
+        scrubbed: secrets replaced in the accepted events' payloads, by kind.
     """
 
     bundles: dict[int, list[bytes]] = field(default_factory=dict)
@@ -72,6 +83,25 @@ class BatchOutcome:
     received: Counter[str] = field(default_factory=Counter)
     links: list[Link] = field(default_factory=list)
     enriched: int = 0
+    scrubbed: Counter[str] = field(default_factory=Counter)
+
+
+def _scrubbed(row: Row, outcome: BatchOutcome) -> bool:
+    """Replace the secrets in ``row``'s payload; false if its type does not accept the redacted payload."""
+    payload = row[PAYLOAD]
+    if not may_hold_secret(payload):  # most events: one search, nothing allocated
+        return True
+    found: Counter[str] = Counter()
+    scrubbed = scrub_json(payload, found)
+    if scrubbed is payload:
+        return True
+    row[PAYLOAD] = scrubbed
+    try:
+        CleanRow(*row).event()
+    except MalformedRowError:
+        return False
+    outcome.scrubbed.update(found)
+    return True
 
 
 @dataclass
@@ -91,6 +121,7 @@ def process_batch(
     bundle_rows: int = 1000,
     bundle_bytes: int = 512 * 1024,
     correlator: Correlator | None = None,
+    scrub: bool = True,
 ) -> BatchOutcome:
     """Turn a batch of input messages into clean messages, dead letters and dedup entries.
 
@@ -107,6 +138,8 @@ def process_batch(
         bundle_bytes: bytes per clean message, about (one larger event travels alone).
         correlator: the link graph: learns the events' links and fills in the references
             they miss (``consumers.processor.correlate``); ``None`` stores events as sent.
+        scrub: replace secrets in payloads (``consumers.scrub``) before they leave; an event
+            whose redacted payload its type no longer accepts is dead-lettered (``secret``).
     """
     outcome = BatchOutcome()
     in_batch: set[int] = set()
@@ -137,6 +170,11 @@ def process_batch(
                 else:
                     row = event_to_row(event, enrichment.values, enrichment.attribution())
                     outcome.enriched += 1
+                if scrub and not _scrubbed(row, outcome):
+                    original = raw if raw is not None else (message.value or b"")
+                    named = {"event_id": str(event.event_id), "event_type": event.event_type}
+                    outcome.dead_letters.append(_dead(SecretNotRedactableError(), message, original, position, named))
+                    continue
                 size = len(row[PAYLOAD]) * 4 + _ROW_BYTES_BEYOND_PAYLOAD  # 4: bytes per character at most
                 if size > max_event_bytes:  # possibly too large: measure it
                     size = _measured(row, event, message, position, raw, max_event_bytes, outcome)
