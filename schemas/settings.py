@@ -16,10 +16,17 @@ class KafkaSettings(BaseSettings):
     The session and heartbeat defaults (6 s / 1 s) keep consumer-group joins near 3 s;
     Kafka's 45 s default makes every join on some brokers take half of that.
 
-    ``kafka_compression_type`` applies to every producer devtrail runs (the SDK, the
-    processor's clean, dead-letter and changelog messages, the consumers' dead letters).
-    zstd (level 3) shrinks the JSON bundles ~7x for ~1 us of CPU an event and needs
-    Kafka >= 2.1; ``none`` turns it off. (aiokafka's lz4 is level 9, ~8x slower than zstd.)
+    ``kafka_compression_type`` applies to what the SDK's producers send (the input topics,
+    read by the processors only). zstd (level 3) shrinks the JSON ~6-7x for under 1 us of
+    CPU an event and needs Kafka >= 2.1; ``none`` turns it off.
+
+    ``kafka_shared_compression_type`` applies to what devtrail's workers publish (the clean
+    and dead-letter topics, which other consumers read, and the links and changelog topics):
+    snappy by default, which every client library reads (kafkajs with its pure-JavaScript
+    ``kafkajs-snappy`` codec; kafkajs cannot read zstd or lz4 without native builds). Snappy
+    costs about 0.4 us an event and shrinks the clean bundles ~3x; zstd, where every
+    consumer reads it, ~6x for 0.7 us. (aiokafka's gzip is level 9, ~8 us an event; its lz4
+    is level 9 too, ~3 us.)
     """
 
     model_config = SettingsConfigDict(env_prefix="DEVTRAIL_", extra="ignore")
@@ -32,6 +39,7 @@ class KafkaSettings(BaseSettings):
     kafka_session_timeout_s: float = Field(default=6.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(default=1.0, gt=0)
     kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    kafka_shared_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "snappy"
     topic_prefix: str = Field(default="devtrail", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
 
@@ -39,6 +47,11 @@ class KafkaSettings(BaseSettings):
     def compression(self) -> str | None:
         """``compression_type`` for aiokafka producers (``None``: uncompressed)."""
         return None if self.kafka_compression_type == "none" else self.kafka_compression_type
+
+    @property
+    def shared_compression(self) -> str | None:
+        """``compression_type`` for what the workers publish (``None``: uncompressed)."""
+        return None if self.kafka_shared_compression_type == "none" else self.kafka_shared_compression_type
 
     @property
     def topics(self) -> TopicMap:

@@ -106,7 +106,7 @@ class DeadLetterPublisher:
             producer = AIOKafkaProducer(
                 bootstrap_servers=s.kafka_bootstrap_servers,
                 acks="all",
-                compression_type=s.compression,
+                compression_type=s.shared_compression,
                 **s.aiokafka_security(),
             )
             await producer.start()

@@ -50,7 +50,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_compression_type=settings.compression,
+        producer_compression_type=settings.shared_compression,
         producer_max_request_size=max(8 << 20, 2 * settings.max_event_bytes),
         web_enabled=False,
         datadir=str(settings.processor_data_dir),

@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
 import unicodedata
 import uuid
@@ -48,12 +45,11 @@ from schemas.envelope import SCHEMA_VERSION, Family
 from schemas.events import EVENT_CLASSES_BY_TYPE
 from schemas.examples import example_event, example_types
 from schemas.ids import uuid7
+from tests.integration.nodejs import NODE_DIR, kafkajs_modules
 from tests.integration.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
-KAFKAJS_VERSION = "2.2.4"
 
 # ---- outcomes -----------------------------------------------------------------------------
 
@@ -1023,46 +1019,6 @@ def check_unique(messages: list[Hostile]) -> None:
 
 
 # ---- kafkajs ------------------------------------------------------------------------------
-
-
-def kafkajs_modules() -> Path:
-    """A node_modules directory holding the pinned kafkajs, installed with npm once per lock file."""
-    npm = shutil.which("npm")
-    if shutil.which("node") is None or npm is None:
-        pytest.skip("node or npm is not installed: this test sends with a kafkajs producer (Node.js >= 18 and npm)")
-    manifest, lock = NODE_DIR / "package.json", NODE_DIR / "package-lock.json"
-    digest = hashlib.sha256(manifest.read_bytes() + lock.read_bytes()).hexdigest()[:16]
-    cache = os.environ.get("DEVTRAIL_NODE_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "devtrail-node"
-    )
-    home = Path(cache) / digest
-    modules = home / "node_modules"
-
-    def installed() -> bool:
-        try:
-            return json.loads((modules / "kafkajs" / "package.json").read_text())["version"] == KAFKAJS_VERSION
-        except (OSError, ValueError, KeyError):
-            return False
-
-    if installed():
-        return modules
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".install.lock").open("w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # another test session may be installing it right now
-        if installed():
-            return modules
-        shutil.copy(manifest, home / "package.json")
-        shutil.copy(lock, home / "package-lock.json")
-        outputs = []
-        for command in (
-            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
-            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
-        ):
-            result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=300, check=False)
-            outputs.append(f"$ {' '.join(command[1:])}\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
-            if result.returncode == 0 and installed():
-                return modules
-    raise AssertionError(f"npm could not install kafkajs {KAFKAJS_VERSION} into {home}:\n" + "\n".join(outputs))
 
 
 async def send_with_kafkajs(modules: Path, bootstrap: str, prefix: str, messages: list[Hostile], work: Path) -> None:

@@ -67,6 +67,9 @@ def test_compression_is_zstd_unless_turned_off(monkeypatch: pytest.MonkeyPatch) 
 def test_the_processor_compresses_what_it_produces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from consumers.processor.app import build_app
 
-    monkeypatch.setenv("DEVTRAIL_KAFKA_COMPRESSION_TYPE", "gzip")
+    assert build_app(StackSettings(processor_data_dir=tmp_path)).conf.producer_compression_type == "snappy"
+    monkeypatch.setenv("DEVTRAIL_KAFKA_SHARED_COMPRESSION_TYPE", "gzip")
+    monkeypatch.setenv("DEVTRAIL_KAFKA_COMPRESSION_TYPE", "lz4")  # the SDK's: not what the processor publishes
     settings = StackSettings(processor_data_dir=tmp_path)
     assert build_app(settings).conf.producer_compression_type == "gzip"
+    assert settings.compression == "lz4"

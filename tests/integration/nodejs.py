@@ -1,0 +1,65 @@
+"""Node.js clients for the integration tests: kafkajs (and its snappy codec) installed once.
+
+``kafkajs_modules()`` installs the packages pinned in ``tests/integration/node/package-lock.json``
+with npm into a cache directory (``$DEVTRAIL_NODE_CACHE``, else ``~/.cache/devtrail-node``),
+once per lock file, and returns the ``node_modules`` to put on ``NODE_PATH``. A test skips
+only when ``node`` or ``npm`` is missing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+KAFKAJS_VERSION = "2.2.4"
+KAFKAJS_SNAPPY_VERSION = "1.1.0"
+
+
+def kafkajs_modules() -> Path:
+    """A node_modules directory holding the pinned kafkajs, installed with npm once per lock file."""
+    npm = shutil.which("npm")
+    if shutil.which("node") is None or npm is None:
+        pytest.skip("node or npm is not installed: this test sends with a kafkajs producer (Node.js >= 18 and npm)")
+    manifest, lock = NODE_DIR / "package.json", NODE_DIR / "package-lock.json"
+    digest = hashlib.sha256(manifest.read_bytes() + lock.read_bytes()).hexdigest()[:16]
+    cache = os.environ.get("DEVTRAIL_NODE_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "devtrail-node"
+    )
+    home = Path(cache) / digest
+    modules = home / "node_modules"
+
+    def installed() -> bool:
+        try:
+            kafkajs = json.loads((modules / "kafkajs" / "package.json").read_text())["version"]
+            snappy = json.loads((modules / "kafkajs-snappy" / "package.json").read_text())["version"]
+            return (kafkajs, snappy) == (KAFKAJS_VERSION, KAFKAJS_SNAPPY_VERSION)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    if installed():
+        return modules
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".install.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # another test session may be installing it right now
+        if installed():
+            return modules
+        shutil.copy(manifest, home / "package.json")
+        shutil.copy(lock, home / "package-lock.json")
+        outputs = []
+        for command in (
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+        ):
+            result = subprocess.run(command, cwd=home, capture_output=True, text=True, timeout=300, check=False)
+            outputs.append(f"$ {' '.join(command[1:])}\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
+            if result.returncode == 0 and installed():
+                return modules
+    raise AssertionError(f"npm could not install kafkajs {KAFKAJS_VERSION} into {home}:\n" + "\n".join(outputs))
