@@ -43,9 +43,17 @@ async def preload(settings: StackSettings, events: int, duplicate_rate: float) -
     return int(events * duplicate_rate)
 
 
-async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate: float = 0.05) -> dict[str, object]:
-    """Pre-load, start processor + sink + aggregator, time until every event is stored and counted."""
-    settings = fresh_settings(stack.settings, await fresh_database(admin_url))
+async def bench_drain(
+    stack: Stack, admin_url: str, events: int, duplicate_rate: float = 0.05, spine: bool = False
+) -> dict[str, object]:
+    """Pre-load, start processor + sink + writers, time until every event is stored and counted.
+
+    With the default settings (correlation and every projection writer on); ``spine``: with
+    correlation off and only ``event_counts_hourly`` in the writer host, as before them
+    (its figures are named ``drain_spine_...``).
+    """
+    overrides: dict[str, object] = {"correlation": False, "writers": "event_counts_hourly"} if spine else {}
+    settings = fresh_settings(stack.settings, await fresh_database(admin_url), **overrides)
     await ensure_topics(settings, settings.replication_factor)
     duplicates = await preload(settings, events, duplicate_rate)
     conn = await asyncpg.connect(settings.database_url)
@@ -73,21 +81,22 @@ async def bench_drain(stack: Stack, admin_url: str, events: int, duplicate_rate:
         await conn.close()
         await stack.stop_workers()
     total = finished - progress.started
+    label = "drain_spine" if spine else "drain"
     say(
-        f"drain: {events:,} events (+{duplicates:,} duplicates) stored and aggregated in {total:.1f}s from worker start"
-        f" = {events / total:,.0f}/s overall, {progress.steady_rate:,.0f}/s steady (10-90 %)"
+        f"{label}: {events:,} events (+{duplicates:,} duplicates) stored and aggregated in {total:.1f}s"
+        f" from worker start = {events / total:,.0f}/s overall, {progress.steady_rate:,.0f}/s steady (10-90 %)"
     )
-    say(f"drain: worker CPU seconds {cpu}; peak RSS MB {rss}")
-    say(f"drain: CPU seconds by program, worker start to the end {machine}")
+    say(f"{label}: worker CPU seconds {cpu}; peak RSS MB {rss}")
+    say(f"{label}: CPU seconds by program, worker start to the end {machine}")
     return {
-        "drain_events": events,
-        "drain_duplicates_sent": duplicates,
-        "drain_stored": int(stored),
-        "drain_aggregated": int(counted),
-        "drain_events_per_second": round(progress.steady_rate),
-        "drain_events_per_second_including_startup": round(events / total),
-        "drain_startup_seconds": round(progress.startup_seconds, 2),
-        "drain_worker_cpu_seconds": cpu,
-        "drain_cpu_seconds_by_program": machine,
-        "drain_peak_rss_mb": rss,
+        f"{label}_events": events,
+        f"{label}_duplicates_sent": duplicates,
+        f"{label}_stored": int(stored),
+        f"{label}_aggregated": int(counted),
+        f"{label}_events_per_second": round(progress.steady_rate),
+        f"{label}_events_per_second_including_startup": round(events / total),
+        f"{label}_startup_seconds": round(progress.startup_seconds, 2),
+        f"{label}_worker_cpu_seconds": cpu,
+        f"{label}_cpu_seconds_by_program": machine,
+        f"{label}_peak_rss_mb": rss,
     }

@@ -71,6 +71,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
     stages: list[tuple[str, Callable[[Stack, str], Awaitable[dict[str, Any]]]]] = [
         ("producer", lambda stack, _: bench_producer(stack.settings, sizes.producer)),
         ("sink", lambda stack, admin: bench_sink(stack, admin, sizes.sink, sizes.naive)),
+        ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain, spine=True)),
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain)),
         ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=False)),
@@ -90,6 +91,10 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
             async with Stack(settings, roles=()) as stack:
                 results["broker"] = "embedded Tansu 0.6 (memory)" if stack.kafka_embedded else "external"
                 results |= await measure(stack, stack.settings.database_url)
+    if results.get("drain_spine_events_per_second") and results.get("drain_events_per_second"):
+        ratio = results["drain_events_per_second"] / results["drain_spine_events_per_second"]
+        results["drain_vs_spine_ratio"] = round(ratio, 3)
+        say(f"drain: the default pipeline (correlation + projections) at {ratio:.2f} x the spine-only drain")
     for shape in ("", "agent_"):
         spine, full = (
             results.get(f"stories_{shape}spine_events_per_second"),
