@@ -37,10 +37,28 @@ def _settings(args: argparse.Namespace) -> StackSettings:
 
 
 def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
-    """The settings of a command that works on an existing database (not the embedded one)."""
+    """The settings of a command that works on an existing database (not the embedded one).
+
+    With neither Kafka nor the database configured, a ``devtrail up`` running from the data
+    directory (``devtrail.running``) gives both.
+    """
+    from devtrail import running
+
     settings = _settings(args)
+    if settings.embedded_kafka and settings.embedded_postgres:
+        found = running.find(settings.data_dir)
+        if found is not None:
+            settings = settings.model_copy(
+                update={
+                    "kafka_bootstrap_servers": found["kafka_bootstrap_servers"],
+                    "database_url": found["database_url"],
+                }
+            )
     if settings.embedded_postgres:
-        raise SetupError(f"{command} needs the database: set DEVTRAIL_DATABASE_URL (or --database-url)")
+        raise SetupError(
+            f"{command} needs the database: start 'devtrail up' (from this directory, or with the same "
+            "--data-dir), or set DEVTRAIL_DATABASE_URL (or --database-url)"
+        )
     return settings
 
 
@@ -51,6 +69,7 @@ def _redact(url: str) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
+    from devtrail import running
     from devtrail.http import serve
     from devtrail.stack import Stack
 
@@ -62,6 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         async with Stack(_settings(args)) as stack:
             s = stack.settings
             runner = await serve(stack, s.metrics_port) if s.metrics_port else None
+            metrics = f"http://{s.metrics_host}:{s.metrics_port}/metrics" if runner is not None else None
+            running.record(s.data_dir, s.kafka_bootstrap_servers, s.database_url, metrics)
             print(
                 f"devtrail is up. Kafka: {s.kafka_bootstrap_servers}   PostgreSQL: {_redact(s.database_url)}",
                 flush=True,
@@ -70,7 +91,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             if runner is not None:
                 print(f"Metrics: http://{s.metrics_host}:{s.metrics_port}/metrics   health: /healthz", flush=True)
             print(f"Worker logs: {stack.log_dir}/   Stop with Ctrl-C.", flush=True)
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                running.forget(s.data_dir)
             print("stopping: workers finish their batch...", flush=True)
             if runner is not None:
                 await runner.cleanup()
@@ -89,6 +113,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def demo() -> dict[str, Any]:
         settings = _settings(args)
+        if "embedded_kafka_port" not in settings.model_fields_set:  # never collide with a running `up`
+            settings = settings.model_copy(update={"embedded_kafka_port": 0})
         where = "embedded" if settings.embedded_kafka and settings.embedded_postgres else "configured"
         progress.done(f"starting the {where} stack (broker, PostgreSQL, migrations, workers)...")
         async with Stack(settings) as stack:

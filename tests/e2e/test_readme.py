@@ -1,0 +1,126 @@
+"""The README's code runs as written against ``devtrail up``, with nothing exported.
+
+``devtrail up`` is started from a fresh directory, as a new user would (no ``DEVTRAIL_*``
+variable, the default data directory). Every Python block of the README is extracted and
+run as a script; then ``devtrail timeline`` and ``devtrail dlq list``, run from the same
+directory with nothing set, find the running stack and the event the README sent.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+ENV = {"PATH": "/usr/bin:/bin"}  # HOME is set per test: nothing of the developer's leaks in
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A fresh directory with a short path (PostgreSQL's socket lives under it)."""
+    path = Path(tempfile.mkdtemp(prefix="dt-rd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.MULTILINE | re.DOTALL)
+
+
+def devtrail(workdir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devtrail", *args],
+        cwd=workdir, env={**ENV, "HOME": str(workdir)}, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_the_readme_has_python_to_run() -> None:
+    blocks = python_blocks(README.read_text())
+    assert blocks, "no ```python block in the README"
+    assert any("EventProducer(ProducerSettings())" in block for block in blocks)
+
+
+def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
+    if port_taken(9092):
+        pytest.skip("127.0.0.1:9092 is taken (a devtrail up of yours?): this test starts its own there")
+    with subprocess.Popen(
+        [sys.executable, "-m", "devtrail", "up", "--metrics-port", "0"],
+        cwd=workdir, env={**ENV, "HOME": str(workdir)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as up:  # fmt: skip
+        try:
+            assert up.stdout is not None
+            seen: list[str] = []
+            while not (seen and seen[-1].startswith("devtrail is up")):
+                assert len(seen) < 60 and up.poll() is None, "".join(seen)
+                seen.append(up.stdout.readline())
+            assert "Kafka: 127.0.0.1:9092" in seen[-1]
+            assert (workdir / ".devtrail" / "up.json").exists()
+
+            for number, block in enumerate(python_blocks(README.read_text())):
+                script = workdir / f"readme_{number}.py"
+                script.write_text(block)
+                ran = subprocess.run(
+                    [sys.executable, str(script)],
+                    cwd=workdir, env={**ENV, "HOME": str(workdir)}, capture_output=True, text=True, timeout=60,
+                    check=False,
+                )  # fmt: skip
+                assert ran.returncode == 0, f"README block {number} failed:\n{block}\n{ran.stderr[-3000:]}"
+                assert "Unclosed" not in ran.stderr, ran.stderr[-3000:]
+
+            deadline = time.monotonic() + 60
+            while True:
+                shown = devtrail(workdir, "timeline", "task", "T-42", "--json")
+                assert shown.returncode == 0, shown.stderr[-2000:]
+                events = orjson.loads(shown.stdout)
+                if any(e.get("event_type") == "task.completed" for e in events):
+                    break
+                assert time.monotonic() < deadline, f"the README's event was not stored: {shown.stdout[-2000:]}"
+                time.sleep(1)
+            listed = devtrail(workdir, "dlq", "list")
+            assert listed.returncode == 0, listed.stderr[-2000:]
+
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(timeout=60) == 0
+            assert not (workdir / ".devtrail" / "up.json").exists()
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+    stopped = devtrail(workdir, "timeline", "task", "T-42")  # nothing runs now: it says what to do
+    assert stopped.returncode != 0
+    assert "start 'devtrail up'" in stopped.stderr
+
+
+def test_devtrail_up_says_what_to_do_when_its_port_is_taken(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = subprocess.run(
+            [sys.executable, "-m", "devtrail", "up", "--metrics-port", "0"],
+            cwd=workdir, env={**ENV, "HOME": str(workdir), "DEVTRAIL_EMBEDDED_KAFKA_PORT": str(port)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert ran.returncode != 0
+    assert f"port {port} on 127.0.0.1 is taken" in ran.stderr
+    assert "DEVTRAIL_EMBEDDED_KAFKA_PORT" in ran.stderr
