@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from producers.bundler import Bundle, choose_partition
 from producers.context import apply_context
@@ -138,7 +138,14 @@ class EventProducer:
         """A started client and the partitions of every input topic; on failure the client is stopped."""
         kafka = self._client()
         try:
-            await kafka.start()
+            try:
+                await kafka.start()
+            except KafkaConnectionError as exc:
+                servers = self._settings.kafka_bootstrap_servers
+                raise KafkaConnectionError(
+                    f"cannot reach Kafka at {servers}: start `devtrail up` (its broker listens on 127.0.0.1:9092, "
+                    "the default here), or set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS to your brokers"
+                ) from exc
             partitions: dict[str, list[int]] = {}
             for topic in self._topics.input_topics:
                 found = await kafka.partitions_for(topic)
