@@ -1,4 +1,10 @@
-"""The ``devtrail`` command."""
+"""devtrail: an event pipeline for software development done by people and AI agents.
+
+Start with `devtrail up` (Kafka on 127.0.0.1:9092 and PostgreSQL, embedded, and every
+worker) or `devtrail demo` (a workload through it, checked). Then publish with the
+Python SDK (`producers.EventProducer`) or any Kafka client, and look with `devtrail
+timeline`, `devtrail dlq` and the `analytics` views. `devtrail COMMAND --help` says more.
+"""
 
 from __future__ import annotations
 
@@ -208,17 +214,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    """List dead letters, or replay the ones that now pass validation."""
+    """List, show, replay or discard dead letters."""
     from devtrail import dlq
 
     settings = _database_settings(args, "dlq")
+    ids = [*(args.ids or []), *(args.id or [])]
     if args.action == "list":
         asyncio.run(dlq.list_dead_letters(settings, args.kind, args.all, args.limit))
         return 0
+    if args.action == "show":
+        if len(ids) != 1:
+            raise SetupError("dlq show takes one dead letter's id (see `devtrail dlq list`)")
+        if not asyncio.run(dlq.show_dead_letter(settings, ids[0])):
+            raise SetupError(f"no dead letter has id {ids[0]} (see `devtrail dlq list --all`)")
+        return 0
+    if args.action == "discard":
+        if not ids or not args.reason:
+            raise SetupError('dlq discard takes ids and --reason "why nobody will fix them" (the reason is kept)')
+        marked = asyncio.run(dlq.discard_dead_letters(settings, ids, args.reason))
+        print(f"discarded {len(marked)}: {marked}")
+        missing = sorted(set(ids) - set(marked))
+        if missing:
+            print(f"not discarded (no such id, or discarded before): {missing}")
+        return 0 if not missing else 1
     if settings.embedded_kafka:
         raise SetupError("dlq replay publishes to Kafka: set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS (or --kafka)")
     fixes = dlq.load_fixes(args.fix) if args.fix else None
-    report = asyncio.run(dlq.replay_dead_letters(settings, args.id or None, args.kind, args.limit, fixes, args.dry_run))
+    report = asyncio.run(dlq.replay_dead_letters(settings, ids or None, args.kind, args.limit, fixes, args.dry_run))
     verb = "would replay" if args.dry_run else "replayed"
     print(f"{verb} {len(report.replayed)}: {report.replayed}")
     for dead_letter_id, reason in report.still_invalid.items():
@@ -328,17 +350,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main([a for a in args.bench_args if a != "--"])
 
 
+RUNNING_DSN = "PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL, else the running `devtrail up`'s)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="devtrail", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="devtrail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, fun: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(fun=fun)
-        p.add_argument("--kafka", help="Kafka bootstrap servers (default: embedded broker)")
-        p.add_argument("--database-url", help="PostgreSQL DSN (default: embedded PostgreSQL)")
-        p.add_argument("--data-dir", type=Path, help="where embedded data, logs and metrics go")
+        p.add_argument(
+            "--kafka",
+            help="Kafka bootstrap servers (default: DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS; else `up` and `demo` start "
+            "their own broker, and other commands use the running `devtrail up`'s)",
+        )
+        p.add_argument(
+            "--database-url",
+            help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL; else `up` and `demo` start their own "
+            "PostgreSQL, and other commands use the running `devtrail up`'s)",
+        )
+        p.add_argument(
+            "--data-dir", type=Path, help="where the embedded services keep their data, logs and up.json (.devtrail)"
+        )
         return p
 
     up = add("up", cmd_up, "run the whole pipeline until Ctrl-C")
@@ -366,19 +403,33 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("role", choices=("processor", "sink", "writers", "dead-letters"))
     run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics, /livez, /readyz here (0: off)")
     run.add_argument("--metrics-host", help="address they listen on (default 127.0.0.1)")
-    dlq = add("dlq", cmd_dlq, "list dead letters, or replay the ones that now pass validation")
-    dlq.add_argument("action", choices=("list", "replay"))
-    dlq.add_argument("--kind", help="only this error kind (decode, validation, too_large, database)")
-    dlq.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable)")
+    dlq = add(
+        "dlq",
+        cmd_dlq,
+        "look at dead letters (list, show ID), send fixed ones back (replay), or put some aside (discard)",
+    )
+    dlq.add_argument(
+        "action",
+        choices=("list", "show", "replay", "discard"),
+        help="list: the newest, with source and event id; show ID: one whole, its original decoded; "
+        "replay: re-validate and publish those that now pass; discard ID... --reason TEXT: keep them, out of the way",
+    )
+    dlq.add_argument("ids", type=int, nargs="*", metavar="ID", help="dead letter ids (show, replay, discard)")
+    dlq.add_argument(
+        "--kind",
+        help="only this reason (decode, validation, too_large, secret, unencodable, processing, database, malformed)",
+    )
+    dlq.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable; same as ID)")
     dlq.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
-    dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
+    dlq.add_argument("--all", action="store_true", help="list: include replayed and discarded ones")
+    dlq.add_argument("--reason", help="discard: why nobody will fix them (kept with them)")
     dlq.add_argument("--fix", metavar="FILE", help='replay: JSON {"<id>": <corrected event>, ...}')
     dlq.add_argument("--dry-run", action="store_true", help="replay: only say what would be replayed")
     db = sub.add_parser("db", help="database upkeep (retention)", description="database upkeep")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     retention = db_sub.add_parser("retention", help=cmd_db_retention.__doc__, description=cmd_db_retention.__doc__)
     retention.set_defaults(fun=cmd_db_retention)
-    retention.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    retention.add_argument("--database-url", help=RUNNING_DSN)
     retention.add_argument("--older-than", type=_positive_days, metavar="DAYS", help="default: DEVTRAIL_RETENTION_DAYS")
     retention.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     projections = sub.add_parser("projections", help="projection upkeep (rebuild)", description="projection upkeep")
@@ -387,16 +438,19 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild", help=cmd_projections_rebuild.__doc__, description=cmd_projections_rebuild.__doc__
     )
     rebuild.set_defaults(fun=cmd_projections_rebuild)
-    rebuild.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    rebuild.add_argument("--database-url", help=RUNNING_DSN)
     rebuild.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the locks, then for the sink (default 300)"
     )
     rebuild.add_argument("--batch-events", type=int, default=10_000, help="events replayed per batch")
-    timeline = sub.add_parser("timeline", help=cmd_timeline.__doc__, description=cmd_timeline.__doc__)
+    timeline = sub.add_parser(
+        "timeline", help="the events of a task, session, pull request... and of what is linked to it",
+        description=cmd_timeline.__doc__,
+    )  # fmt: skip
     timeline.set_defaults(fun=cmd_timeline)
     timeline.add_argument("kind", choices=tuple(TIMELINE_KINDS))  # task, requirement, session, pr, ...
     timeline.add_argument("id", help="the entity's id (a pull request as owner/repo#123, a Linear issue as ABC-123)")
-    timeline.add_argument("--database-url", help="PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL)")
+    timeline.add_argument("--database-url", help=RUNNING_DSN)
     timeline.add_argument("--limit", type=int, default=10_000, help="events at most (oldest first)")
     timeline.add_argument("--json", action="store_true", help="one JSON array of events")
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)

@@ -10,10 +10,11 @@ import pytest
 
 from consumers.deadletter import DeadLetter
 from consumers.deadletter_store import DeadLetterStore, record_row
-from devtrail.dlq import list_dead_letters, replay_dead_letters
+from devtrail.dlq import discard_dead_letters, list_dead_letters, replay_dead_letters, show_dead_letter
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from producers import EventProducer
+from schemas.errors import EventValidationError
 from tests.factories import llm_called
 from tests.integration.pipeline import counts, wait_for
 
@@ -90,3 +91,51 @@ async def test_the_store_writes_every_record_postgresql_would_refuse_and_never_s
     plain = await db.fetchrow('SELECT * FROM dead_letters WHERE "offset" = 9')
     assert plain["error"].startswith("raw NUL \\x00 and a lone \\ud800 [stored in plain form: PostgreSQL refused")
     assert bytes(plain["original"]) == nul.original
+
+
+async def test_a_dead_letter_is_shown_whole_and_a_discarded_one_is_kept_out_of_lists_and_replays(
+    db: asyncpg.Connection, stack_settings: StackSettings
+) -> None:
+    event = orjson.loads(llm_called().model_dump_json())
+    event["payload"]["input_tokens"] = -5
+    records = [
+        DeadLetter.for_error(
+            EventValidationError("llm.called: input_tokens must be >= 0", [{"loc": ["payload", "input_tokens"],
+                                 "msg": "must be >= 0", "type": "greater_than_equal"}]),
+            "devtrail.llm", 2, 40, orjson.dumps(event), 3, event,
+        ),
+        DeadLetter("decode", "not JSON", "devtrail.task", 1, 7, b"\xff\xfe binary \x00 junk", None),
+    ]  # fmt: skip
+    rows = [record_row("devtrail.dead-letters", 0, i, r.to_json()) for i, r in enumerate(records)]
+    async with db.transaction():
+        assert await DeadLetterStore().write(db, rows) == 2
+    ids = {r["error_kind"]: r["id"] for r in await db.fetch("SELECT id, error_kind FROM dead_letters")}
+    settings = stack_settings
+
+    listing = io.StringIO()
+    assert await list_dead_letters(settings, None, False, 10, listing) == 2
+    assert "devtrail.llm:2@40#3" in listing.getvalue() and event["event_id"] in listing.getvalue()
+
+    shown = io.StringIO()
+    assert await show_dead_letter(settings, ids["validation"], shown)
+    text = shown.getvalue()
+    assert "source:           devtrail.llm:2@40#3" in text and f"event_id:         {event['event_id']}" in text
+    assert "payload.input_tokens: must be >= 0" in text
+    assert '"input_tokens": -5' in text  # the original, indented JSON
+    binary = io.StringIO()
+    assert await show_dead_letter(settings, ids["decode"], binary)
+    assert "(not UTF-8: hex)" in binary.getvalue() and "ff fe 20 62 69 6e" in binary.getvalue()
+    assert not await show_dead_letter(settings, 10**9, io.StringIO())
+
+    assert await discard_dead_letters(settings, [ids["validation"], 10**9], "a test producer, gone") == [
+        ids["validation"]
+    ]
+    assert await discard_dead_letters(settings, [ids["validation"]], "again") == []  # the first reason stays
+    listing = io.StringIO()
+    assert await list_dead_letters(settings, None, False, 10, listing) == 1
+    everything = io.StringIO()
+    assert await list_dead_letters(settings, None, True, 10, everything) == 2
+    assert "(discarded: a test producer, gone)" in everything.getvalue()
+    fixed = event | {"payload": event["payload"] | {"input_tokens": 5}}
+    report = await replay_dead_letters(settings, [ids["validation"]], None, 10, {ids["validation"]: fixed}, True)
+    assert report.replayed == []  # discarded: never replayed
