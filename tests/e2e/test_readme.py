@@ -98,6 +98,11 @@ def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
                 time.sleep(1)
             listed = devtrail(workdir, "dlq", "list")
             assert listed.returncode == 0, listed.stderr[-2000:]
+            url = devtrail(workdir, "db", "url")
+            recorded = orjson.loads((workdir / ".devtrail" / "up.json").read_bytes())
+            assert url.returncode == 0 and url.stdout.strip() == recorded["database_url"]
+            counted = devtrail(workdir, "psql", "-At", "-c", "SELECT count(*) FROM events WHERE task_id = 'T-42'")
+            assert counted.returncode == 0 and counted.stdout.strip() == "1", counted.stderr[-2000:]
 
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=60) == 0
@@ -124,3 +129,14 @@ def test_devtrail_up_says_what_to_do_when_its_port_is_taken(workdir: Path) -> No
     assert ran.returncode != 0
     assert f"port {port} on 127.0.0.1 is taken" in ran.stderr
     assert "DEVTRAIL_EMBEDDED_KAFKA_PORT" in ran.stderr
+
+
+def test_psql_opens_the_database_alone_and_db_url_says_when_there_is_none(workdir: Path) -> None:
+    nothing = devtrail(workdir, "db", "url")
+    assert nothing.returncode != 0 and "start `devtrail up`" in nothing.stderr
+    counted = devtrail(workdir, "psql", "-At", "-c", "SELECT count(*) FROM events", timeout=120)
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    assert counted.stdout.strip() == "0"  # migrated, empty: no broker, no workers were started
+    data = str(workdir / ".devtrail" / "postgres")
+    left = subprocess.run(["pgrep", "-f", data], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", "the embedded PostgreSQL was left running"
