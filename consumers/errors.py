@@ -31,6 +31,18 @@ class SecretNotRedactableError(ContractError):
         )
 
 
+class WrongTopicError(ContractError):
+    """A valid event sent to another family's input topic."""
+
+    kind = "wrong_topic"
+
+    def __init__(self, family: str, topic: str, expected: str) -> None:
+        super().__init__(
+            f"a {family} event on {topic}: each family has its own input topic; send it to {expected} "
+            "(the SDK routes by family; `devtrail dlq replay` sends this one there)"
+        )
+
+
 class Verdict(enum.Enum):
     """What a failed database write means, and so what the consumer does about it."""
 

@@ -473,7 +473,8 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("ids", type=int, nargs="*", metavar="ID", help="dead letter ids (show, replay, discard)")
     dlq.add_argument(
         "--kind",
-        help="only this reason (decode, validation, too_large, secret, unencodable, processing, database, malformed)",
+        help="only this reason (decode, validation, too_large, secret, wrong_topic, unencodable, processing, database, "
+        "malformed)",
     )
     dlq.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable; same as ID)")
     dlq.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")

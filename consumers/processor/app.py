@@ -27,6 +27,7 @@ from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.links import LinkReader
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
+from schemas.envelope import Family
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class Processor:
         self._clean = clean
         self._dead_letters = dead_letters
         self._links_topic = links
+        self._topic_families = {settings.topics.input_topic(family): family.value for family in Family}
         self.index = DedupIndex(settings.dedup_window_s, settings.dedup_max_ids)
         self.correlator = Correlator() if settings.correlation else None
         self.links = LinkReader(settings, self.correlator) if self.correlator is not None else None
@@ -146,6 +148,7 @@ class Processor:
                 self._settings.processor_clean_bundle_bytes,
                 self.correlator,
                 self._settings.scrub_secrets,
+                self._topic_families,
             )
             await self._publish(outcome)
             await self._remember(outcome, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from consumers.clean import (
     event_to_row,
 )
 from consumers.deadletter import DeadLetter, ProcessingError
-from consumers.errors import EventNotEncodableError, SecretNotRedactableError
+from consumers.errors import EventNotEncodableError, SecretNotRedactableError, WrongTopicError
 from consumers.processor.correlate import Correlator, Link
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.scrub import may_hold_secret, scrub_json
@@ -122,6 +122,7 @@ def process_batch(
     bundle_bytes: int = 512 * 1024,
     correlator: Correlator | None = None,
     scrub: bool = True,
+    topic_families: Mapping[str, str] | None = None,
 ) -> BatchOutcome:
     """Turn a batch of input messages into clean messages, dead letters and dedup entries.
 
@@ -140,6 +141,8 @@ def process_batch(
             they miss (``consumers.processor.correlate``); ``None`` stores events as sent.
         scrub: replace secrets in payloads (``consumers.scrub``) before they leave; an event
             whose redacted payload its type no longer accepts is dead-lettered (``secret``).
+        topic_families: input topic -> the family it is for; a valid event of another family
+            read from it is dead-lettered (``wrong_topic``). ``None``: no check.
     """
     outcome = BatchOutcome()
     in_batch: set[int] = set()
@@ -157,8 +160,16 @@ def process_batch(
             del outcome.dead_letters[dead_before:]
             _failed_on(exc, message, message.value or b"", None, outcome)
             continue
+        expected_family = topic_families.get(message.topic) if topic_families is not None else None
         for position, event, raw in validated:
             outcome.received[event.event_type] += 1
+            if expected_family is not None and event.family.value != expected_family:
+                original = raw if raw is not None else encode_event(event)
+                named = {"event_id": str(event.event_id), "event_type": event.event_type}
+                topic = message.topic[: -len(expected_family)] + event.family.value
+                wrong = WrongTopicError(event.family.value, message.topic, topic)
+                outcome.dead_letters.append(_dead(wrong, message, original, position, named))
+                continue
             event_id = event.event_id.int
             if event_id in index or event_id in in_batch:
                 outcome.duplicates += 1
@@ -171,7 +182,7 @@ def process_batch(
                     row = event_to_row(event, enrichment.values, enrichment.attribution())
                     outcome.enriched += 1
                 if scrub and not _scrubbed(row, outcome):
-                    original = raw if raw is not None else (message.value or b"")
+                    original = raw if raw is not None else encode_event(event)
                     named = {"event_id": str(event.event_id), "event_type": event.event_type}
                     outcome.dead_letters.append(_dead(SecretNotRedactableError(), message, original, position, named))
                     continue

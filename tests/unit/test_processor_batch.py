@@ -195,3 +195,24 @@ def test_an_event_too_deep_to_encode_is_dead_lettered_not_raised() -> None:
     [dead] = outcome.dead_letters
     assert dead.error_kind in {"unencodable", "validation", "decode"}
     assert dead.original == deep
+
+
+def test_an_event_on_another_familys_topic_is_dead_lettered_with_its_own_reason() -> None:
+    families = {"devtrail.task": "task", "devtrail.llm": "llm"}
+    right, wrong = task_created(task_id="A"), llm_called()
+    outcome = process_batch(
+        [msg(encode_bundle([right, wrong]), topic="devtrail.task", offset=4)],
+        DedupIndex(60),
+        0.0,
+        topic_families=families,
+    )
+    assert accepted(outcome, 0) == [str(right.event_id)]
+    [dead] = outcome.dead_letters
+    assert (dead.error_kind, dead.event_index, dead.event_id) == ("wrong_topic", 1, str(wrong.event_id))
+    assert "a llm event on devtrail.task" in dead.error and "send it to devtrail.llm" in dead.error
+    assert orjson.loads(dead.original)["event_id"] == str(wrong.event_id)
+    # a topic the map does not name is not checked; no map, no check
+    other = process_batch([msg(encode_event(wrong), topic="elsewhere")], DedupIndex(60), 0.0, topic_families=families)
+    assert accepted(other, 0) == [str(wrong.event_id)]
+    unchecked = process_batch([msg(encode_event(wrong), topic="devtrail.task")], DedupIndex(60), 0.0)
+    assert accepted(unchecked, 0) == [str(wrong.event_id)]
