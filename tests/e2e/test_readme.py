@@ -22,6 +22,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devtrail.embedded import port_is_free
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 ENV = {"PATH": "/usr/bin:/bin"}  # HOME is set per test: nothing of the developer's leaks in
 
@@ -45,15 +47,6 @@ def devtrail(workdir: Path, *args: str, timeout: float = 60) -> subprocess.Compl
     )  # fmt: skip
 
 
-def port_taken(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def test_the_readme_has_python_to_run() -> None:
     blocks = python_blocks(README.read_text())
     assert blocks, "no ```python block in the README"
@@ -61,7 +54,7 @@ def test_the_readme_has_python_to_run() -> None:
 
 
 def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
-    if port_taken(9092):
+    if not port_is_free(9092):
         pytest.skip("127.0.0.1:9092 is taken (a devtrail up of yours?): this test starts its own there")
     with subprocess.Popen(
         [sys.executable, "-m", "devtrail", "up", "--metrics-port", "0"],
