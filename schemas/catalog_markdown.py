@@ -189,7 +189,7 @@ def _event_section(cls: type[Envelope]) -> str:
     payload_required = "payload" in schema["required"]
     variants = payload.get("oneOf")
     if variants:
-        tag = payload["discriminator"]["propertyName"]
+        tag = _tag_of([_resolve(variant, schema) for variant in variants])
         lines += [f"`payload` is chosen by `{tag}`:", ""]
         for variant in variants:
             lines += _payload_table(_resolve(variant, schema), schema, heading=True)
@@ -355,3 +355,14 @@ def _escape(text: str) -> str:
 
 def _table(header: tuple[str, ...], rows: list[str]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
+
+
+def _tag_of(variants: list[dict[str, Any]]) -> str:
+    """The property whose ``const`` tells a union's variants apart."""
+    constants: list[set[str]] = [
+        {str(name) for name, prop in v.get("properties", {}).items() if "const" in prop} for v in variants
+    ]
+    common: set[str] = set.intersection(*constants) if constants else set()
+    if len(common) != 1:
+        raise ValueError(f"no single discriminating property among {sorted(common)}")
+    return common.pop()

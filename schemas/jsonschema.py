@@ -68,6 +68,7 @@ def event_schema(cls: type[Envelope], base_uri: str = DEFAULT_BASE_URI) -> dict[
     generated = cls.model_json_schema(mode="validation", schema_generator=ContractJsonSchema)
     for node in _objects(generated):
         _require_discriminators(node)
+        _standard_keywords(node)
     required = [
         name for name in generated["properties"] if name in PRODUCER_REQUIRED or name in generated.get("required", ())
     ]
@@ -153,6 +154,27 @@ def _objects(node: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for value in node:
             yield from _objects(value)
+
+
+#: Constraint names pydantic leaves as they are when it cannot map them (a constraint on a
+#: type with a validator of its own), and the JSON Schema keywords that say the same.
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _standard_keywords(node: dict[str, Any]) -> None:
+    """Only standard JSON Schema keywords, so that every validator enforces them (ajv's strict mode too).
+
+    * ``ge``/``le``/``gt``/``lt`` become ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``:
+      a validator ignores unknown keywords, so a bound left as ``ge`` was not checked at all.
+    * ``discriminator`` (OpenAPI's, which pydantic adds to a tagged union) goes: the ``oneOf``
+      and each variant's ``const`` already say everything, and ajv's strict mode refuses it.
+    """
+    if node.get("type") in ("number", "integer"):
+        for pydantic_name, keyword in _BOUNDS.items():
+            if pydantic_name in node:
+                node[keyword] = node.pop(pydantic_name)
+    if "oneOf" in node and isinstance(node.get("discriminator"), dict):
+        del node["discriminator"]
 
 
 def _require_discriminators(node: dict[str, Any]) -> None:

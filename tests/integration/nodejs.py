@@ -1,4 +1,4 @@
-"""Node.js clients for the integration tests: kafkajs (and its snappy codec) installed once.
+"""Node.js tools for the integration tests (kafkajs, its snappy codec, ajv) installed once.
 
 ``kafkajs_modules()`` installs the packages pinned in ``tests/integration/node/package-lock.json``
 with npm into a cache directory (``$DEVTRAIL_NODE_CACHE``, else ``~/.cache/devtrail-node``),
@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
-KAFKAJS_VERSION = "2.2.4"
-KAFKAJS_SNAPPY_VERSION = "1.1.0"
 
 
 def kafkajs_modules() -> Path:
-    """A node_modules directory holding the pinned kafkajs, installed with npm once per lock file."""
+    """A node_modules directory holding the pinned packages (kafkajs, ajv...), installed with npm once per lock file."""
     npm = shutil.which("npm")
     if shutil.which("node") is None or npm is None:
-        pytest.skip("node or npm is not installed: this test sends with a kafkajs producer (Node.js >= 18 and npm)")
+        pytest.skip("node or npm is not installed: this test runs a Node.js tool (Node.js >= 18 and npm)")
     manifest, lock = NODE_DIR / "package.json", NODE_DIR / "package-lock.json"
     digest = hashlib.sha256(manifest.read_bytes() + lock.read_bytes()).hexdigest()[:16]
     cache = os.environ.get("DEVTRAIL_NODE_CACHE") or str(
@@ -38,9 +36,11 @@ def kafkajs_modules() -> Path:
 
     def installed() -> bool:
         try:
-            kafkajs = json.loads((modules / "kafkajs" / "package.json").read_text())["version"]
-            snappy = json.loads((modules / "kafkajs-snappy" / "package.json").read_text())["version"]
-            return (kafkajs, snappy) == (KAFKAJS_VERSION, KAFKAJS_SNAPPY_VERSION)
+            wanted: dict[str, str] = json.loads(manifest.read_text())["dependencies"]
+            return all(
+                json.loads((modules / name / "package.json").read_text())["version"] == version
+                for name, version in wanted.items()
+            )
         except (OSError, ValueError, KeyError):
             return False
 
@@ -62,4 +62,4 @@ def kafkajs_modules() -> Path:
             outputs.append(f"$ {' '.join(command[1:])}\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
             if result.returncode == 0 and installed():
                 return modules
-    raise AssertionError(f"npm could not install kafkajs {KAFKAJS_VERSION} into {home}:\n" + "\n".join(outputs))
+    raise AssertionError(f"npm could not install {manifest} into {home}:\n" + "\n".join(outputs))
