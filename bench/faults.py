@@ -353,7 +353,7 @@ async def run_embedded_crash(data_dir: Path, plan: FaultPlan) -> FaultResult:
 @contextlib.asynccontextmanager
 async def fault_stack(data_dir: Path, **overrides: object) -> AsyncIterator[Stack]:
     """A stack with its own embedded broker (the faults pause it) and two processors."""
-    settings = StackSettings(data_dir=data_dir, metrics_port=0, processor_workers=2, embedded_kafka_port=0, **overrides)  # type: ignore[arg-type]
+    settings = StackSettings(data_dir=data_dir, metrics_port=0, processor_workers=2, **overrides)  # type: ignore[arg-type]
     async with Stack(settings) as stack:
         await asyncio.sleep(8)  # let the processors join their group before the load
         yield stack

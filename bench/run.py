@@ -87,7 +87,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         for name, measure in stages:
             if name not in wanted:
                 continue
-            settings = StackSettings(data_dir=Path(data_dir) / name, metrics_port=0, embedded_kafka_port=0)
+            settings = StackSettings(data_dir=Path(data_dir) / name, metrics_port=0)
             async with Stack(settings, roles=()) as stack:
                 results["broker"] = "embedded Tansu 0.6 (memory)" if stack.kafka_embedded else "external"
                 results |= await measure(stack, stack.settings.database_url)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from devtrail.errors import SetupError
-from devtrail.settings import StackSettings
+from devtrail.settings import UP_KAFKA_PORT, StackSettings
 from devtrail.timeline import KINDS as TIMELINE_KINDS
 
 
@@ -42,24 +42,27 @@ def _settings(args: argparse.Namespace) -> StackSettings:
     return StackSettings(**overrides)
 
 
-def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
-    """The settings of a command that works on an existing database (not the embedded one).
-
-    With neither Kafka nor the database configured, a ``devtrail up`` running from the data
-    directory (``devtrail.running``) gives both.
-    """
+def _with_running_stack(args: argparse.Namespace) -> StackSettings:
+    """The settings, with what is not configured (Kafka, the database) taken from a ``devtrail up``
+    running from the data directory (``devtrail.running``), if one runs."""
     from devtrail import running
 
     settings = _settings(args)
-    if settings.embedded_kafka and settings.embedded_postgres:
-        found = running.find(settings.data_dir)
-        if found is not None:
-            settings = settings.model_copy(
-                update={
-                    "kafka_bootstrap_servers": found["kafka_bootstrap_servers"],
-                    "database_url": found["database_url"],
-                }
-            )
+    found = running.find(settings.data_dir) if settings.embedded_kafka or settings.embedded_postgres else None
+    if found is None:
+        return settings
+    update = {}
+    if settings.embedded_kafka:
+        update["kafka_bootstrap_servers"] = found["kafka_bootstrap_servers"]
+    if settings.embedded_postgres:
+        update["database_url"] = found["database_url"]
+    return settings.model_copy(update=update)
+
+
+def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
+    """The settings of a command that works on an existing database (not the embedded one):
+    the configured one, else the running ``devtrail up``'s."""
+    settings = _with_running_stack(args)
     if settings.embedded_postgres:
         raise SetupError(
             f"{command} needs the database: start 'devtrail up' (from this directory, or with the same "
@@ -84,7 +87,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with Stack(_settings(args)) as stack:
+        settings = _settings(args)
+        if settings.embedded_kafka_port is None:  # where producers look by default
+            settings = settings.model_copy(update={"embedded_kafka_port": UP_KAFKA_PORT})
+        async with Stack(settings) as stack:
             s = stack.settings
             runner = await serve(stack, s.metrics_port) if s.metrics_port else None
             metrics = f"http://{s.metrics_host}:{s.metrics_port}/metrics" if runner is not None else None
@@ -119,8 +125,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def demo() -> dict[str, Any]:
         settings = _settings(args)
-        if "embedded_kafka_port" not in settings.model_fields_set:  # never collide with a running `up`
-            settings = settings.model_copy(update={"embedded_kafka_port": 0})
         where = "embedded" if settings.embedded_kafka and settings.embedded_postgres else "configured"
         progress.done(f"starting the {where} stack (broker, PostgreSQL, migrations, workers)...")
         async with Stack(settings) as stack:
@@ -252,13 +256,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def _configured_or_running_database(args: argparse.Namespace) -> str | None:
     """The database a command should use: the configured one, else a running ``devtrail up``'s."""
-    from devtrail import running
-
-    settings = _settings(args)
-    if not settings.embedded_postgres:
-        return settings.database_url
-    found = running.find(settings.data_dir)
-    return str(found["database_url"]) if found is not None else None
+    settings = _with_running_stack(args)
+    return None if settings.embedded_postgres else settings.database_url
 
 
 def cmd_db_url(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr
 from consumers.settings import DeadLetterStoreSettings, ProcessorSettings, SinkSettings, WritersSettings
 from producers.settings import ProducerSettings
 
+#: Where ``devtrail up``'s embedded broker listens unless ``embedded_kafka_port`` says otherwise.
+UP_KAFKA_PORT = 9092
+
 
 class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings):
     """Everything the stack runs, plus where its embedded services keep their data.
@@ -20,10 +23,11 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
     Attributes:
         data_dir: embedded PostgreSQL data, worker logs, metrics files, and ``up.json``
             (where a running ``devtrail up`` listens: see ``devtrail.running``).
-        embedded_kafka_port: the port of the embedded broker on 127.0.0.1: 9092, where
-            ``ProducerSettings()`` looks by default, so that a producer finds ``devtrail up``
-            with nothing set; 0: any free port (``devtrail demo`` and the benchmarks, which
-            must not collide with a running ``devtrail up``, use that unless it is set).
+        embedded_kafka_port: the port of the embedded broker on 127.0.0.1; 0: any free port.
+            Unset, ``devtrail up`` listens on ``UP_KAFKA_PORT`` (9092, where
+            ``ProducerSettings()`` looks by default, so that a producer finds it with nothing
+            set) and everything else (``devtrail demo``, the benchmarks, the tests) on any free
+            port, so as never to collide with a running ``devtrail up``.
         metrics_port: HTTP port of ``/metrics``, ``/healthz``, ``/livez`` and ``/readyz``
             (0 disables them).
         metrics_host: the address that port listens on. Loopback by default: metrics and
@@ -43,7 +47,7 @@ class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, Proc
     """
 
     data_dir: Path = Path(".devtrail")
-    embedded_kafka_port: int = Field(default=9092, ge=0, le=65535)
+    embedded_kafka_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     health_restart_limit: int = Field(default=3, ge=1)

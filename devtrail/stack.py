@@ -214,7 +214,7 @@ class Stack:
         updates: dict[str, object] = {}
         fresh_broker = False
         if s.embedded_kafka:
-            self._kafka = EmbeddedKafka(self.log_dir / "kafka.log", s.embedded_kafka_port)
+            self._kafka = EmbeddedKafka(self.log_dir / "kafka.log", s.embedded_kafka_port or 0)
             updates["kafka_bootstrap_servers"] = await self._kafka.start()
             fresh_broker = True
         if s.embedded_postgres:

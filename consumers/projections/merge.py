@@ -6,7 +6,7 @@ that the result does not depend on their order, and applying a patch twice chang
 (a join semilattice: commutative, associative, idempotent). The same rule does it twice:
 
 * in Python (``Table.merge``), to reduce a batch to one patch per row first;
-* in SQL (``Table.upsert``), as ``INSERT ... ON CONFLICT DO UPDATE`` against the stored row,
+* in SQL (``Table.upsert_sql``), as ``INSERT ... ON CONFLICT DO UPDATE`` against the stored row,
   one statement per table per batch (the patches sent as one JSON text), rows in key order
   (two workers lock rows in the same order, so they never deadlock), updating only rows the
   patch changes (a replayed batch writes nothing).
@@ -23,7 +23,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import asyncpg
 import orjson
@@ -97,10 +97,12 @@ class Rule(ABC):
 
 
 @dataclass(frozen=True)
-class Least(Rule):
-    """The smallest value seen (a first time)."""
+class _Extreme(Rule):
+    """The most extreme value seen: the least (``Least``) or the greatest (``Greatest``)."""
 
     column: Column
+    #: Whether the least wins (else the greatest).
+    least: ClassVar[bool]
 
     @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
@@ -109,41 +111,31 @@ class Least(Rule):
     def merge(self, row: Patch, patch: Patch) -> None:
         name = self.column.name
         new = patch.get(name)
-        if new is not None and (row.get(name) is None or new < row[name]):
+        if new is not None and (row.get(name) is None or (new < row[name] if self.least else new > row[name])):
             row[name] = new
 
     def assignments(self) -> list[str]:
         c = self.column.name
-        return [f"{c} = LEAST(t.{c}, EXCLUDED.{c})"]
+        return [f"{c} = {'LEAST' if self.least else 'GREATEST'}(t.{c}, EXCLUDED.{c})"]
 
     def changes(self) -> str:
         c = self.column.name
-        return f"EXCLUDED.{c} < t.{c} OR (t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)"
+        operator = "<" if self.least else ">"
+        return f"EXCLUDED.{c} {operator} t.{c} OR (t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)"
 
 
 @dataclass(frozen=True)
-class Greatest(Rule):
+class Least(_Extreme):
+    """The smallest value seen (a first time)."""
+
+    least = True
+
+
+@dataclass(frozen=True)
+class Greatest(_Extreme):
     """The greatest value seen (a last time)."""
 
-    column: Column
-
-    @cached_property
-    def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
-        return (self.column,)
-
-    def merge(self, row: Patch, patch: Patch) -> None:
-        name = self.column.name
-        new = patch.get(name)
-        if new is not None and (row.get(name) is None or new > row[name]):
-            row[name] = new
-
-    def assignments(self) -> list[str]:
-        c = self.column.name
-        return [f"{c} = GREATEST(t.{c}, EXCLUDED.{c})"]
-
-    def changes(self) -> str:
-        c = self.column.name
-        return f"EXCLUDED.{c} > t.{c} OR (t.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)"
+    least = False
 
 
 @dataclass(frozen=True)
@@ -346,13 +338,6 @@ class Table:
             records.append(record)
         return orjson.dumps(records, default=_array_literal).decode()
 
-    async def upsert(self, conn: asyncpg.Connection, rows: dict[Any, Patch]) -> set[tuple[Any, ...]]:
-        """Merge ``rows`` (key tuple -> patch) into the table; return the keys of the rows it changed."""
-        if not rows:
-            return set()
-        changed = await conn.fetch(self.upsert_sql, self.encode(rows))
-        return {tuple(record) for record in changed}
-
 
 def _array_literal(value: Any) -> str | None:
     """``orjson``'s fallback: a set of ids (``IdSet``) as a PostgreSQL array literal, sorted; none: NULL."""
@@ -383,13 +368,9 @@ class Reduction:
             self.table.merge(row, patch)
             self.events[key] += events
 
-    async def apply(self, conn: asyncpg.Connection) -> int:
-        """Upsert the rows; return how many of the batch's events went into rows that changed."""
-        changed = await self.table.upsert(conn, self.rows)
-        return sum(self.events[key] for key in changed)
-
-    async def apply_encoded(self, conn: asyncpg.Connection, encoded: str) -> int:
-        """``apply`` with the rows already encoded (``table.encode(self.rows)``)."""
+    async def apply(self, conn: asyncpg.Connection, encoded: str) -> int:
+        """Upsert the rows, already encoded (``table.encode(self.rows)``); return how many of the
+        batch's events went into rows that changed."""
         if not self.rows:
             return 0
         changed = await conn.fetch(self.table.upsert_sql, encoded)

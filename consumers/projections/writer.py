@@ -17,7 +17,7 @@ class ProjectionWriter(ABC):
 
     ``prepare`` reduces the batch in Python to one patch per row of each table (``reduce``)
     and encodes them as column arrays; ``apply`` merges each table's patches with one
-    statement (``Table.upsert``). The writer host prepares the next batch in a thread while
+    statement (``Table.upsert_sql``). The writer host prepares the next batch in a thread while
     the current one is written (``consumers.checkpoint.PreparingWriter``). Idempotent per
     event: a row applied twice, in one batch or two, changes nothing the second time.
     Called by the writer host inside the batch's transaction (see ``consumers.checkpoint.host``):
@@ -45,7 +45,7 @@ class ProjectionWriter(ABC):
         """Merge a prepared batch into the tables; return what ``write`` returns."""
         applied = 0
         for reduction, encoded in prepared.upserts:
-            applied += await reduction.apply_encoded(conn, encoded)
+            applied += await reduction.apply(conn, encoded)
         return min(applied, prepared.rows)
 
     async def write(self, conn: asyncpg.Connection, rows: list[CleanRow]) -> int:
