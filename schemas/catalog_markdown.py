@@ -115,6 +115,9 @@ What each minor version changed:
   (it is meaningless whichever version wrote it, and a rule by version would cost a Python
   check on every event): its dead letter says which reference is missing. Every other
   `1.0` and `1.1` event is read as before.
+- 1.3 added the types the rules derive ([docs/rules.md](rules.md)): `alert.raised`,
+  `task.stalled` and `requirement.reopened` (`alert.raised` on its own topic, `devtrail.alert`).
+  Anyone may publish them; the rules set `causation_id`.
 """
 
 

@@ -24,8 +24,9 @@ from schemas.ids import uuid7
 #: Major version of the contract this code reads and writes (see docs/events.md, "Evolution").
 SCHEMA_MAJOR = 1
 #: Version this code writes. 1.1 added event types and optional fields to 1.0; 1.2 added event
-#: types and requires the entity references each type is about (see docs/events.md, "Evolution").
-SCHEMA_VERSION = "1.2"
+#: types and requires the entity references each type is about; 1.3 added the types the rules
+#: derive (see docs/events.md, "Evolution").
+SCHEMA_VERSION = "1.3"
 
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
@@ -56,6 +57,7 @@ class Family(enum.StrEnum):
     METRIC = "metric"
     USER = "user"
     SYSTEM = "system"
+    ALERT = "alert"
 
 
 def _utcnow() -> datetime:

@@ -87,6 +87,8 @@ from schemas.requirement_events import (
     RequirementCreated,
     RequirementCreatedPayload,
     RequirementEnvelope,
+    RequirementReopened,
+    RequirementReopenedPayload,
     RequirementUpdated,
     RequirementUpdatedPayload,
 )
@@ -102,6 +104,9 @@ from schemas.session_events import (
     SessionStartedPayload,
 )
 from schemas.system_events import (
+    AlertRaised,
+    AlertRaisedPayload,
+    AlertSubject,
     SystemConfigChanged,
     SystemConfigChangedPayload,
     SystemErrorPayload,
@@ -121,6 +126,8 @@ from schemas.task_events import (
     TaskEnvelope,
     TaskFailed,
     TaskFailedPayload,
+    TaskStalled,
+    TaskStalledPayload,
     TaskStarted,
     TaskStartedPayload,
     TaskStatus,
@@ -142,6 +149,9 @@ __all__ = [
     "AgentRegisteredPayload",
     "AgentUnregistered",
     "AgentUnregisteredPayload",
+    "AlertRaised",
+    "AlertRaisedPayload",
+    "AlertSubject",
     "AuthorKind",
     "ChatMessage",
     "ChatMessagePayload",
@@ -194,6 +204,8 @@ __all__ = [
     "RequirementCreated",
     "RequirementCreatedPayload",
     "RequirementEnvelope",
+    "RequirementReopened",
+    "RequirementReopenedPayload",
     "RequirementUpdated",
     "RequirementUpdatedPayload",
     "SessionEndReason",
@@ -221,6 +233,8 @@ __all__ = [
     "TaskEnvelope",
     "TaskFailed",
     "TaskFailedPayload",
+    "TaskStalled",
+    "TaskStalledPayload",
     "TaskStarted",
     "TaskStartedPayload",
     "TaskStatus",
@@ -253,10 +267,12 @@ EVENT_CLASSES: tuple[type[Envelope], ...] = (
     TaskFailed,
     TaskCancelled,
     TaskDependencyAdded,
+    TaskStalled,
     RequirementCreated,
     RequirementUpdated,
     RequirementComplexityScored,
     RequirementCompleted,
+    RequirementReopened,
     DeploymentStarted,
     DeploymentBuildResult,
     DeploymentTestResult,
@@ -276,6 +292,7 @@ EVENT_CLASSES: tuple[type[Envelope], ...] = (
     SystemErrorReported,
     SystemConfigChanged,
     SystemNotice,
+    AlertRaised,
 )
 
 #: ``event_type`` string -> class.
@@ -300,10 +317,12 @@ Event = Annotated[
     | TaskFailed
     | TaskCancelled
     | TaskDependencyAdded
+    | TaskStalled
     | RequirementCreated
     | RequirementUpdated
     | RequirementComplexityScored
     | RequirementCompleted
+    | RequirementReopened
     | DeploymentStarted
     | DeploymentBuildResult
     | DeploymentTestResult
@@ -322,7 +341,8 @@ Event = Annotated[
     | UserAction
     | SystemErrorReported
     | SystemConfigChanged
-    | SystemNotice,
+    | SystemNotice
+    | AlertRaised,
     Field(discriminator="event_type"),
 ]
 

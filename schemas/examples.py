@@ -16,6 +16,7 @@ _MERGE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _SOURCES = {
     "deployment": "ci",
     "system": "devtrail-processor",
+    "alert": "devtrail-rules",
     "user": "web-app",
     "requirement": "planner",
     "pr": "github",
@@ -120,6 +121,10 @@ _EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"project_id": "web", "task_id": "T-44"},
         {"reason": "duplicate of T-42", "cancelled_by": "u-ada"},
     ),
+    "task.stalled": (
+        {"project_id": "web", "task_id": "T-42", "agent_id": "agent-coder"},
+        {"last_activity_at": "2026-04-02T09:14:00Z", "idle_s": 7200, "status": "in_progress"},
+    ),
     "task.dependency_added": (
         {"project_id": "web", "task_id": "T-42"},
         {"depends_on_task_id": "T-40", "blocking": True},
@@ -145,6 +150,10 @@ _EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "rationale": "Touches auth",
             "estimated_hours": 12.5,
         },
+    ),
+    "requirement.reopened": (
+        {"project_id": "web", "requirement_id": "R-7", "causation_id": "01964c6e-8d2a-7b3c-9f10-2a3b4c5d6e7f"},
+        {"reason": "task T-45 failed after the requirement was completed", "task_id": "T-45"},
     ),
     "requirement.completed": (
         {"project_id": "web", "requirement_id": "R-7"},
@@ -317,6 +326,17 @@ _EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "system.notice": (
         {},
         {"component": "processor", "message": "rebalanced: 4 partitions assigned", "severity": "info"},
+    ),
+    "alert.raised": (
+        {"project_id": "web", "task_id": "T-42", "causation_id": "01964c6e-8d2a-7b3c-9f10-2a3b4c5d6e7f"},
+        {
+            "rule": "llm_budget",
+            "severity": "warning",
+            "subject_kind": "task",
+            "subject_id": "T-42",
+            "summary": "task T-42 spent $5.12 on LLM calls, over its $5.00 budget",
+            "evidence": {"cost_usd": 5.12, "budget_usd": 5.0, "threshold": 1.0},
+        },
     ),
 }
 

@@ -37,4 +37,6 @@ UNBOUND_TYPES: dict[str, str] = {
     "system.error": "About devtrail itself: `payload.component`.",
     "system.config_changed": "About devtrail itself: `payload.component` and `payload.key`.",
     "system.notice": "About devtrail itself: `payload.component`.",
+    "alert.raised": "What it is about is `payload.subject_kind` and `payload.subject_id` (a task, a requirement, "
+    "an agent, a pull request, ...); the envelope carries that entity's references when they are known.",
 }

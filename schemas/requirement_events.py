@@ -63,6 +63,13 @@ class RequirementCompletedPayload(Payload):
     summary: Text | None = Field(default=None, description="What was delivered.")
 
 
+class RequirementReopenedPayload(Payload):
+    """A completed requirement has work again: one of its tasks failed or was added after it was completed."""
+
+    reason: Text = Field(description="Why it is open again.")
+    task_id: EntityId | None = Field(default=None, description="The task that reopened it.")
+
+
 class RequirementEnvelope(Envelope):
     """Base of the requirement events: each is about one requirement, so ``requirement_id`` is required."""
 
@@ -99,3 +106,11 @@ class RequirementCompleted(RequirementEnvelope):
     family: ClassVar[Family] = Family.REQUIREMENT
     event_type: Literal["requirement.completed"] = "requirement.completed"
     payload: RequirementCompletedPayload = RequirementCompletedPayload()
+
+
+class RequirementReopened(RequirementEnvelope):
+    """A completed requirement was reopened."""
+
+    family: ClassVar[Family] = Family.REQUIREMENT
+    event_type: Literal["requirement.reopened"] = "requirement.reopened"
+    payload: RequirementReopenedPayload

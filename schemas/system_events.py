@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import Severity
+from schemas.fields import Attributes, Severity
 
 #: A configuration key: letters, digits and ``._:/-``, at most 200 characters.
 ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")]
@@ -43,6 +44,31 @@ class SystemNoticePayload(Payload):
     severity: Severity = Field(default=Severity.INFO, description="info, warning, error or critical.")
 
 
+class AlertSubject(enum.StrEnum):
+    """What an alert is about."""
+
+    TASK = "task"
+    REQUIREMENT = "requirement"
+    PROJECT = "project"
+    SESSION = "session"
+    AGENT = "agent"
+    PULL_REQUEST = "pull_request"
+    DEPLOYMENT = "deployment"
+
+
+class AlertRaisedPayload(Payload):
+    """A rule found something people should look at."""
+
+    rule: ShortText = Field(description="The rule that raised it, e.g. llm_budget.")
+    severity: Severity = Field(default=Severity.WARNING, description="info, warning, error or critical.")
+    subject_kind: AlertSubject = Field(description="What the alert is about: task, requirement, project, ...")
+    subject_id: EntityId = Field(description="Which one (a pull request is repository#number).")
+    summary: Text = Field(description="One readable sentence saying what was found.")
+    evidence: Attributes = Field(
+        default_factory=dict, description="The figures behind it (any JSON object, at most 100 keys)."
+    )
+
+
 class SystemErrorReported(Envelope):
     """A system component reported an error (event type ``system.error``)."""
 
@@ -65,3 +91,11 @@ class SystemNotice(Envelope):
     family: ClassVar[Family] = Family.SYSTEM
     event_type: Literal["system.notice"] = "system.notice"
     payload: SystemNoticePayload
+
+
+class AlertRaised(Envelope):
+    """A rule raised an alert (event type ``alert.raised``); derived events carry ``causation_id``."""
+
+    family: ClassVar[Family] = Family.ALERT
+    event_type: Literal["alert.raised"] = "alert.raised"
+    payload: AlertRaisedPayload

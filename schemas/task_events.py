@@ -10,7 +10,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
 from schemas.fields import NonNegativeInt, Priority, StrictBool
 
 
@@ -81,6 +81,14 @@ class TaskDependencyAddedPayload(Payload):
 
     depends_on_task_id: EntityId = Field(description="The task it depends on; differs from the envelope's task_id.")
     blocking: StrictBool = Field(default=True, description="Whether the task cannot complete before the other one.")
+
+
+class TaskStalledPayload(Payload):
+    """A started task saw nothing for longer than the stall limit (raised by the ``stalled_tasks`` rule)."""
+
+    last_activity_at: OccurredAt = Field(description="When the task's last event happened.")
+    idle_s: NonNegativeInt = Field(description="Seconds without any event for the task when it was flagged.")
+    status: TaskStatus | None = Field(default=None, description="The task's status then.")
 
 
 _TASK_ID = "The task; required for this event."
@@ -155,3 +163,11 @@ class TaskDependencyAdded(TaskEnvelope):
         if self.payload.depends_on_task_id == self.task_id:
             raise ValueError(f"task {self.task_id!r} cannot depend on itself")
         return self
+
+
+class TaskStalled(TaskEnvelope):
+    """A started task went quiet for too long."""
+
+    family: ClassVar[Family] = Family.TASK
+    event_type: Literal["task.stalled"] = "task.stalled"
+    payload: TaskStalledPayload
