@@ -71,3 +71,21 @@ INPUT_HOLES_REREAD = Counter(
     "Times a processor found input offsets it never processed below ones it had, and read them again",
     ["topic"],
 )
+RULE_FAILURES = Counter(
+    "devtrail_rule_failures_total",
+    "Rule handler calls that raised or passed their time limit (their event is dead-lettered for the rule)",
+    ["rule"],
+)
+RULE_SECONDS = Histogram(
+    "devtrail_rule_seconds",
+    "Time of one rule handler call",
+    ["rule"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+)
+DERIVED_EVENTS = Counter(
+    "devtrail_derived_events_total", "Derived events and rule dead letters published", ["rule", "kind"]
+)
+RULES_WAITING_SECONDS = Counter(
+    "devtrail_rules_projection_wait_seconds_total",
+    "Time the rules worker waited for the projection writers to apply the events it was about to run rules on",
+)

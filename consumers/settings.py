@@ -140,3 +140,85 @@ class WritersSettings(CheckpointSettings):
 
     writers_group: str = "devtrail-writers"
     writers: str = "all"
+
+
+class RulesSettings(WritersSettings):
+    """The rules worker (``devtrail run rules``): user rules and the built-in ones.
+
+    Attributes:
+        rules: modules whose ``@rule`` / ``@every`` handlers run, comma-separated
+            (``package.module,other.module``), imported from the worker's ``sys.path``
+            (the current directory included).
+        rules_builtin: which built-in rules run, comma-separated names, ``all`` or ``none``
+            (docs/rules.md lists them).
+        rules_group: the worker's Faust app id and consumer group (the key of its stored offsets).
+        rules_timeout_s: a handler's time limit, unless its ``@rule`` sets one.
+        rules_max_depth: how long a chain of derived events may be (an event derived from a
+            derived event has depth 2); a rule emitting past it is dead-lettered for that event.
+        rules_batch_messages / rules_batch_wait_s: clean-topic messages handled per transaction.
+        rules_wait_for_projections: before running the rules of an event, wait until the
+            projection writers (``rules_projection_groups``) have applied it, so a rule never
+            sees a state older than its event. Turn off only if no rule reads projections.
+        rules_projection_groups: the writer groups to wait for, comma-separated (default: ``writers_group``).
+        rules_emitted_retention_days: how long published derived events stay in ``rules.emitted``.
+        rules_synchronous_commit: the rules worker waits for each commit's WAL flush (on by
+            default, whatever ``db_synchronous_commit`` says): a derived event is published
+            once its transaction is durable, so a PostgreSQL crash cannot take back the state
+            that emitted it.
+        requirement_rollup_enabled: ``requirement.completed`` when all tasks of a requirement
+            are done, ``requirement.reopened`` when one fails or is reopened after.
+        lifecycle_checks_enabled / lifecycle_orphan_after_s: ``alert.raised`` for a task
+            completed before it started, completed twice, or with events but no ``task.created``
+            after this long.
+        stalled_tasks_enabled / stalled_task_after_s / rules_check_interval_s: ``task.stalled``
+            for a task in progress with no event for this long.
+        error_burst_enabled / error_burst_count / error_burst_window_s: ``alert.raised`` when an
+            agent reports this many ``agent.error`` within the window.
+        llm_budget_task_usd / llm_budget_requirement_usd / llm_budget_project_usd: budgets
+            (unset: no check); ``llm_budget_thresholds`` the fractions alerted once each.
+        traceability_enabled / traceability_after_s: ``alert.raised`` for a task completed with
+            no pull request, or a merged pull request linked to no task, after this long.
+    """
+
+    rules: str = ""
+    rules_builtin: str = "all"
+    rules_group: str = "devtrail-rules"
+    rules_timeout_s: float = Field(default=5.0, gt=0)
+    rules_max_depth: int = Field(default=4, ge=1, le=100)
+    rules_batch_messages: int = Field(default=100, ge=1)
+    rules_batch_wait_s: float = Field(default=0.05, gt=0)
+    rules_wait_for_projections: bool = True
+    rules_projection_groups: str = ""
+    rules_emitted_retention_days: float = Field(default=7.0, gt=0)
+    rules_data_dir: Path = Path(".devtrail/faust-rules")
+    rules_log_level: str = "warning"
+    rules_synchronous_commit: bool = True
+    requirement_rollup_enabled: bool = True
+    lifecycle_checks_enabled: bool = True
+    lifecycle_orphan_after_s: float = Field(default=3600.0, gt=0)
+    stalled_tasks_enabled: bool = True
+    stalled_task_after_s: float = Field(default=4 * 3600.0, gt=0)
+    rules_check_interval_s: float = Field(default=60.0, gt=0)
+    error_burst_enabled: bool = True
+    error_burst_count: int = Field(default=10, ge=2)
+    error_burst_window_s: float = Field(default=300.0, gt=0)
+    llm_budget_task_usd: float | None = Field(default=None, gt=0)
+    llm_budget_requirement_usd: float | None = Field(default=None, gt=0)
+    llm_budget_project_usd: float | None = Field(default=None, gt=0)
+    llm_budget_thresholds: str = "0.8,1.0"
+    traceability_enabled: bool = True
+    traceability_after_s: float = Field(default=24 * 3600.0, gt=0)
+
+    def rule_modules(self) -> list[str]:
+        """``rules`` as a list of module names."""
+        return [name.strip() for name in self.rules.split(",") if name.strip()]
+
+    def projection_groups(self) -> list[str]:
+        """``rules_projection_groups`` as a list."""
+        return [name.strip() for name in self.rules_projection_groups.split(",") if name.strip()] or [
+            self.writers_group
+        ]
+
+    def budget_thresholds(self) -> list[float]:
+        """``llm_budget_thresholds`` as sorted fractions."""
+        return sorted({float(part) for part in self.llm_budget_thresholds.split(",") if part.strip()})

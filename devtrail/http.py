@@ -44,7 +44,13 @@ if TYPE_CHECKING:
     from devtrail.stack import Stack, WorkerProcess
 
 #: The stage (metrics label) of each worker role.
-STAGE_OF_ROLE = {"processor": "processor", "sink": "sink", "writers": "writers", "dead-letters": "dead_letters"}
+STAGE_OF_ROLE = {
+    "processor": "processor",
+    "sink": "sink",
+    "writers": "writers",
+    "dead-letters": "dead_letters",
+    "rules": "rules",
+}
 #: Every role whose consumer group the supervisor measures, running or not (a stopped consumer's lag grows).
 PIPELINE_ROLES = tuple(STAGE_OF_ROLE)
 #: A worker event loop that ran no callback for this long is stalled: ``/livez`` fails.

@@ -91,6 +91,7 @@ def pipeline_groups(settings: StackSettings, roles: Iterable[str]) -> list[Consu
         "sink": ConsumerGroup(settings.sink_group, (topics.clean,), "database"),
         "writers": ConsumerGroup(settings.writers_group, (topics.clean,), "database"),
         "dead-letters": ConsumerGroup(settings.dead_letter_group, (topics.dead_letters,), "database"),
+        "rules": ConsumerGroup(settings.rules_group, (topics.clean,), "database"),
     }
     return [groups[role] for role in roles]
 

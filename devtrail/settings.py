@@ -7,14 +7,16 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from consumers.settings import DeadLetterStoreSettings, ProcessorSettings, SinkSettings, WritersSettings
+from consumers.settings import DeadLetterStoreSettings, ProcessorSettings, RulesSettings, SinkSettings, WritersSettings
 from producers.settings import ProducerSettings
 
 #: Where ``devtrail up``'s embedded broker listens unless ``embedded_kafka_port`` says otherwise.
 UP_KAFKA_PORT = 9092
 
 
-class StackSettings(SinkSettings, WritersSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings):
+class StackSettings(
+    SinkSettings, RulesSettings, WritersSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings
+):
     """Everything the stack runs, plus where its embedded services keep their data.
 
     Kafka and PostgreSQL are embedded unless ``DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS`` or

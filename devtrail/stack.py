@@ -44,7 +44,7 @@ class WorkerProcess:
     """One ``devtrail run ROLE`` child, restarted if it dies unexpectedly.
 
     Args:
-        role: ``processor``, ``sink``, ``writers`` or ``dead-letters``.
+        role: ``processor``, ``sink``, ``writers``, ``dead-letters`` or ``rules``.
         name: label for logs (``processor-1``).
         env: the full environment of the child.
         log_path: where its output goes.
@@ -160,7 +160,9 @@ class Stack:
     """
 
     def __init__(
-        self, settings: StackSettings, roles: tuple[str, ...] = ("processor", "sink", "writers", "dead-letters")
+        self,
+        settings: StackSettings,
+        roles: tuple[str, ...] = ("processor", "sink", "writers", "dead-letters", "rules"),
     ) -> None:
         self.settings = settings
         self._roles = roles
@@ -237,7 +239,13 @@ class Stack:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             await forget_offsets(
-                conn, [self.settings.sink_group, self.settings.writers_group, self.settings.dead_letter_group]
+                conn,
+                [
+                    self.settings.sink_group,
+                    self.settings.writers_group,
+                    self.settings.dead_letter_group,
+                    self.settings.rules_group,
+                ],
             )
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
                 counted = await rebuild_hourly_counts(conn)
@@ -250,7 +258,7 @@ class Stack:
             await conn.close()
 
     async def start_workers(self, roles: tuple[str, ...], settings: StackSettings | None = None) -> None:
-        """Start worker processes for ``roles`` (``processor``, ``sink``, ``writers``, ``dead-letters``).
+        """Start worker processes for ``roles`` (``processor``, ``sink``, ``writers``, ``dead-letters``, ``rules``).
 
         Args:
             roles: which workers.
@@ -272,7 +280,11 @@ class Stack:
             )
             for n in range(1, count + 1):
                 name = f"{role}-{n}"
-                worker_env = {**env, "DEVTRAIL_PROCESSOR_DATA_DIR": str(s.data_dir / "faust" / name)}
+                worker_env = {
+                    **env,
+                    "DEVTRAIL_PROCESSOR_DATA_DIR": str(s.data_dir / "faust" / name),
+                    "DEVTRAIL_RULES_DATA_DIR": str(s.data_dir / "faust" / name),
+                }
                 worker = WorkerProcess(role, name, worker_env, self.log_dir / f"{name}.log", self.metrics_dir)
                 await worker.start()
                 self.workers.append(worker)

@@ -1,4 +1,4 @@
-"""``devtrail run ROLE``: one worker process (processor, sink, writers or dead-letter store)."""
+"""``devtrail run ROLE``: one worker process (processor, sink, writers, dead-letter store or rules)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from consumers.settings import (
     CheckpointSettings,
     DeadLetterStoreSettings,
     ProcessorSettings,
+    RulesSettings,
     SinkSettings,
     WritersSettings,
 )
@@ -129,11 +130,19 @@ def run_dead_letter_store() -> None:
     asyncio.run(_consume(settings, host, settings.dead_letter_group, topic=settings.topics.dead_letters))
 
 
+def run_rules() -> None:
+    """The rules worker: built-in rules and the ``DEVTRAIL_RULES`` modules (``consumers.rules``)."""
+    from consumers.rules.app import run_worker
+
+    run_worker(RulesSettings())
+
+
 ROLES: dict[str, Callable[[], None]] = {
     "processor": run_processor,
     "sink": run_sink,
     "writers": run_writers,
     "dead-letters": run_dead_letter_store,
+    "rules": run_rules,
 }
 
 

@@ -77,6 +77,7 @@ def stack_settings(kafka_bootstrap: str, database_url: str, tmp_path_factory: py
         sink_group=f"{prefix}-sink",
         writers_group=f"{prefix}-writers",
         dead_letter_group=f"{prefix}-dead-letters",
+        rules_group=f"{prefix}-rules",
         data_dir=tmp_path_factory.mktemp("stack"),
         metrics_port=0,
     )

@@ -28,6 +28,7 @@ from consumers.processor.links import LinkReader
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
 from consumers.settings import ProcessorSettings
 from schemas.envelope import Family
+from schemas.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         datadir=str(settings.processor_data_dir),
         table_standby_replicas=0,
         stream_buffer_maxsize=settings.processor_buffer_messages,
-        broker_credentials=_credentials(settings),
+        broker_credentials=credentials(settings),
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)
@@ -91,7 +92,7 @@ def build_app(settings: ProcessorSettings) -> faust.App:
     return app
 
 
-def _credentials(settings: ProcessorSettings) -> Any:
+def credentials(settings: KafkaSettings) -> Any:
     """Faust's form of the Kafka TLS / SASL settings (``None`` for plaintext)."""
     security = settings.aiokafka_security()
     protocol = settings.kafka_security_protocol

@@ -183,6 +183,7 @@ async def test_database_down_is_degraded_not_unhealthy(kafka_bootstrap: str) -> 
         processor_group=f"{prefix}-processor",
         sink_group=f"{prefix}-sink",
         writers_group=f"{prefix}-writers",
+        rules_group=f"{prefix}-rules",
         dead_letter_group=f"{prefix}-dead-letters",
         data_dir=data_dir,
         metrics_port=0,

@@ -39,7 +39,7 @@ def test_passwords_are_not_printed() -> None:
 def test_kafka_security_reaches_every_client() -> None:
     import faust
 
-    from consumers.processor.app import _credentials
+    from consumers.processor.app import credentials as faust_credentials
     from consumers.settings import ProcessorSettings
 
     settings = ProcessorSettings(
@@ -49,10 +49,10 @@ def test_kafka_security_reaches_every_client() -> None:
         kafka_sasl_password="pw",
     )
     assert settings.aiokafka_security()["sasl_plain_password"] == "pw"
-    credentials = _credentials(settings)
+    credentials = faust_credentials(settings)
     assert isinstance(credentials, faust.SASLCredentials)
     assert (credentials.username, credentials.password) == ("svc", "pw")
-    assert _credentials(ProcessorSettings()) is None
+    assert faust_credentials(ProcessorSettings()) is None
 
 
 def test_compression_is_zstd_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

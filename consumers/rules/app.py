@@ -1,0 +1,286 @@
+"""The rules worker: a Faust app, in its own consumer group, reading the clean topic.
+
+Per batch of clean-topic messages:
+
+1. If any event goes to a rule, wait until the projection writers have applied the batch
+   (their offsets in ``consumer_offsets`` reach it): a rule never reads a state older
+   than its event.
+2. Run the rules in one transaction with their state, their outbox rows and the batch's
+   offsets (``consumers.rules.engine``), retried whole if the database goes away.
+3. Publish the outbox to Kafka, wait for the acknowledgements, mark the rows published.
+4. Only then return the batch to Faust (acknowledged; its offsets may be committed).
+
+Faust's committed offsets only say where to start reading; the offsets in PostgreSQL say
+what was applied, so a batch read twice (a crash, a rebalance, two workers for a moment)
+is applied once. Periodic rules run in the same process, each under an advisory lock so
+that one worker at a time runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from consumers import metrics
+from consumers.checkpoint.database import DatabaseLink
+from consumers.clean import CleanRow, CleanRowFormat
+from consumers.errors import is_retriable_db_error
+from consumers.processor import transport
+from consumers.processor.app import QuietWorker, credentials
+from consumers.rules.api import AnyRule, PeriodicRule, RuleError, rules_in
+from consumers.rules.builtin import builtin_rules
+from consumers.rules.engine import Emitted, Message, RulesEngine
+from consumers.settings import RulesSettings
+
+log = logging.getLogger(__name__)
+
+STAGE = "rules"
+_PRUNE_EVERY_S = 600.0
+
+
+def load_rules(settings: RulesSettings) -> list[AnyRule]:
+    """The built-in rules the settings switch on, then those of the ``rules`` modules.
+
+    Raises:
+        RuleError: a module cannot be imported, defines no rule, or two rules share a name.
+    """
+    loaded: list[AnyRule] = list(builtin_rules(settings))
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in settings.rule_modules():
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise RuleError(f"DEVTRAIL_RULES names {name!r}, which cannot be imported: {exc!r}") from exc
+        found = rules_in(module)
+        if not found:
+            raise RuleError(f"module {name} defines no @rule or @every handler at its top level")
+        loaded += found
+    return loaded
+
+
+class RulesRunner:
+    """Runs the engine on Faust's batches and publishes what it emitted."""
+
+    def __init__(self, settings: RulesSettings, engine: RulesEngine, app: faust.App) -> None:
+        self._settings = settings
+        self.engine = engine
+        self._app = app
+        self._db = DatabaseLink(
+            settings.model_copy(update={"db_synchronous_commit": settings.rules_synchronous_commit}), STAGE
+        )
+        self._lock = asyncio.Lock()
+        self._topics: dict[str, Any] = {}
+        self._last_run: dict[str, float] = {}
+        self._leftovers_published = False
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Apply one batch; return only when its effects are committed and published."""
+        messages = [
+            Message(
+                e.message.partition,
+                e.message.offset,
+                _rows(e.message.topic, e.message.partition, e.message.offset, e.value),
+            )
+            for e in events
+        ]
+        try:
+            async with self._lock:
+                await self._publish_leftovers()
+                if any(self.engine.wants(m.rows) for m in messages):
+                    await self._wait_for_projections(messages)
+                emitted = await self._apply(messages)
+                await self._publish(emitted)
+        except Exception:
+            log.critical("rules: could not process a batch; exiting for a restart", exc_info=True)
+            os._exit(70)
+        except BaseException:
+            for event in events:  # cancelled: leave the batch unacknowledged (see the processor)
+                event.message.acked = True
+            raise
+        metrics.LAST_COMMIT_TIMESTAMP.labels(STAGE).set_to_current_time()
+
+    async def _apply(self, messages: list[Message]) -> list[Emitted]:
+        while True:
+            try:
+                result = await self._db.within_timeout(lambda conn: self.engine.apply(conn, messages))
+            except Exception as exc:
+                if not is_retriable_db_error(exc):
+                    raise
+                await self._db.wait_until_back(exc)
+                continue
+            events = sum(len(m.rows) for m in messages)
+            metrics.EVENTS_IN.labels(STAGE, "all").inc(events)
+            return result.emitted
+
+    async def _wait_for_projections(self, messages: list[Message]) -> None:
+        if not self._settings.rules_wait_for_projections:
+            return
+        needed: dict[int, int] = {}
+        for m in messages:
+            if self.engine.wants(m.rows):
+                needed[m.partition] = max(needed.get(m.partition, 0), m.offset + 1)
+        groups = self._settings.projection_groups()
+        started = time.monotonic()
+        warned = started
+        while True:
+            rows = await self._db.retrying(
+                lambda conn: conn.fetch(
+                    "SELECT consumer_group, partition, next_offset FROM consumer_offsets "
+                    "WHERE consumer_group = ANY($1::text[]) AND topic = $2 AND partition = ANY($3::int[])",
+                    groups,
+                    self.engine.clean_topic,
+                    list(needed),
+                )
+            )
+            have = {(row["consumer_group"], row["partition"]): row["next_offset"] for row in rows}
+            behind = [(g, p) for g in groups for p, n in needed.items() if have.get((g, p), 0) < n]
+            if not behind:
+                metrics.RULES_WAITING_SECONDS.inc(time.monotonic() - started)
+                return
+            now = time.monotonic()
+            if now - warned > 10:
+                warned = now
+                log.warning(
+                    "rules: waiting %.0fs for the projection writers (%s) to apply the events on partitions %s; "
+                    "is `devtrail run writers` running? (or set DEVTRAIL_RULES_WAIT_FOR_PROJECTIONS=false)",
+                    now - started,
+                    ", ".join(groups),
+                    sorted({p for _, p in behind}),
+                )
+            await asyncio.sleep(0.05)
+
+    async def _publish(self, emitted: list[Emitted]) -> None:
+        if not emitted:
+            return
+        sends = [await self._topic(e.topic).send(key=e.key, value=e.value) for e in emitted]
+        await asyncio.gather(*sends)
+        ids = [e.event_id for e in emitted]
+        await self._db.retrying(
+            lambda conn: conn.execute(
+                "UPDATE rules.emitted SET published_at = now() WHERE event_id = ANY($1::uuid[])", ids
+            )
+        )
+        for e in emitted:
+            metrics.DERIVED_EVENTS.labels(e.rule, e.kind).inc()
+
+    async def _publish_leftovers(self) -> None:
+        """After a start: publish what a crash left committed but unpublished."""
+        if self._leftovers_published:
+            return
+        rows = await self._db.retrying(
+            lambda conn: conn.fetch(
+                "SELECT event_id, rule, kind, event_type, cause_id, depth, topic, key, value FROM rules.emitted "
+                "WHERE published_at IS NULL ORDER BY created_at"
+            )
+        )
+        if rows:
+            log.warning("rules: publishing %d derived events left unpublished by the last run", len(rows))
+            await self._publish([Emitted(**dict(row)) for row in rows])
+        self._leftovers_published = True
+
+    def _topic(self, name: str) -> Any:
+        if name not in self._topics:
+            self._topics[name] = self._app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
+        return self._topics[name]
+
+    async def run_periodic(self) -> None:
+        """Run the periodic rules when due, and prune published outbox rows now and then."""
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                for periodic in self.engine.periodic_rules:
+                    if time.monotonic() - self._last_run.get(periodic.name, 0.0) >= periodic.interval_s:
+                        self._last_run[periodic.name] = time.monotonic()
+                        await self._run_once(periodic)
+                if time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                    last_prune = time.monotonic()
+                    await self._prune()
+            except Exception as exc:
+                if not is_retriable_db_error(exc):
+                    log.critical("rules: periodic rules failed; exiting for a restart", exc_info=True)
+                    os._exit(70)
+                await self._db.wait_until_back(exc)
+
+    async def _run_once(self, periodic: PeriodicRule) -> None:
+        async with self._lock:
+            await self._publish_leftovers()
+            emitted = await self._db.within_timeout(lambda conn: self.engine.run_periodic(conn, periodic))
+            if emitted:
+                await self._publish(emitted)
+
+    async def _prune(self) -> None:
+        days = self._settings.rules_emitted_retention_days
+        async with self._lock:
+            deleted = await self._db.retrying(
+                lambda conn: conn.execute(
+                    "DELETE FROM rules.emitted WHERE published_at < now() - make_interval(secs => $1)", days * 86400
+                )
+            )
+        log.info("rules: pruned published derived events older than %.1f days (%s)", days, deleted)
+
+
+def _rows(topic: str, partition: int, offset: int, value: bytes | None) -> list[CleanRow]:
+    return [row for row in CleanRowFormat.decode(topic, partition, offset, value) if isinstance(row, CleanRow)]
+
+
+def build_app(settings: RulesSettings, rules: Sequence[AnyRule] | None = None) -> tuple[faust.App, RulesRunner]:
+    """The Faust app of the rules worker, and the runner it drives."""
+    settings.rules_data_dir.mkdir(parents=True, exist_ok=True)
+    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    chosen = list(rules) if rules is not None else load_rules(settings)
+    engine = RulesEngine(
+        chosen, settings.topics, settings.rules_group, settings.rules_timeout_s, settings.rules_max_depth
+    )
+    app = faust.App(
+        settings.rules_group,
+        broker=[f"{transport.SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_session_timeout_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_compression_type=settings.compression,
+        web_enabled=False,
+        datadir=str(settings.rules_data_dir),
+        broker_credentials=credentials(settings),
+    )
+    runner = RulesRunner(settings, engine, app)
+    source = app.topic(
+        settings.topics.clean, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(source)  # type: ignore[untyped-decorator]
+    async def run_rules(stream: Any) -> None:
+        async for events in stream.take_events(settings.rules_batch_messages, within=settings.rules_batch_wait_s):
+            await runner.handle(events)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def periodic() -> None:
+        await runner.run_periodic()
+
+    names = ", ".join(r.name for r in engine.rules) or "none"
+    log.info("rules: group %s reading %s with rules: %s", settings.rules_group, settings.topics.clean, names)
+    return app, runner
+
+
+def run_worker(settings: RulesSettings) -> None:
+    """Run the rules worker in this process until SIGTERM or Ctrl-C."""
+    app, _ = build_app(settings)
+    worker = QuietWorker(app, loglevel=settings.rules_log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,237 @@
+"""The rules worker in the running pipeline: built-in rules, user rules loaded through
+``DEVTRAIL_RULES``, failing and looping rules, and derived events exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from devtrail.settings import StackSettings
+from devtrail.stack import Stack
+from producers import EventProducer
+from schemas.events import (
+    AgentErrorPayload,
+    AgentErrorReported,
+    LlmCalledPayload,
+    TaskCompleted,
+    TaskCompletedPayload,
+    TaskCreated,
+    TaskCreatedPayload,
+    TaskFailed,
+    TaskFailedPayload,
+    TaskStarted,
+    TaskStartedPayload,
+)
+from tests.factories import llm_called
+from tests.integration.pipeline import wait_for
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def created(task_id: str, requirement_id: str, at: datetime = T0) -> TaskCreated:
+    return TaskCreated(source="planner", task_id=task_id, requirement_id=requirement_id, project_id="web",
+                       occurred_at=at, payload=TaskCreatedPayload(title=f"do {task_id}"))  # fmt: skip
+
+
+def started(task_id: str, at: datetime = T0) -> TaskStarted:
+    return TaskStarted(source="agent", task_id=task_id, occurred_at=at, payload=TaskStartedPayload(assignee="a-1"))
+
+
+def completed(task_id: str, at: datetime = T0) -> TaskCompleted:
+    return TaskCompleted(source="agent", task_id=task_id, occurred_at=at, payload=TaskCompletedPayload())
+
+
+async def derived(db: asyncpg.Connection, event_type: str) -> list[asyncpg.Record]:
+    return await db.fetch("SELECT * FROM events WHERE event_type = $1 ORDER BY occurred_at, event_id", event_type)
+
+
+async def alerts(db: asyncpg.Connection, rule: str) -> list[dict[str, object]]:
+    rows = await db.fetch("SELECT payload FROM events WHERE event_type = 'alert.raised'")
+    payloads = [orjson.loads(r["payload"]) for r in rows]
+    return [p for p in payloads if p["rule"] == rule]
+
+
+async def test_requirement_completes_once_when_its_last_task_does_and_reopens_on_a_failure(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    tasks = [f"T-{i}" for i in range(8)]  # keyed by task: spread over the partitions
+    settings = stack_settings.model_copy(update={"processor_workers": 2})
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        await p.emit_many([created(t, "R-1") for t in tasks])
+        await p.emit_many([started(t, T0 + timedelta(minutes=1)) for t in tasks])
+        await p.emit_many([completed(t, T0 + timedelta(minutes=2 + i)) for i, t in enumerate(tasks[:-1])])
+
+        async def seven_done() -> bool:
+            applied = await db.fetchval(
+                "SELECT count(*) FROM consumer_offsets WHERE consumer_group = $1", settings.rules_group
+            )
+            stored = await db.fetchval("SELECT count(*) FROM events WHERE event_type = 'task.completed'")
+            return bool(applied) and stored == 7
+
+        await wait_for(seven_done, 60, "seven completions stored")
+        await asyncio.sleep(3)  # the rules worker has had time to react to all seven
+        assert await derived(db, "requirement.completed") == []  # never early
+
+        last = completed(tasks[-1], T0 + timedelta(minutes=30))
+        await p.emit(last)
+
+        async def rolled_up() -> bool:
+            return len(await derived(db, "requirement.completed")) >= 1
+
+        await wait_for(rolled_up, 60, "requirement.completed")
+        await p.emit(TaskFailed(source="ci", task_id=tasks[0], occurred_at=T0 + timedelta(hours=1),
+                                payload=TaskFailedPayload(error="regression")))  # fmt: skip
+
+        async def reopened() -> bool:
+            return len(await derived(db, "requirement.reopened")) >= 1
+
+        await wait_for(reopened, 60, "requirement.reopened")
+        again = completed(tasks[0], T0 + timedelta(hours=2))
+        await p.emit(again)
+
+        async def completed_twice() -> bool:
+            return len(await derived(db, "requirement.completed")) >= 2
+
+        await wait_for(completed_twice, 60, "the second requirement.completed")
+        await asyncio.sleep(3)  # anything emitted twice would show by now
+    done = await derived(db, "requirement.completed")
+    assert len(done) == 2
+    first, second = done
+    assert first["requirement_id"] == "R-1" and first["task_id"] is None
+    assert str(first["causation_id"]) == str(last.event_id)
+    assert first["occurred_at"] == last.occurred_at  # the cause's time: deterministic
+    assert first["source"] == "devtrail-rules:requirement_rollup"
+    assert orjson.loads(first["payload"])["tasks_completed"] == 8
+    assert str(second["causation_id"]) == str(again.event_id)
+    reopen = await derived(db, "requirement.reopened")
+    assert len(reopen) == 1 and orjson.loads(reopen[0]["payload"])["task_id"] == tasks[0]
+    # The second completion of T-0 is a lifecycle anomaly, flagged once.
+    twice = [a for a in await alerts(db, "lifecycle_checks") if a["evidence"]["check"] == "completed_twice"]
+    assert [a["subject_id"] for a in twice] == [tasks[0]]
+    emitted = await db.fetchval("SELECT count(*) FROM rules.emitted WHERE published_at IS NULL")
+    assert emitted == 0
+
+
+RULES_MODULE = """
+from devtrail.rules import RuleContext, alert, rule
+from schemas.events import AlertSubject, TaskCompleted, TaskCreated, SystemNotice, SystemNoticePayload
+
+
+@rule(TaskCreated)
+async def always_fails(event: TaskCreated, ctx: RuleContext) -> None:
+    raise ValueError(f"cannot handle {event.task_id}")
+
+
+@rule(TaskCreated, timeout_s=0.2)
+async def too_slow(event: TaskCreated, ctx: RuleContext) -> None:
+    await ctx.state.get("x")
+    await asyncio.sleep(5)
+
+
+@rule(TaskCompleted)
+async def count_completions(event: TaskCompleted, ctx: RuleContext) -> None:
+    seen = await ctx.state.get("completions", 0) + 1
+    ctx.state.set("completions", seen)
+    alert(ctx, AlertSubject.TASK, event.task_id, f"completion number {seen}", {"n": seen}, key="n")
+
+
+@rule(SystemNotice)
+async def ping(event: SystemNotice, ctx: RuleContext) -> None:
+    ctx.emit(SystemNotice, payload=SystemNoticePayload(component="ping", message="again"))
+
+
+import asyncio
+"""
+
+
+async def test_user_rules_from_the_setting_failing_slow_and_looping_rules(
+    stack_settings: StackSettings, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "myrules.py").write_text(textwrap.dedent(RULES_MODULE))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    settings = stack_settings.model_copy(update={"rules": "myrules", "rules_max_depth": 3})
+    from schemas.events import SystemNotice, SystemNoticePayload
+
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        await p.emit_many([created(f"T-{i}", "R-9") for i in range(3)])
+        await p.emit_many([completed(f"T-{i}") for i in range(3)])
+        await p.emit(SystemNotice(source="ops", payload=SystemNoticePayload(component="ops", message="hello")))
+
+        async def settled() -> bool:
+            letters = await db.fetchval("SELECT count(*) FROM dead_letters WHERE error_kind = 'rule'")
+            notices = await db.fetchval("SELECT count(*) FROM events WHERE event_type = 'system.notice'")
+            return letters >= 7 and notices >= 4
+
+        await wait_for(settled, 90, "the rules' dead letters and the notice chain")
+        await asyncio.sleep(3)
+    letters = await db.fetch("SELECT error, event_id, event_type FROM dead_letters WHERE error_kind = 'rule'")
+    by_rule: dict[str, int] = {}
+    for letter in letters:
+        name = str(letter["error"]).split()[1]
+        by_rule[name] = by_rule.get(name, 0) + 1
+    # Each failing rule dead-letters each of its events once; the loop stops at the depth limit.
+    assert by_rule == {"always_fails": 3, "too_slow": 3, "ping": 1}, letters
+    assert any("raised ValueError: cannot handle T-" in str(x["error"]) for x in letters)
+    assert any("time limit" in str(x["error"]) for x in letters)
+    assert any("rules_max_depth is 3" in str(x["error"]) for x in letters)
+    # The original notice, then three derived ones (depths 1, 2, 3); the fourth was refused.
+    assert await db.fetchval("SELECT count(*) FROM events WHERE event_type = 'system.notice'") == 4
+    counted = sorted(a["evidence"]["n"] for a in await alerts(db, "count_completions"))
+    assert counted == [1, 2, 3]  # the state survived across events, each counted once
+    # The other events and the built-in rules went on.
+    assert await db.fetchval("SELECT count(*) FROM events WHERE event_type LIKE 'task.%'") == 6
+
+
+async def test_timers_bursts_and_budgets(stack_settings: StackSettings, db: asyncpg.Connection) -> None:
+    now = datetime.now(UTC)
+    settings = stack_settings.model_copy(
+        update={
+            "stalled_task_after_s": 2.0,
+            "rules_check_interval_s": 0.5,
+            "error_burst_count": 3,
+            "error_burst_window_s": 60.0,
+            "llm_budget_task_usd": 1.0,
+            "llm_budget_thresholds": "0.5,1.0",
+            "lifecycle_orphan_after_s": 1.0,
+        }
+    )
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        await p.emit(created("T-s", "R-2", now))
+        await p.emit(started("T-s", now))
+        await p.emit_many([
+            AgentErrorReported(source="a", agent_id="a-7", occurred_at=now + timedelta(seconds=i),
+                               payload=AgentErrorPayload(error_type="Boom", message="boom"))
+            for i in range(7)
+        ])  # fmt: skip
+        costly = LlmCalledPayload(provider="anthropic", model="m", input_tokens=100, output_tokens=5, cost_usd=0.3)
+        await p.emit_many([llm_called(task_id="T-s", payload=costly, occurred_at=now) for _ in range(4)])
+        await p.emit(started("T-orphan", now))  # never created
+
+        async def flagged() -> bool:
+            stalled = await derived(db, "task.stalled")
+            return (
+                bool(stalled)
+                and len(await alerts(db, "llm_budget")) >= 2
+                and bool(await alerts(db, "lifecycle_orphans"))
+            )
+
+        await wait_for(flagged, 60, "task.stalled, the budget alerts and the orphan")
+        await asyncio.sleep(3)  # the timers ran several more times: nothing more
+    stalled = await derived(db, "task.stalled")
+    assert sorted(s["task_id"] for s in stalled) == ["T-orphan", "T-s"]  # both in progress, both quiet
+    payload = orjson.loads(next(s for s in stalled if s["task_id"] == "T-s")["payload"])
+    assert payload["idle_s"] >= 2 and payload["status"] == "in_progress"
+    bursts = await alerts(db, "error_burst")
+    assert len(bursts) == 1 and bursts[0]["subject_id"] == "a-7"  # 7 errors, one window: once
+    budget = sorted(a["evidence"]["threshold"] for a in await alerts(db, "llm_budget"))
+    assert budget == [0.5, 1.0]  # once per threshold crossed
+    orphans = await alerts(db, "lifecycle_orphans")
+    assert [o["subject_id"] for o in orphans] == ["T-orphan"]
