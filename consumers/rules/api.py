@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 from schemas.envelope import Envelope
 
@@ -51,8 +52,10 @@ class Task:
     created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    completed_event_id: UUID | None
     failed_at: datetime | None
     cancelled_at: datetime | None
+    cancelled_event_id: UUID | None
     first_seen: datetime | None
     last_seen: datetime | None
 
@@ -165,10 +168,14 @@ class RuleContext(Protocol):
         """Publish a derived event once this handler returns; return it as it will be sent.
 
         ``event`` is an event class with its ``fields`` (``payload`` and the references to
-        set), or a built event. The runtime sets ``event_id`` (derived from the rule, the
-        cause and ``key``, or the emit's rank in the handler), ``causation_id``, and, unless
-        given, ``source``, ``occurred_at`` (the cause's) and the cause's correlation and
-        references. Emitting the same ``key`` twice for one cause is one event.
+        set), or a built event. The runtime sets ``event_id`` and, unless given,
+        ``causation_id`` (the cause's id), ``source``, ``occurred_at`` (the cause's) and the
+        cause's correlation and references (give ``None`` to leave one out).
+
+        ``key`` names the event for this rule whatever caused it: the same key is one event,
+        emitted once for ever (its id derives from the rule, the key and ``occurred_at``).
+        Without a key, the event is the n-th emit for this cause. A periodic rule, which has
+        no cause, must give a key.
         """
         ...
 

@@ -23,7 +23,7 @@ not flood the alert topic with history.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.rules.api import AnyRule, RuleContext, Task, every, rule
@@ -98,9 +98,15 @@ def requirement_rollup() -> AnyRule:
         if all_done and not state["completed"]:
             requirement = await ctx.requirement(requirement_id)
             if requirement is None or requirement.status != "completed" or round_ > 0:
+                # The projections may be ahead of this event: whichever event sees the
+                # requirement done, the derived event is the same one, caused by the last
+                # task to finish, at its time.
+                last = max(tasks, key=_finished_at)
                 ctx.emit(
                     RequirementCompleted,
                     key=f"completed:{requirement_id}:{round_}",
+                    occurred_at=_finished_at(last),
+                    causation_id=last.completed_event_id if last.status == "completed" else last.cancelled_event_id,
                     requirement_id=requirement_id,
                     payload=RequirementCompletedPayload(
                         tasks_completed=len(completed), summary=f"all {len(tasks)} tasks done"
@@ -123,6 +129,11 @@ def requirement_rollup() -> AnyRule:
             ctx.state.set(requirement_id, {"round": round_ + 1, "completed": False})
 
     return rollup
+
+
+def _finished_at(task: Task) -> datetime:
+    at = task.completed_at if task.status == "completed" else task.cancelled_at
+    return at or datetime.min.replace(tzinfo=UTC)
 
 
 def _status_word(tasks: list[Task], task_id: str) -> str:

@@ -64,7 +64,8 @@ _REFERENCES = ("correlation_id", "project_id", "agent_id", "session_id", "task_i
 _DELETED = object()
 _TASK_COLUMNS = (
     "SELECT task_id, title, status, project_id, requirement_id, parent_task_id, agent_id, assignee, created_at, "
-    "started_at, completed_at, failed_at, cancelled_at, first_seen, last_seen FROM projections.tasks "
+    "started_at, completed_at, completed_event_id, failed_at, cancelled_at, cancelled_event_id, first_seen, "
+    "last_seen FROM projections.tasks "
 )
 _TASK_BY_ID = _TASK_COLUMNS + "WHERE task_id = $1"
 _TASKS_BY_REQUIREMENT = _TASK_COLUMNS + "WHERE requirement_id = $1"
@@ -109,7 +110,11 @@ class BatchResult:
 
 
 def derived_id(rule: str, cause_id: str | None, key: str, when: datetime) -> uuid.UUID:
-    """The id of the event ``rule`` derives from ``cause_id`` under ``key``: a UUIDv7 of ``when``."""
+    """The id of an event ``rule`` derives: a UUIDv7 of ``when`` whose other bits hash the rest.
+
+    ``key`` given to ``emit`` names the event for the rule whatever its cause (``cause_id``
+    is then ``None``); without one, the event is the emit's rank among its cause's.
+    """
     digest = hashlib.sha256(f"{rule}\0{cause_id or ''}\0{key}".encode()).digest()
     return uuid7_from(int(when.timestamp() * 1000), int.from_bytes(digest[:10], "big"))
 
@@ -320,13 +325,16 @@ class Invocation:
             )
         if self.cause is None and key is None:
             raise RuleError(f"rule {self._rule}: a periodic rule must emit with key=... (what makes it unique)")
-        cause_id = str(self.cause.event_id) if self.cause is not None else None
+        cause_id = str(self.cause.event_id) if self.cause is not None and key is None else None
         rank = key if key is not None else f"#{len(self.emitted)}"
         if isinstance(event, Envelope):
             built: Envelope = event
             when = built.occurred_at
             event_id = derived_id(self._rule, cause_id, rank, when)
-            built = built.model_copy(update={"event_id": event_id, "causation_id": self.cause and self.cause.event_id})
+            update: dict[str, Any] = {"event_id": event_id}
+            if self.cause is not None and built.causation_id is None:
+                update["causation_id"] = self.cause.event_id
+            built = built.model_copy(update=update)
         elif isinstance(event, type) and issubclass(event, Envelope):
             values = dict(fields)
             values.setdefault("source", (SOURCE_PREFIX + self._rule)[:200])
@@ -335,7 +343,7 @@ class Invocation:
                 for name in _REFERENCES:
                     if name not in values and getattr(self.cause, name, None) is not None:
                         values[name] = getattr(self.cause, name)
-                values["causation_id"] = self.cause.event_id
+                values.setdefault("causation_id", self.cause.event_id)
             else:
                 values.setdefault("occurred_at", self.now())
             probe = event(**values)  # validates: a bad derived event fails the handler here
@@ -351,7 +359,7 @@ class Invocation:
                 rule=self._rule,
                 kind="event",
                 event_type=str(getattr(built, "event_type", "")),
-                cause_id=self.cause.event_id if self.cause is not None else None,
+                cause_id=built.causation_id,
                 depth=depth,
                 topic=self._engine.topics.input_topic(type(built).family),
                 key=built.partition_key(),

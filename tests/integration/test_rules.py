@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -53,7 +55,7 @@ async def derived(db: asyncpg.Connection, event_type: str) -> list[asyncpg.Recor
     return await db.fetch("SELECT * FROM events WHERE event_type = $1 ORDER BY occurred_at, event_id", event_type)
 
 
-async def alerts(db: asyncpg.Connection, rule: str) -> list[dict[str, object]]:
+async def alerts(db: asyncpg.Connection, rule: str) -> list[dict[str, Any]]:
     rows = await db.fetch("SELECT payload FROM events WHERE event_type = 'alert.raised'")
     payloads = [orjson.loads(r["payload"]) for r in rows]
     return [p for p in payloads if p["rule"] == rule]
@@ -140,7 +142,7 @@ async def too_slow(event: TaskCreated, ctx: RuleContext) -> None:
 async def count_completions(event: TaskCompleted, ctx: RuleContext) -> None:
     seen = await ctx.state.get("completions", 0) + 1
     ctx.state.set("completions", seen)
-    alert(ctx, AlertSubject.TASK, event.task_id, f"completion number {seen}", {"n": seen}, key="n")
+    alert(ctx, AlertSubject.TASK, event.task_id, f"completion number {seen}", {"n": seen}, key=event.task_id)
 
 
 @rule(SystemNotice)
@@ -235,3 +237,110 @@ async def test_timers_bursts_and_budgets(stack_settings: StackSettings, db: asyn
     assert budget == [0.5, 1.0]  # once per threshold crossed
     orphans = await alerts(db, "lifecycle_orphans")
     assert [o["subject_id"] for o in orphans] == ["T-orphan"]
+
+
+async def test_sigkill_of_the_rules_worker_under_load_emits_every_derived_event_once(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    """Requirements completing, agents failing in bursts and tasks spending, while the rules
+    worker is SIGKILLed again and again: every derived event exists exactly once, and each
+    requirement.completed saw all its tasks completed."""
+    rng = random.Random(11)
+    requirements, per_requirement, agents = 60, 3, 12
+    settings = stack_settings.model_copy(
+        update={
+            "error_burst_count": 4,
+            "error_burst_window_s": 3600.0,
+            "llm_budget_task_usd": 1.0,
+            "llm_budget_thresholds": "0.5,1.0",
+            "traceability_enabled": False,
+            "stalled_tasks_enabled": False,
+        }
+    )
+    stream: list[Any] = []
+    for r in range(requirements):
+        for t in range(per_requirement):
+            task = f"T-{r}-{t}"
+            at = T0 + timedelta(minutes=r, seconds=t)
+            stream += [created(task, f"R-{r}", at), started(task, at)]
+            cost = LlmCalledPayload(provider="anthropic", model="m", input_tokens=10, output_tokens=5, cost_usd=0.3)
+            stream += [llm_called(task_id=task, payload=cost, occurred_at=at) for _ in range(4)]
+            stream.append(completed(task, at + timedelta(seconds=30)))
+    for a in range(agents):
+        stream += [
+            AgentErrorReported(source="a", agent_id=f"agent-{a}", occurred_at=T0 + timedelta(seconds=a * 10 + i),
+                               payload=AgentErrorPayload(error_type="Boom", message="boom"))
+            for i in range(6)
+        ]  # fmt: skip
+    # Shuffled across tasks but each task's own events in order (they share a partition).
+    order: dict[str, list[Any]] = {}
+    for event in stream:
+        order.setdefault(event.partition_key().decode(), []).append(event)
+    lanes = list(order.values())
+    shuffled: list[Any] = []
+    while lanes:
+        lane = rng.choice(lanes)
+        shuffled.append(lane.pop(0))
+        if not lane:
+            lanes.remove(lane)
+
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        rules_worker = stack.worker("rules-1")
+
+        async def produce() -> None:
+            for start in range(0, len(shuffled), 40):
+                await p.emit_many(shuffled[start : start + 40])
+                await asyncio.sleep(0.15)
+
+        producing = asyncio.create_task(produce())
+        kills = 0
+        while not producing.done() or kills < 3:
+            await asyncio.sleep(rng.uniform(1.0, 2.5))
+            if rules_worker.alive:
+                rules_worker.kill()
+                kills += 1
+        await producing
+
+        async def all_done() -> bool:
+            done = await db.fetchval("SELECT count(*) FROM events WHERE event_type = 'requirement.completed'")
+            bursts = len(await alerts(db, "error_burst"))
+            budget = len(await alerts(db, "llm_budget"))
+            return done >= requirements and bursts >= agents and budget >= 2 * requirements * per_requirement
+
+        await wait_for(all_done, 180, "every derived event after the kills")
+        await asyncio.sleep(4)  # a second copy would show by now
+        restarts = rules_worker.restarts
+    assert restarts >= 3
+    done = await db.fetch(
+        "SELECT requirement_id, count(*) AS n, min(payload->>'tasks_completed') AS seen FROM events "
+        "WHERE event_type = 'requirement.completed' GROUP BY requirement_id"
+    )
+    assert len(done) == requirements
+    assert {r["n"] for r in done} == {1}  # once each
+    assert {r["seen"] for r in done} == {str(per_requirement)}  # never early: it saw every task completed
+    causes = await db.fetchval(
+        "SELECT count(*) FROM events d JOIN events c ON c.event_id = d.causation_id "
+        "JOIN projections.tasks t ON t.task_id = c.task_id "
+        "WHERE d.event_type = 'requirement.completed' AND c.event_type = 'task.completed' "
+        "AND t.requirement_id = d.requirement_id"
+    )
+    assert causes == requirements
+    early = await db.fetchval(
+        "SELECT count(*) FROM events d JOIN projections.tasks t ON t.requirement_id = d.requirement_id "
+        "WHERE d.event_type = 'requirement.completed' AND t.completed_at > d.occurred_at"
+    )
+    assert early == 0  # in event time too: at or after its last task's completion
+    bursts = await alerts(db, "error_burst")
+    assert sorted(str(b["subject_id"]) for b in bursts) == sorted(f"agent-{a}" for a in range(agents))
+    budget = await alerts(db, "llm_budget")
+    pairs = sorted((str(b["subject_id"]), float(b["evidence"]["threshold"])) for b in budget)
+    tasks = [f"T-{r}-{t}" for r in range(requirements) for t in range(per_requirement)]
+    assert pairs == sorted((task, threshold) for task in tasks for threshold in (0.5, 1.0))
+    outbox = await db.fetchrow(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL) AS unpublished, count(*) AS total FROM rules.emitted "
+        "WHERE kind = 'event'"
+    )
+    derived_stored = await db.fetchval("SELECT count(*) FROM events WHERE source LIKE 'devtrail-rules:%'")
+    assert outbox["unpublished"] == 0
+    assert outbox["total"] == derived_stored
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
