@@ -144,6 +144,13 @@ async def discard_dead_letters(settings: StackSettings, ids: list[int], reason: 
     return sorted(row["id"] for row in rows)
 
 
+#: Why a rule's dead letter is not replayed: its event was stored; only the rule failed on it.
+RULE_NOT_REPLAYED = (
+    "a rule failed on this event, which is stored: replaying it would not run the rule again; "
+    "fix the rule, then `devtrail dlq discard` it (docs/rules.md)"
+)
+
+
 async def replay_dead_letters(
     settings: StackSettings,
     ids: list[int] | None,
@@ -159,6 +166,9 @@ async def replay_dead_letters(
         rows = await conn.fetch(_SELECT, kind, False, ids, limit)
         ready = []
         for row in rows:
+            if row["error_kind"] == "rule":
+                report.still_invalid[row["id"]] = RULE_NOT_REPLAYED
+                continue
             if row["original_truncated"] and not (fixes and row["id"] in fixes):
                 report.truncated.append(row["id"])
                 continue

@@ -53,12 +53,40 @@ def test_the_readme_has_python_to_run() -> None:
     assert any("EventProducer(ProducerSettings())" in block for block in blocks)
 
 
+#: Spends $3 on LLM calls for a task, then completes it: the README's rule must flag it.
+EXPENSIVE_TASK = """
+import asyncio
+from producers import EventProducer, ProducerSettings
+from schemas.events import LlmCalled, LlmCalledPayload, TaskCompleted, TaskCompletedPayload
+
+async def main() -> None:
+    call = LlmCalledPayload(provider="anthropic", model="m", input_tokens=1000, output_tokens=50, cost_usd=1.0)
+    async with EventProducer(ProducerSettings()) as producer:
+        await producer.emit_many([LlmCalled(source="e2e", task_id="T-rule", payload=call) for _ in range(3)])
+        await producer.emit(TaskCompleted(source="e2e", task_id="T-rule", payload=TaskCompletedPayload()))
+
+asyncio.run(main())
+"""
+
+
+def rule_module(markdown: str) -> tuple[str, str]:
+    """The README's rule module: (module name, source), from the block that starts ``# NAME.py``."""
+    for block in python_blocks(markdown):
+        first = block.splitlines()[0]
+        if first.startswith("# ") and ".py" in first and "@rule(" in block:
+            return first[2:].split(".py")[0], block
+    raise AssertionError("no ```python block of the README starts with `# <module>.py` and defines a @rule")
+
+
 def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
     if not port_is_free(9092):
         pytest.skip("127.0.0.1:9092 is taken (a devtrail up of yours?): this test starts its own there")
+    module, source = rule_module(README.read_text())
+    (workdir / f"{module}.py").write_text(source)  # as the README says: DEVTRAIL_RULES=<module>, from its directory
     with subprocess.Popen(
         [sys.executable, "-m", "devtrail", "up", "--metrics-port", "0"],
-        cwd=workdir, env={**ENV, "HOME": str(workdir)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir, env={**ENV, "HOME": str(workdir), "DEVTRAIL_RULES": module}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
     ) as up:  # fmt: skip
         try:
             assert up.stdout is not None
@@ -96,6 +124,23 @@ def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
             assert url.returncode == 0 and url.stdout.strip() == recorded["database_url"]
             counted = devtrail(workdir, "psql", "-At", "-c", "SELECT count(*) FROM events WHERE task_id = 'T-42'")
             assert counted.returncode == 0 and counted.stdout.strip() == "1", counted.stderr[-2000:]
+
+            (workdir / "expensive.py").write_text(EXPENSIVE_TASK)
+            ran = subprocess.run(
+                [sys.executable, "expensive.py"], cwd=workdir, env={**ENV, "HOME": str(workdir)},
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert ran.returncode == 0, ran.stderr[-3000:]
+            flagged = "SELECT payload->>'summary' FROM events WHERE event_type = 'alert.raised' " \
+                "AND payload->>'rule' = 'expensive_task' AND task_id = 'T-rule'"  # fmt: skip
+            deadline = time.monotonic() + 90
+            while True:
+                alerted = devtrail(workdir, "psql", "-At", "-c", flagged)
+                if alerted.stdout.strip():
+                    break
+                assert time.monotonic() < deadline, f"the README's rule raised no alert: {alerted.stderr[-2000:]}"
+                time.sleep(1)
+            assert alerted.stdout.strip() == "task T-rule cost $3.00 in 3 LLM calls"
 
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=60) == 0

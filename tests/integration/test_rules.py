@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
+from devtrail.dlq import RULE_NOT_REPLAYED, replay_dead_letters
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from producers import EventProducer
@@ -190,6 +191,9 @@ async def test_user_rules_from_the_setting_failing_slow_and_looping_rules(
     assert counted == [1, 2, 3]  # the state survived across events, each counted once
     # The other events and the built-in rules went on.
     assert await db.fetchval("SELECT count(*) FROM events WHERE event_type LIKE 'task.%'") == 6
+    # A rule's dead letter is not replayed (its event is stored; only the rule failed).
+    report = await replay_dead_letters(settings, None, "rule", 100)
+    assert report.replayed == [] and set(report.still_invalid.values()) == {RULE_NOT_REPLAYED}
 
 
 async def test_timers_bursts_and_budgets(stack_settings: StackSettings, db: asyncpg.Connection) -> None:
