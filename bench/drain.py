@@ -44,13 +44,14 @@ async def preload(settings: StackSettings, events: int, duplicate_rate: float) -
 
 
 async def bench_drain(
-    stack: Stack, admin_url: str, events: int, duplicate_rate: float = 0.05, spine: bool = False
+    stack: Stack, admin_url: str, events: int, duplicate_rate: float = 0.05, spine: bool = False, rules: bool = False
 ) -> dict[str, object]:
     """Pre-load, start processor + sink + writers, time until every event is stored and counted.
 
     With the default settings (correlation and every projection writer on); ``spine``: with
     correlation off and only ``event_counts_hourly`` in the writer host, as before them
-    (its figures are named ``drain_spine_...``).
+    (its figures are named ``drain_spine_...``); ``rules``: the rules worker too, with the
+    built-in rules, timed until it has also read the whole clean topic (``drain_rules_...``).
     """
     overrides: dict[str, object] = {"correlation": False, "writers": "event_counts_hourly"} if spine else {}
     settings = fresh_settings(stack.settings, await fresh_database(admin_url), **overrides)
@@ -60,7 +61,8 @@ async def bench_drain(
     try:
         progress = Milestones(events)
         cpu_before = machine_cpu_by_program()
-        await stack.start_workers(("processor", "sink", "writers"), settings)
+        roles = ("processor", "sink", "writers", "rules") if rules else ("processor", "sink", "writers")
+        await stack.start_workers(roles, settings)
 
         async def aggregated_all() -> bool:
             counted = await conn.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly")
@@ -72,6 +74,19 @@ async def bench_drain(
         # The aggregate is cheap to poll; it trails the sink (both read the clean topic).
         await wait_for(aggregated_all, 60 + events / 2000, "every event aggregated", poll_s=0.1)
         await wait_for(stored_all, 120, "every event stored", poll_s=0.1)
+
+        async def ruled_all() -> bool:
+            """The rules group has read as far as the writers (both read the whole clean topic)."""
+            read = await conn.fetchval(
+                "SELECT coalesce(sum(next_offset) FILTER (WHERE consumer_group = $1), 0) "
+                "- coalesce(sum(next_offset) FILTER (WHERE consumer_group = $2), 0) FROM consumer_offsets",
+                settings.rules_group,
+                settings.writers_group,
+            )
+            return bool(read >= 0)
+
+        if rules:
+            await wait_for(ruled_all, 120, "the rules worker through the clean topic", poll_s=0.1)
         finished = time.perf_counter()
         machine = cpu_used_between(cpu_before, machine_cpu_by_program(), finished - progress.started)
         rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
@@ -81,7 +96,7 @@ async def bench_drain(
         await conn.close()
         await stack.stop_workers()
     total = finished - progress.started
-    label = "drain_spine" if spine else "drain"
+    label = "drain_spine" if spine else "drain_rules" if rules else "drain"
     say(
         f"{label}: {events:,} events (+{duplicates:,} duplicates) stored and aggregated in {total:.1f}s"
         f" from worker start = {events / total:,.0f}/s overall, {progress.steady_rate:,.0f}/s steady (10-90 %)"

@@ -73,6 +73,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ("sink", lambda stack, admin: bench_sink(stack, admin, sizes.sink, sizes.naive)),
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain, spine=True)),
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain)),
+        ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain, rules=True)),
         ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=False)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=True)),
@@ -95,6 +96,11 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ratio = results["drain_events_per_second"] / results["drain_spine_events_per_second"]
         results["drain_vs_spine_ratio"] = round(ratio, 3)
         say(f"drain: the default pipeline (correlation + projections) at {ratio:.2f} x the spine-only drain")
+    spine_whole = results.get("drain_spine_events_per_second_including_startup")
+    if spine_whole and results.get("drain_rules_events_per_second_including_startup"):
+        ratio = results["drain_rules_events_per_second_including_startup"] / spine_whole
+        results["drain_rules_vs_spine_whole_drain_ratio"] = round(ratio, 3)
+        say(f"drain: with the rules worker too, {ratio:.2f} x the spine-only drain from worker start to the end")
     for shape in ("", "agent_"):
         spine, full = (
             results.get(f"stories_{shape}spine_events_per_second"),

@@ -18,8 +18,9 @@ runtime guarantees is in ``consumers.rules.engine`` and docs/rules.md.
 from __future__ import annotations
 
 import inspect
+import math
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -44,6 +45,8 @@ class Task:
     task_id: str
     title: str | None
     status: str | None
+    status_at: datetime | None
+    status_event_id: UUID | None
     project_id: str | None
     requirement_id: str | None
     parent_task_id: str | None
@@ -181,6 +184,8 @@ class RuleContext(Protocol):
 
 
 Handler = Callable[[Any, RuleContext], Awaitable[None]]
+#: The state keys a handler will read for an event (``@rule(..., state_key=...)``).
+StateKeys = Callable[[Any], str | Iterable[str] | None]
 PeriodicHandler = Callable[[RuleContext], Awaitable[None]]
 
 
@@ -192,6 +197,16 @@ class Rule:
     handler: Handler
     event_classes: tuple[type[Envelope], ...]
     timeout_s: float | None = None
+    state_keys: StateKeys | None = None
+
+    def state_key(self, event: Any) -> list[str]:
+        """The state keys declared for ``event`` (none if the rule declares none)."""
+        if self.state_keys is None:
+            return []
+        keys = self.state_keys(event)
+        if keys is None:
+            return []
+        return [keys] if isinstance(keys, str) else [str(k) for k in keys if k is not None]
 
     async def __call__(self, event: Any, ctx: RuleContext) -> None:
         """Call the handler (so a rule can be called directly in a test)."""
@@ -221,15 +236,24 @@ AnyRule = Rule | PeriodicRule
 
 def _checked_name(name: str | None, func: Callable[..., Any]) -> str:
     chosen = name or func.__name__
-    if not RULE_NAME.match(chosen):
+    if not RULE_NAME.fullmatch(chosen):
         raise RuleError(f"rule name {chosen!r} must match {RULE_NAME.pattern}")
     if not inspect.iscoroutinefunction(func):
         raise RuleError(f"rule {chosen}: the handler must be an `async def` function")
     return chosen
 
 
+def _checked_timeout(timeout_s: float | None) -> float | None:
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise RuleError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
+    return timeout_s
+
+
 def rule(
-    *event_classes: type[Envelope], name: str | None = None, timeout_s: float | None = None
+    *event_classes: type[Envelope],
+    name: str | None = None,
+    timeout_s: float | None = None,
+    state_key: StateKeys | None = None,
 ) -> Callable[[Handler], Rule]:
     """Declare a handler of events of ``event_classes`` (and their subclasses).
 
@@ -237,7 +261,11 @@ def rule(
         name: the rule's name (default: the function's). It keys the rule's state and the
             ids of its derived events: renaming a rule starts it afresh.
         timeout_s: the handler's time limit (default: the ``rules_timeout_s`` setting).
+        state_key: what the handler will ``ctx.state.get`` for an event (a key, keys or
+            ``None``): the keys of a whole batch are then read in one statement instead of
+            one per event. Optional; a key not declared is read when asked for.
     """
+    _checked_timeout(timeout_s)
     if not event_classes:
         raise RuleError("@rule needs at least one event class, e.g. @rule(TaskCompleted)")
     for cls in event_classes:
@@ -245,7 +273,7 @@ def rule(
             raise RuleError(f"@rule takes event classes (from schemas.events), got {cls!r}")
 
     def decorate(func: Handler) -> Rule:
-        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s)
+        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s, state_key)
 
     return decorate
 
@@ -254,8 +282,9 @@ def every(
     interval_s: float, *, name: str | None = None, timeout_s: float | None = None
 ) -> Callable[[PeriodicHandler], PeriodicRule]:
     """Declare a handler run every ``interval_s`` seconds (one worker at a time runs it)."""
-    if interval_s <= 0:
-        raise RuleError(f"@every needs a positive interval, got {interval_s}")
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise RuleError(f"@every needs a positive number of seconds, got {interval_s}")
+    _checked_timeout(timeout_s)
 
     def decorate(func: PeriodicHandler) -> PeriodicRule:
         return PeriodicRule(_checked_name(name, func), func, float(interval_s), timeout_s)
@@ -264,8 +293,17 @@ def every(
 
 
 def rules_in(module: object) -> list[AnyRule]:
-    """The rules a module defines at its top level, in definition order."""
-    found = [value for value in vars(module).values() if isinstance(value, (Rule, PeriodicRule))]
+    """The rules a module defines at its top level, in definition order, and those it lists in ``RULES``.
+
+    Rules it imports from elsewhere are not its own (the module that defines them is loaded
+    for them): listing both modules runs each rule once.
+    """
+    own = getattr(module, "__name__", None)
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, (Rule, PeriodicRule)) and getattr(value.handler, "__module__", own) == own
+    ]
     provided = getattr(module, "RULES", None)
     if isinstance(provided, Sequence):
         found += [value for value in provided if isinstance(value, (Rule, PeriodicRule)) and value not in found]

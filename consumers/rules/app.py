@@ -64,6 +64,12 @@ def load_rules(settings: RulesSettings) -> list[AnyRule]:
         if not found:
             raise RuleError(f"module {name} defines no @rule or @every handler at its top level")
         loaded += found
+    names = [r.name for r in loaded]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RuleError(
+            f"two rules are named {', '.join(twice)}: give one a name=... (DEVTRAIL_RULES: {settings.rules})"
+        )
     return loaded
 
 

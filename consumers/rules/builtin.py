@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumers.rules.api import AnyRule, RuleContext, Task, every, rule
+from consumers.rules.api import AnyRule, RuleContext, RuleError, Task, every, rule
 from consumers.settings import RulesSettings
 from schemas.events import (
     AgentErrorReported,
@@ -80,7 +80,15 @@ def alert(
 
 
 def requirement_rollup() -> AnyRule:
-    @rule(TaskCreated, TaskCompleted, TaskFailed, TaskCancelled, TaskStatusChanged, name="requirement_rollup")
+    @rule(
+        TaskCreated,
+        TaskCompleted,
+        TaskFailed,
+        TaskCancelled,
+        TaskStatusChanged,
+        name="requirement_rollup",
+        state_key=lambda event: event.requirement_id,
+    )
     async def rollup(event: Any, ctx: RuleContext) -> None:
         requirement_id = event.requirement_id
         if requirement_id is None:
@@ -106,7 +114,7 @@ def requirement_rollup() -> AnyRule:
                     RequirementCompleted,
                     key=f"completed:{requirement_id}:{round_}",
                     occurred_at=_finished_at(last),
-                    causation_id=last.completed_event_id if last.status == "completed" else last.cancelled_event_id,
+                    causation_id=_finished_by(last) or event.event_id,
                     requirement_id=requirement_id,
                     payload=RequirementCompletedPayload(
                         tasks_completed=len(completed), summary=f"all {len(tasks)} tasks done"
@@ -132,8 +140,18 @@ def requirement_rollup() -> AnyRule:
 
 
 def _finished_at(task: Task) -> datetime:
+    """When a done task was finished: its completion (or cancellation), else its status change to done."""
     at = task.completed_at if task.status == "completed" else task.cancelled_at
-    return at or datetime.min.replace(tzinfo=UTC)
+    return at or task.status_at or task.last_seen or datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _finished_by(task: Task) -> Any:
+    """The event that finished a done task."""
+    if task.status == "completed" and task.completed_event_id is not None:
+        return task.completed_event_id
+    if task.status == "cancelled" and task.cancelled_event_id is not None:
+        return task.cancelled_event_id
+    return task.status_event_id
 
 
 def _status_word(tasks: list[Task], task_id: str) -> str:
@@ -142,7 +160,7 @@ def _status_word(tasks: list[Task], task_id: str) -> str:
 
 
 def lifecycle_checks(settings: RulesSettings) -> list[AnyRule]:
-    @rule(TaskStarted, TaskCompleted, name="lifecycle_checks")
+    @rule(TaskStarted, TaskCompleted, name="lifecycle_checks", state_key=lambda event: event.task_id)
     async def checks(event: Any, ctx: RuleContext) -> None:
         seen = await ctx.state.get(event.task_id, {})
         stamp = event.occurred_at.isoformat()
@@ -171,7 +189,8 @@ def lifecycle_checks(settings: RulesSettings) -> list[AnyRule]:
                     {"check": "completed_before_started", "started_at": started, "completed_at": stamp},
                     key=f"completed_before_started:{event.task_id}",
                 )
-            seen["completed"] = [*completions, str(event.event_id)][-10:]
+            if str(event.event_id) not in completions:
+                seen["completed"] = [*completions, str(event.event_id)][-10:]
             seen.setdefault("completed_at", stamp)
         else:
             if seen.get("completed"):
@@ -269,7 +288,7 @@ def stalled_tasks(settings: RulesSettings) -> AnyRule:
 def error_burst(settings: RulesSettings) -> AnyRule:
     window = timedelta(seconds=settings.error_burst_window_s)
 
-    @rule(AgentErrorReported, name="error_burst")
+    @rule(AgentErrorReported, name="error_burst", state_key=lambda event: event.agent_id)
     async def burst(event: AgentErrorReported, ctx: RuleContext) -> None:
         agent = event.agent_id
         seen = await ctx.state.get(agent, {"errors": [], "alerted_at": None})
@@ -310,7 +329,11 @@ def llm_budget(settings: RulesSettings) -> AnyRule | None:
     if not budgets or not thresholds:
         return None
 
-    @rule(LlmCalled, name="llm_budget")
+    @rule(
+        LlmCalled,
+        name="llm_budget",
+        state_key=lambda event: [f"{s}:{getattr(event, f'{s}_id')}" for s in budgets if getattr(event, f"{s}_id")],
+    )
     async def budget(event: LlmCalled, ctx: RuleContext) -> None:
         for scope, usd in budgets.items():
             entity = getattr(event, f"{scope}_id")
@@ -407,7 +430,7 @@ def builtin_rules(settings: RulesSettings) -> list[AnyRule]:
     )
     unknown = wanted - set(BUILTIN)
     if unknown:
-        raise ValueError(f"DEVTRAIL_RULES_BUILTIN names unknown rules {sorted(unknown)}; known: {', '.join(BUILTIN)}")
+        raise RuleError(f"DEVTRAIL_RULES_BUILTIN names unknown rules {sorted(unknown)}; known: {', '.join(BUILTIN)}")
     rules: list[AnyRule] = []
     if "requirement_rollup" in wanted and settings.requirement_rollup_enabled:
         rules.append(requirement_rollup())

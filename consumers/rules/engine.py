@@ -8,14 +8,13 @@ Guarantees (docs/rules.md):
   transaction. A crash before the commit leaves nothing; after it, the outbox is published
   (again, if need be) under the same event ids, which the processor's dedup and every
   store's keys absorb.
-* **Derived ids are deterministic**: ``UUIDv7(cause time, hash(rule, cause, key))``. An id
-  already in ``rules.emitted`` is not emitted again, so a rule that emits by ``key`` (the
-  requirement rollup emits ``requirement.completed`` keyed by the requirement and its round)
-  emits once whichever cause gets there first.
+* **Derived ids are deterministic**: a UUIDv7 of the event's time whose other bits hash the
+  rule and the emit's ``key`` (or the cause and the emit's rank). A keyed emit is recorded
+  as ``(rule, emit_key)`` in ``rules.emitted``, unique: the same key is one event whichever
+  cause gets there first (while the row is kept: ``rules_emitted_retention_days``).
 * **A failing rule costs only its own effects**: a handler that raises or passes its time
-  limit has its state writes and emits dropped (its database reads ran in a savepoint) and
-  the event is dead-lettered for that rule (``error_kind`` ``rule``); the other rules and
-  the rest of the batch go on.
+  limit has its state writes and emits dropped and the event is dead-lettered for that rule
+  (``error_kind`` ``rule``); the other rules and the rest of the batch go on.
 * **Chains are bounded**: an event's causation depth is read back from ``rules.emitted``;
   emitting past ``rules_max_depth`` fails the handler (dead-lettered as above).
 """
@@ -30,7 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -40,16 +39,8 @@ from consumers import metrics
 from consumers.clean import CleanRow, MalformedRowError, row_as_object
 from consumers.deadletter import DeadLetter
 from consumers.errors import is_retriable_db_error
-from consumers.rules.api import (
-    AnyRule,
-    Cost,
-    PeriodicRule,
-    Requirement,
-    Rule,
-    RuleError,
-    Session,
-    Task,
-)
+from consumers.rules.api import AnyRule, PeriodicRule, Rule, RuleError
+from consumers.rules.context import Batch, Invocation
 from schemas.codec import encode_event
 from schemas.envelope import Envelope
 from schemas.events import EVENT_CLASSES
@@ -61,14 +52,6 @@ log = logging.getLogger(__name__)
 #: ``source`` of derived events: ``devtrail-rules:<rule>``.
 SOURCE_PREFIX = "devtrail-rules:"
 _REFERENCES = ("correlation_id", "project_id", "agent_id", "session_id", "task_id", "requirement_id")
-_DELETED = object()
-_TASK_COLUMNS = (
-    "SELECT task_id, title, status, project_id, requirement_id, parent_task_id, agent_id, assignee, created_at, "
-    "started_at, completed_at, completed_event_id, failed_at, cancelled_at, cancelled_event_id, first_seen, "
-    "last_seen FROM projections.tasks "
-)
-_TASK_BY_ID = _TASK_COLUMNS + "WHERE task_id = $1"
-_TASKS_BY_REQUIREMENT = _TASK_COLUMNS + "WHERE requirement_id = $1"
 
 
 class CausationDepthError(RuleError):
@@ -88,6 +71,7 @@ class Emitted:
     topic: str
     key: bytes | None
     value: bytes
+    emit_key: str | None = None
 
 
 @dataclass
@@ -119,254 +103,89 @@ def derived_id(rule: str, cause_id: str | None, key: str, when: datetime) -> uui
     return uuid7_from(int(when.timestamp() * 1000), int.from_bytes(digest[:10], "big"))
 
 
-class BatchState:
-    """The rules' state as this transaction sees it: read once per key, written at the end."""
+class Emitter:
+    """Builds derived events for ``Invocation.emit``: defaults from the cause, ids, depth."""
 
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-        self.dirty: set[tuple[str, str]] = set()
+    def __init__(self, topics: TopicMap, max_depth: int) -> None:
+        self.topics = topics
+        self.max_depth = max_depth
 
-    async def read(self, conn: asyncpg.Connection, rule: str, key: str) -> Any:
-        """The value of ``(rule, key)``, locked for this transaction (other workers wait)."""
-        slot = (rule, key)
-        if slot not in self.values:
-            text = await conn.fetchval(
-                "SELECT value::text FROM (SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7))) l "
-                "LEFT JOIN rules.state ON rule = $1 AND key = $2",
-                rule,
-                key,
-            )
-            self.values[slot] = _DELETED if text is None else orjson.loads(text)
-        return self.values[slot]
-
-    def write(self, updates: Mapping[tuple[str, str], Any]) -> None:
-        """Take the writes of a handler that returned."""
-        self.values.update(updates)
-        self.dirty.update(updates)
-
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Store the written keys."""
-        upserts = [(r, k, orjson.dumps(self.values[(r, k)]).decode()) for r, k in self.dirty]
-        upserts = [
-            (r, k, v) for (r, k, v), slot in zip(upserts, self.dirty, strict=True) if self.values[slot] is not _DELETED
-        ]
-        deletes = [slot for slot in self.dirty if self.values[slot] is _DELETED]
-        if upserts:
-            await conn.execute(
-                "INSERT INTO rules.state (rule, key, value) "
-                "SELECT r, k, v::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r, k, v) "
-                "ON CONFLICT (rule, key) DO UPDATE SET value = excluded.value, updated_at = now()",
-                [u[0] for u in upserts],
-                [u[1] for u in upserts],
-                [u[2] for u in upserts],
-            )
-        if deletes:
-            await conn.execute(
-                "DELETE FROM rules.state s USING unnest($1::text[], $2::text[]) AS d(r, k) "
-                "WHERE s.rule = d.r AND s.key = d.k",
-                [d[0] for d in deletes],
-                [d[1] for d in deletes],
-            )
-        self.dirty.clear()
-
-
-class _State:
-    """``RuleContext.state`` of one invocation: its writes wait for the handler to return."""
-
-    def __init__(self, invocation: Invocation) -> None:
-        self._invocation = invocation
-        self.writes: dict[tuple[str, str], Any] = {}
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        slot = (self._invocation.rule, str(key))
-        if slot in self.writes:
-            value = self.writes[slot]
-        else:
-            conn = await self._invocation.connection()
-            value = await self._invocation.batch_state.read(conn, *slot)
-        return default if value is _DELETED else value
-
-    def set(self, key: str, value: Any) -> None:
-        orjson.dumps(value)  # refuse what cannot be stored now, in the handler that wrote it
-        self.writes[(self._invocation.rule, str(key))] = value
-
-    def delete(self, key: str) -> None:
-        self.writes[(self._invocation.rule, str(key))] = _DELETED
-
-
-class Invocation:
-    """The ``RuleContext`` of one handler call on one event (or one periodic run)."""
-
-    def __init__(
-        self,
-        engine: RulesEngine,
-        conn: asyncpg.Connection,
-        rule: str,
-        batch_state: BatchState,
-        cause: Envelope | None = None,
-        depth: int = 0,
-        costs: CostBook | None = None,
-    ) -> None:
-        self._engine = engine
-        self._conn = conn
-        self._rule = rule
-        self.batch_state = batch_state
-        self.cause = cause
-        self.depth = depth
-        self._costs = costs
-        self.emitted: list[Emitted] = []
-        self._state = _State(self)
-        self._savepoint: Any = None
-        self._keys: set[str] = set()
-
-    @property
-    def rule(self) -> str:
-        return self._rule
-
-    @property
-    def state(self) -> _State:
-        return self._state
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def connection(self) -> asyncpg.Connection:
-        """The batch's connection, inside a savepoint of this invocation (opened on first use)."""
-        if self._savepoint is None:
-            self._savepoint = self._conn.transaction()
-            await self._savepoint.start()
-        return self._conn
-
-    async def finish(self, succeeded: bool) -> None:
-        """Release or roll back this invocation's savepoint; keep its writes if it succeeded."""
-        if self._savepoint is not None:
-            if succeeded:
-                await self._savepoint.commit()
-            else:
-                await self._savepoint.rollback()
-        if succeeded:
-            self.batch_state.write(self._state.writes)
-
-    def _default(self, name: str, given: str | None) -> str | None:
-        if given is not None:
-            return given
-        return getattr(self.cause, name, None) if self.cause is not None else None
-
-    async def task(self, task_id: str | None = None) -> Task | None:
-        wanted = self._default("task_id", task_id)
-        if wanted is None:
-            return None
-        row = await (await self.connection()).fetchrow(_TASK_BY_ID, wanted)
-        return Task(**dict(row)) if row is not None else None
-
-    async def requirement(self, requirement_id: str | None = None) -> Requirement | None:
-        wanted = self._default("requirement_id", requirement_id)
-        if wanted is None:
-            return None
-        row = await (await self.connection()).fetchrow(
-            "SELECT requirement_id, title, status, project_id, created_at, completed_at "
-            "FROM projections.requirements WHERE requirement_id = $1",
-            wanted,
-        )
-        return Requirement(**dict(row)) if row is not None else None
-
-    async def tasks_of_requirement(self, requirement_id: str | None = None) -> list[Task]:
-        wanted = self._default("requirement_id", requirement_id)
-        if wanted is None:
-            return []
-        rows = await (await self.connection()).fetch(_TASKS_BY_REQUIREMENT, wanted)
-        return [Task(**dict(row)) for row in rows]
-
-    async def session(self, session_id: str | None = None) -> Session | None:
-        wanted = self._default("session_id", session_id)
-        if wanted is None:
-            return None
-        row = await (await self.connection()).fetchrow(
-            "SELECT session_id, project_id, agent_id, task_id, requirement_id, started_at, ended_at, cost_usd "
-            "FROM projections.sessions WHERE session_id = $1",
-            wanted,
-        )
-        return Session(**dict(row)) if row is not None else None
-
-    async def cost(
-        self, *, task_id: str | None = None, requirement_id: str | None = None, project_id: str | None = None
-    ) -> Cost:
-        named = [
-            (scope, value)
-            for scope, value in (("task", task_id), ("requirement", requirement_id), ("project", project_id))
-            if value is not None
-        ]
-        if len(named) != 1:
-            raise RuleError("ctx.cost takes exactly one of task_id, requirement_id, project_id")
-        scope, wanted = named[0]
-        running = self._costs.get(scope, wanted) if self._costs is not None else None
-        if running is not None:
-            return Cost(int(running[0]), int(running[1]), int(running[2]), float(running[3]))
-        row = await (await self.connection()).fetchrow(
-            "SELECT calls, input_tokens, output_tokens, cost_usd FROM rules.llm_cost WHERE scope = $1 AND id = $2",
-            scope,
-            wanted,
-        )
-        return Cost(**dict(row)) if row is not None else Cost()
-
-    async def query(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
-        conn = await self.connection()
-        async with conn.transaction():  # a savepoint: a failing query fails only this handler
-            rows = await conn.fetch(sql, *args)
-        return [dict(row) for row in rows]
-
-    def emit(self, event: Any, /, *, key: str | None = None, **fields: Any) -> Any:
-        depth = self.depth + 1
-        limit = self._engine.max_depth
-        if depth > limit:
+    def emit(self, call: Invocation, event: Any, key: str | None, fields: dict[str, Any]) -> Any:
+        depth = call.depth + 1
+        if depth > self.max_depth:
             raise CausationDepthError(
-                f"emitting would make a chain of {depth} derived events (rules_max_depth is {limit}): "
+                f"emitting would make a chain of {depth} derived events (rules_max_depth is {self.max_depth}): "
                 "two rules may be feeding each other"
             )
-        if self.cause is None and key is None:
-            raise RuleError(f"rule {self._rule}: a periodic rule must emit with key=... (what makes it unique)")
-        cause_id = str(self.cause.event_id) if self.cause is not None and key is None else None
-        rank = key if key is not None else f"#{len(self.emitted)}"
-        if isinstance(event, Envelope):
-            built: Envelope = event
-            when = built.occurred_at
-            event_id = derived_id(self._rule, cause_id, rank, when)
-            update: dict[str, Any] = {"event_id": event_id}
-            if self.cause is not None and built.causation_id is None:
-                update["causation_id"] = self.cause.event_id
-            built = built.model_copy(update=update)
-        elif isinstance(event, type) and issubclass(event, Envelope):
-            values = dict(fields)
-            values.setdefault("source", (SOURCE_PREFIX + self._rule)[:200])
-            if self.cause is not None:
-                values.setdefault("occurred_at", self.cause.occurred_at)
-                for name in _REFERENCES:
-                    if name not in values and getattr(self.cause, name, None) is not None:
-                        values[name] = getattr(self.cause, name)
-                values.setdefault("causation_id", self.cause.event_id)
-            else:
-                values.setdefault("occurred_at", self.now())
-            probe = event(**values)  # validates: a bad derived event fails the handler here
-            event_id = derived_id(self._rule, cause_id, rank, probe.occurred_at)
-            built = probe.model_copy(update={"event_id": event_id})
-        else:
-            raise RuleError(f"ctx.emit takes an event class or an event, got {event!r}")
-        if any(e.event_id == event_id for e in self.emitted):
-            return built
-        self.emitted.append(
-            Emitted(
-                event_id=event_id,
-                rule=self._rule,
-                kind="event",
-                event_type=str(getattr(built, "event_type", "")),
-                cause_id=built.causation_id,
-                depth=depth,
-                topic=self._engine.topics.input_topic(type(built).family),
-                key=built.partition_key(),
-                value=encode_event(built),
+        cause = call.cause
+        if cause is None and key is None:
+            raise RuleError(f"rule {call.rule}: a periodic rule must emit with key=... (what makes it unique)")
+        if key is not None and any(e.emit_key == key for e in call.emitted):
+            return next(e.built for e in call.emitted if e.emit_key == key)
+        built = self._build(call, event, fields)
+        cause_id = str(cause.event_id) if cause is not None and key is None else None
+        rank = key if key is not None else f"#{len(call.emitted)}"
+        built = built.model_copy(update={"event_id": derived_id(call.rule, cause_id, rank, built.occurred_at)})
+        call.emitted.append(
+            _Pending(
+                built,
+                Emitted(
+                    event_id=built.event_id,
+                    rule=call.rule,
+                    kind="event",
+                    event_type=str(getattr(built, "event_type", "")),
+                    cause_id=built.causation_id,
+                    depth=depth,
+                    topic=self.topics.input_topic(type(built).family),
+                    key=built.partition_key(),
+                    value=encode_event(built),
+                    emit_key=key,
+                ),
             )
         )
         return built
+
+    def _build(self, call: Invocation, event: Any, fields: dict[str, Any]) -> Envelope:
+        cause = call.cause
+        if isinstance(event, Envelope):
+            if fields:
+                raise RuleError(f"ctx.emit got an event and fields {sorted(fields)}: set them on the event")
+            given = event.model_fields_set
+            update: dict[str, Any] = {}
+            if cause is not None:
+                if "occurred_at" not in given:
+                    update["occurred_at"] = cause.occurred_at
+                if "causation_id" not in given:
+                    update["causation_id"] = cause.event_id
+                for name in _REFERENCES:
+                    if name not in given and getattr(cause, name, None) is not None:
+                        update[name] = getattr(cause, name)
+            return event.model_copy(update=update)
+        if isinstance(event, type) and issubclass(event, Envelope):
+            values = dict(fields)
+            values.setdefault("source", (SOURCE_PREFIX + call.rule)[:200])
+            if cause is not None:
+                values.setdefault("occurred_at", cause.occurred_at)
+                values.setdefault("causation_id", cause.event_id)
+                for name in _REFERENCES:
+                    if name not in values and getattr(cause, name, None) is not None:
+                        values[name] = getattr(cause, name)
+            else:
+                values.setdefault("occurred_at", call.now())
+            return event(**values)  # validates: a bad derived event fails the handler here
+        raise RuleError(f"ctx.emit takes an event class or an event, got {event!r}")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An emit of a running handler: the event as built, and its outbox row."""
+
+    built: Any
+    row: Emitted
+
+    @property
+    def emit_key(self) -> str | None:
+        return self.row.emit_key
 
 
 class RulesEngine:
@@ -376,7 +195,6 @@ class RulesEngine:
         rules: event rules and periodic rules (names unique).
         topics: where derived events (input topics) and dead letters go.
         group: the consumer group whose offsets guard the batches.
-        clean_topic: the topic the events are read from.
         timeout_s: default time limit of a handler.
         max_depth: longest chain of derived events.
     """
@@ -401,6 +219,7 @@ class RulesEngine:
         self.clean_topic = topics.clean
         self.timeout_s = timeout_s
         self.max_depth = max_depth
+        self.emitter = Emitter(topics, max_depth)
         self.dispatch: dict[str, tuple[Rule, ...]] = {}
         for cls in EVENT_CLASSES:
             chosen = tuple(r for r in self.event_rules if r.reacts_to(cls))
@@ -421,18 +240,21 @@ class RulesEngine:
             result.skipped_messages = len(messages) - len(fresh)
             if not fresh:
                 return result
-            costs = CostBook()
-            await costs.load(conn, [row for m in fresh for row in m.rows])
-            depths = await self._depths(conn, fresh)
-            state = BatchState()
+            work = self._parsed(fresh)
+            batch = Batch(conn, [row for _, _, row, _ in work])
+            await batch.costs.load(conn, [row for m in fresh for row in m.rows])
+            depths = await self._depths(conn, [row for _, _, row, _ in work])
+            await self._load_declared_state(batch, work)
+            pending = iter(work)
+            upcoming = next(pending, None)
             for message in fresh:
                 for index, row in enumerate(message.rows):
-                    costs.add(row)
-                    chosen = self.dispatch.get(row.event_type)
-                    if chosen:
-                        await self._run_event(conn, state, costs, message, index, row, chosen, depths, result)
-            await state.flush(conn)
-            await costs.flush(conn)
+                    batch.costs.add(row)
+                    if upcoming is not None and upcoming[2] is row:
+                        await self._run_event(batch, message, index, row, upcoming[3], depths, result)
+                        upcoming = next(pending, None)
+            await batch.state.flush(conn)
+            await batch.costs.flush(conn)
             await _insert_emitted(conn, result.emitted)
             ends: dict[int, int] = defaultdict(int)
             for m in fresh:
@@ -447,21 +269,51 @@ class RulesEngine:
             )
         return result
 
+    def _parsed(self, messages: Sequence[Message]) -> list[tuple[Message, int, CleanRow, Envelope]]:
+        """The rows that go to a rule, with their typed event (rows that hold none are skipped)."""
+        work = []
+        for message in messages:
+            for index, row in enumerate(message.rows):
+                if row.event_type not in self.dispatch:
+                    continue
+                try:
+                    work.append((message, index, row, row.event()))
+                except MalformedRowError:
+                    log.warning(
+                        "rules: clean row %s at %d/%d is not an event; skipped",
+                        row.event_id,
+                        message.partition,
+                        message.offset,
+                    )
+        return work
+
+    async def _load_declared_state(self, batch: Batch, work: Sequence[tuple[Any, Any, CleanRow, Envelope]]) -> None:
+        """Load, in one statement per rule, the state keys the rules declare for the batch's events."""
+        keys: dict[str, set[str]] = defaultdict(set)
+        for _, _, row, event in work:
+            for chosen in self.dispatch[row.event_type]:
+                try:
+                    keys[chosen.name].update(chosen.state_key(event))
+                except Exception:  # noqa: BLE001, S112 - the handler meets the same problem and is judged for it
+                    continue
+        for name in sorted(keys):
+            await batch.state.load(batch.conn, name, keys[name])
+
     async def run_periodic(self, conn: asyncpg.Connection, periodic: PeriodicRule) -> list[Emitted] | None:
         """Run ``periodic`` once, alone across workers; ``None`` if another worker is running it."""
         async with conn.transaction():
             locked = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 11))", periodic.name)
             if not locked:
                 return None
-            state = BatchState()
-            invocation = Invocation(self, conn, periodic.name, state)
+            batch = Batch(conn)
+            call = Invocation(batch, periodic.name, self.emitter)
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(periodic.handler(invocation), periodic.timeout_s or self.timeout_s)
+                await asyncio.wait_for(periodic.handler(call), _limit(periodic.timeout_s, self.timeout_s))
             except Exception as exc:
                 if _database_away(exc, conn):
                     raise
-                await invocation.finish(False)
+                await call.finish(False)
                 metrics.RULE_FAILURES.labels(periodic.name).inc()
                 log.exception(
                     "rules: periodic rule %s failed; it runs again in %.0fs", periodic.name, periodic.interval_s
@@ -469,59 +321,44 @@ class RulesEngine:
                 return []
             finally:
                 metrics.RULE_SECONDS.labels(periodic.name).observe(time.perf_counter() - started)
-            await invocation.finish(True)
-            await state.flush(conn)
-            emitted = _unique(invocation.emitted)
+            await call.finish(True)
+            await batch.state.flush(conn)
+            emitted = [p.row for p in call.emitted]
             await _insert_emitted(conn, emitted)
             return emitted
 
     async def _run_event(
         self,
-        conn: asyncpg.Connection,
-        state: BatchState,
-        costs: CostBook,
+        batch: Batch,
         message: Message,
         index: int,
         row: CleanRow,
-        chosen: tuple[Rule, ...],
+        event: Envelope,
         depths: Mapping[str, int],
         result: BatchResult,
     ) -> None:
-        try:
-            event = row.event()
-        except MalformedRowError:
-            log.warning(
-                "rules: clean row %s at %d/%d is not an event; skipped", row.event_id, message.partition, message.offset
-            )
-            return
         depth = depths.get(row.event_id, 0)
-        for chosen_rule in chosen:
-            invocation = Invocation(self, conn, chosen_rule.name, state, event, depth, costs)
+        for chosen in self.dispatch[row.event_type]:
+            call = Invocation(batch, chosen.name, self.emitter, event, depth)
             result.invocations += 1
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(chosen_rule.handler(event, invocation), chosen_rule.timeout_s or self.timeout_s)
+                await asyncio.wait_for(chosen.handler(event, call), _limit(chosen.timeout_s, self.timeout_s))
             except Exception as exc:
-                if _database_away(exc, conn):
+                if _database_away(exc, batch.conn):
                     raise  # not the rule's fault: the batch is tried again once the database is back
-                await invocation.finish(False)
+                await call.finish(False)
                 result.failures += 1
-                metrics.RULE_FAILURES.labels(chosen_rule.name).inc()
-                result.emitted.append(self._dead_letter(chosen_rule, exc, message, index, row, depth))
+                metrics.RULE_FAILURES.labels(chosen.name).inc()
+                result.emitted.append(self._dead_letter(chosen, exc, message, index, row, depth))
                 log.warning(
-                    "rules: %s failed on %s %s: %s",
-                    chosen_rule.name,
-                    row.event_type,
-                    row.event_id,
-                    _reason(chosen_rule, exc),
+                    "rules: %s failed on %s %s: %s", chosen.name, row.event_type, row.event_id, _reason(chosen, exc)
                 )
                 continue
             finally:
-                metrics.RULE_SECONDS.labels(chosen_rule.name).observe(time.perf_counter() - started)
-            await invocation.finish(True)
-            result.emitted.extend(
-                e for e in invocation.emitted if all(e.event_id != o.event_id for o in result.emitted)
-            )
+                metrics.RULE_SECONDS.labels(chosen.name).observe(time.perf_counter() - started)
+            await call.finish(True)
+            result.emitted.extend(p.row for p in call.emitted)
 
     def _dead_letter(
         self, failed: Rule, exc: BaseException, message: Message, index: int, row: CleanRow, depth: int
@@ -568,21 +405,24 @@ class RulesEngine:
         )
         return {row["partition"]: row["next_offset"] for row in rows}
 
-    async def _depths(self, conn: asyncpg.Connection, messages: Sequence[Message]) -> dict[str, int]:
-        derived = [
-            row.event_id
-            for m in messages
-            for row in m.rows
-            if row.source.startswith(SOURCE_PREFIX) and row.event_type in self.dispatch
-        ]
-        if not derived:
+    async def _depths(self, conn: asyncpg.Connection, rows: Sequence[CleanRow]) -> dict[str, int]:
+        """The causation depth of each row (0 for an event no rule emitted)."""
+        if not rows:
             return {}
-        rows = await conn.fetch(
-            "SELECT event_id::text AS id, depth FROM rules.emitted WHERE event_id = ANY($1::uuid[])", derived
+        found = await conn.fetch(
+            "SELECT event_id::text AS id, depth FROM rules.emitted WHERE event_id = ANY($1::uuid[]) AND kind = 'event'",
+            [row.event_id for row in rows],
         )
-        found = {row["id"]: row["depth"] for row in rows}
-        # Published longer ago than the retention: its chain is unknown, so it ends here.
-        return {event_id: found.get(event_id, self.max_depth) for event_id in derived}
+        depths = {row["id"]: row["depth"] for row in found}
+        for row in rows:
+            if row.event_id not in depths and row.source.startswith(SOURCE_PREFIX):
+                # Derived, published longer ago than the retention: its chain is unknown, so it ends here.
+                depths[row.event_id] = self.max_depth
+        return depths
+
+
+def _limit(declared: float | None, default: float) -> float:
+    return default if declared is None else declared
 
 
 def _database_away(exc: BaseException, conn: asyncpg.Connection) -> bool:
@@ -598,18 +438,14 @@ def _reason(failed: Rule, exc: BaseException) -> str:
     return f"rule {failed.name} raised {type(exc).__name__}: {exc}"
 
 
-def _unique(emitted: Sequence[Emitted]) -> list[Emitted]:
-    return list({e.event_id: e for e in emitted}.values())
-
-
 async def _insert_emitted(conn: asyncpg.Connection, emitted: list[Emitted]) -> None:
-    """Insert the rows; drop from ``emitted`` those already there (emitted by an earlier batch)."""
+    """Insert the rows; drop from ``emitted`` those already there (an id, or a rule's key, seen before)."""
     if not emitted:
         return
     inserted = await conn.fetch(
-        "INSERT INTO rules.emitted (event_id, rule, kind, event_type, cause_id, depth, topic, key, value) "
+        "INSERT INTO rules.emitted (event_id, rule, kind, event_type, cause_id, depth, topic, key, value, emit_key) "
         "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::smallint[], "
-        "$7::text[], $8::bytea[], $9::bytea[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        "$7::text[], $8::bytea[], $9::bytea[], $10::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
         [e.event_id for e in emitted],
         [e.rule for e in emitted],
         [e.kind for e in emitted],
@@ -619,95 +455,7 @@ async def _insert_emitted(conn: asyncpg.Connection, emitted: list[Emitted]) -> N
         [e.topic for e in emitted],
         [e.key for e in emitted],
         [e.value for e in emitted],
+        [e.emit_key for e in emitted],
     )
     new = {row["event_id"] for row in inserted}
     emitted[:] = [e for e in emitted if e.event_id in new]
-
-
-def _scoped(row: CleanRow) -> list[tuple[str, str]]:
-    """The (scope, id) keys of ``rules.llm_cost`` a row counts towards."""
-    named = (("task", row.task_id), ("requirement", row.requirement_id), ("project", row.project_id))
-    return [(scope, value) for scope, value in named if value is not None]
-
-
-class CostBook:
-    """``rules.llm_cost`` for the keys of one batch, added to event by event.
-
-    A rule reacting to an ``llm.called`` sees the cost up to and including that call, not
-    the calls after it in the same batch.
-    """
-
-    def __init__(self) -> None:
-        self.totals: dict[tuple[str, str], list[float]] = {}
-        self.dirty: set[tuple[str, str]] = set()
-        self._figures: dict[str, tuple[int, int, int, float]] = {}
-
-    async def load(self, conn: asyncpg.Connection, rows: Sequence[CleanRow]) -> None:
-        """Read (and lock) the totals of every task, requirement and project ``rows`` name."""
-        keys: set[tuple[str, str]] = set()
-        for row in rows:
-            figures = _figures(row)
-            if figures is None:
-                continue
-            self._figures[row.event_id] = figures
-            keys.update(_scoped(row))
-        if not keys:
-            return
-        found = await conn.fetch(
-            "SELECT scope, id, calls, input_tokens, output_tokens, cost_usd FROM rules.llm_cost "
-            "WHERE (scope, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY scope, id FOR UPDATE",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
-        for key in keys:
-            self.totals[key] = [0, 0, 0, 0.0]
-        for r in found:
-            self.totals[(r["scope"], r["id"])] = [r["calls"], r["input_tokens"], r["output_tokens"], r["cost_usd"]]
-
-    def add(self, row: CleanRow) -> None:
-        """Count one ``llm.called`` (before its rules run)."""
-        figures = self._figures.get(row.event_id)
-        if figures is None:
-            return
-        for key in _scoped(row):
-            total = self.totals[key]
-            for i, figure in enumerate(figures):
-                total[i] += figure
-            self.dirty.add(key)
-
-    def get(self, scope: str, entity: str) -> list[float] | None:
-        """The batch's running total, if the batch touches that key."""
-        return self.totals.get((scope, entity))
-
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Store the totals the batch changed."""
-        keys = sorted(self.dirty)
-        if not keys:
-            return
-        await conn.execute(
-            "INSERT INTO rules.llm_cost AS c (scope, id, calls, input_tokens, output_tokens, cost_usd) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::float8[]) "
-            "ON CONFLICT (scope, id) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
-            "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [int(self.totals[k][0]) for k in keys],
-            [int(self.totals[k][1]) for k in keys],
-            [int(self.totals[k][2]) for k in keys],
-            [float(self.totals[k][3]) for k in keys],
-        )
-
-
-def _figures(row: CleanRow) -> tuple[int, int, int, float] | None:
-    if row.event_type != "llm.called":
-        return None
-    try:
-        payload = orjson.loads(row.payload)
-        return (
-            1,
-            int(payload.get("input_tokens", 0)),
-            int(payload.get("output_tokens", 0)),
-            float(payload.get("cost_usd", 0.0)),
-        )
-    except (ValueError, TypeError, AttributeError):
-        return None

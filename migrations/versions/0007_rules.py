@@ -4,7 +4,8 @@
   transaction as the rules worker's offsets (``consumer_offsets``, group ``devtrail-rules``),
   so a replay never applies an event to it twice.
 - ``rules.emitted``: every derived event and rule dead letter, written in that transaction
-  and published to Kafka after it commits (an outbox). ``published_at`` is set once the
+  and published to Kafka after it commits (an outbox); ``(rule, emit_key)`` is unique, so
+  an event a rule emits by key is emitted once. ``published_at`` is set once the
   broker acknowledged it; published rows are kept for ``rules_emitted_retention_days``
   (the causation depth of a derived event is read back from here), then pruned.
 - ``rules.llm_cost``: calls, tokens and cost of ``llm.called`` per task, requirement and
@@ -50,9 +51,11 @@ SCHEMA = """
             topic        text        NOT NULL,
             key          bytea,
             value        bytea       NOT NULL,
+            emit_key     text,
             created_at   timestamptz NOT NULL DEFAULT now(),
             published_at timestamptz
         );
+        CREATE UNIQUE INDEX emitted_key ON rules.emitted (rule, emit_key) WHERE emit_key IS NOT NULL;
         CREATE INDEX emitted_unpublished ON rules.emitted (created_at) WHERE published_at IS NULL;
         CREATE INDEX emitted_published ON rules.emitted (published_at) WHERE published_at IS NOT NULL;
         CREATE INDEX emitted_cause ON rules.emitted (cause_id);
