@@ -89,3 +89,9 @@ RULES_WAITING_SECONDS = Counter(
     "devtrail_rules_projection_wait_seconds_total",
     "Time the rules worker waited for the projection writers to apply the events it was about to run rules on",
 )
+NOTIFICATIONS = Counter(
+    "devtrail_notifications_total",
+    "Webhook requests of the notifier by outcome: delivered (2xx), retried (an attempt that failed and is"
+    " retried), failed (an alert given up, or not sendable)",
+    ["outcome"],
+)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from schemas.fields import Severity
 from schemas.settings import KafkaSettings
 
 
@@ -222,3 +224,39 @@ class RulesSettings(WritersSettings):
     def budget_thresholds(self) -> list[float]:
         """``llm_budget_thresholds`` as sorted fractions."""
         return sorted({float(part) for part in self.llm_budget_thresholds.split(",") if part.strip()})
+
+
+class NotifierSettings(ConsumerSettings):
+    """The webhook notifier (``devtrail run notifier``, ``consumers.notify``): ``alert.raised``
+    events of the clean topic POSTed as JSON to a URL.
+
+    Attributes:
+        notifier_webhook_url: where alerts are POSTed (``http://`` or ``https://``); unset, no
+            notifier runs. Never logged (chat webhooks hold their token in the URL): logs
+            name its host only.
+        notifier_group: its consumer group (its offsets are committed to Kafka).
+        notifier_start: where a new group starts: ``latest`` sends only alerts raised from
+            now on, ``earliest`` every alert the clean topic still holds.
+        notifier_min_severity: alerts below it (``info`` < ``warning`` < ``error`` < ``critical``)
+            are not sent.
+        notifier_secret: when set, each request is signed: ``X-Devtrail-Signature:
+            sha256=<hex HMAC-SHA256 of the body with this key>``.
+        notifier_timeout_s: time limit of one request, connection included.
+        notifier_retry_backoff_s: the pause before the first retry; it doubles with each
+            attempt (with jitter) up to ``notifier_retry_max_backoff_s``.
+        notifier_retry_max_backoff_s: the longest pause between two attempts (a ``Retry-After``
+            answer may ask for longer: it is honoured up to an hour).
+        notifier_max_attempts: attempts at an alert the receiver refuses (a 4xx other than
+            408 and 429, a redirect) before it is given up. Connection errors, timeouts, 5xx,
+            408 and 429 are retried until the receiver takes the alert.
+    """
+
+    notifier_webhook_url: str | None = Field(default=None, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+")
+    notifier_group: str = "devtrail-notifier"
+    notifier_start: Literal["latest", "earliest"] = "latest"
+    notifier_min_severity: Severity = Severity.WARNING
+    notifier_secret: SecretStr | None = None
+    notifier_timeout_s: float = Field(default=10.0, gt=0)
+    notifier_retry_backoff_s: float = Field(default=1.0, gt=0)
+    notifier_retry_max_backoff_s: float = Field(default=60.0, gt=0)
+    notifier_max_attempts: int = Field(default=10, ge=1)

@@ -455,7 +455,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--downgrade", metavar="REVISION", help="migrate down to REVISION (base: drop all)")
     add("topics", cmd_topics, "create the pipeline's topics")
     run = add("run", cmd_run, "run one worker in the foreground")
-    run.add_argument("role", choices=("processor", "sink", "writers", "dead-letters", "rules"))
+    run.add_argument("role", choices=("processor", "sink", "writers", "dead-letters", "rules", "notifier"))
     run.add_argument("--metrics-port", type=int, help="serve this worker's /metrics, /livez, /readyz here (0: off)")
     run.add_argument("--metrics-host", help="address they listen on (default 127.0.0.1)")
     dlq = add(

@@ -50,9 +50,11 @@ STAGE_OF_ROLE = {
     "writers": "writers",
     "dead-letters": "dead_letters",
     "rules": "rules",
+    "notifier": "notifier",
 }
 #: Every role whose consumer group the supervisor measures, running or not (a stopped consumer's lag grows).
-PIPELINE_ROLES = tuple(STAGE_OF_ROLE)
+#: The notifier's only when a webhook is configured (``measured_roles``): without one it never runs.
+PIPELINE_ROLES = tuple(role for role in STAGE_OF_ROLE if role != "notifier")
 #: A worker event loop that ran no callback for this long is stalled: ``/livez`` fails.
 LOOP_STALL_S = 30.0
 
@@ -68,7 +70,7 @@ async def serve(stack: Stack, port: int, host: str | None = None) -> web.AppRunn
         host: the address to listen on; ``stack.settings.metrics_host`` by default.
     """
     s = stack.settings
-    monitor = LagMonitor(s, pipeline_groups(s, PIPELINE_ROLES), s.lag_check_interval_s)
+    monitor = LagMonitor(s, pipeline_groups(s, measured_roles(s)), s.lag_check_interval_s)
     workers = MultiProcessCollector(None, path=str(stack.metrics_dir))  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     for collector in (workers, WorkerCollector(stack), LagCollector(monitor)):
@@ -109,6 +111,12 @@ async def serve(stack: Stack, port: int, host: str | None = None) -> web.AppRunn
     await runner.setup()
     await web.TCPSite(runner, host or s.metrics_host, port).start()
     return runner
+
+
+def measured_roles(settings: StackSettings) -> tuple[str, ...]:
+    """The roles whose consumer groups' lag the supervisor measures: ``PIPELINE_ROLES``, and
+    the notifier when ``notifier_webhook_url`` is set (the stack runs it then, and only then)."""
+    return (*PIPELINE_ROLES, "notifier") if settings.notifier_webhook_url else PIPELINE_ROLES
 
 
 def stack_health(

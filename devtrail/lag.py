@@ -1,8 +1,8 @@
 """Consumer lag per group and partition: the end offset of each partition minus the
 offset its group will read next.
 
-Where a group's committed offsets are: the processor's (Faust) in Kafka; the checkpointed
-consumers' (sink, writers, dead-letter store) in PostgreSQL, table
+Where a group's committed offsets are: the processor's (Faust) and the notifier's in Kafka;
+the checkpointed consumers' (sink, writers, dead-letter store, rules) in PostgreSQL, table
 ``consumer_offsets``, written with their rows. Those consumers copy their offsets to Kafka
 too, but only for tools; the stored ones decide where they resume, so lag is measured
 against them. A partition without a committed offset is read from its beginning, so its
@@ -92,6 +92,7 @@ def pipeline_groups(settings: StackSettings, roles: Iterable[str]) -> list[Consu
         "writers": ConsumerGroup(settings.writers_group, (topics.clean,), "database"),
         "dead-letters": ConsumerGroup(settings.dead_letter_group, (topics.dead_letters,), "database"),
         "rules": ConsumerGroup(settings.rules_group, (topics.clean,), "database"),
+        "notifier": ConsumerGroup(settings.notifier_group, (topics.clean,), "kafka"),
     }
     return [groups[role] for role in roles]
 

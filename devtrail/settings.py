@@ -7,7 +7,14 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from consumers.settings import DeadLetterStoreSettings, ProcessorSettings, RulesSettings, SinkSettings, WritersSettings
+from consumers.settings import (
+    DeadLetterStoreSettings,
+    NotifierSettings,
+    ProcessorSettings,
+    RulesSettings,
+    SinkSettings,
+    WritersSettings,
+)
 from producers.settings import ProducerSettings
 
 #: Where ``devtrail up``'s embedded broker listens unless ``embedded_kafka_port`` says otherwise.
@@ -15,7 +22,13 @@ UP_KAFKA_PORT = 9092
 
 
 class StackSettings(
-    SinkSettings, RulesSettings, WritersSettings, DeadLetterStoreSettings, ProcessorSettings, ProducerSettings
+    SinkSettings,
+    RulesSettings,
+    WritersSettings,
+    DeadLetterStoreSettings,
+    NotifierSettings,
+    ProcessorSettings,
+    ProducerSettings,
 ):
     """Everything the stack runs, plus where its embedded services keep their data.
 

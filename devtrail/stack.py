@@ -1,7 +1,8 @@
 """The stack behind ``devtrail up`` and ``devtrail demo``.
 
 Start order: embedded services (unless external ones are configured), topics,
-migrations, then one process per worker (processor(s), sink, writers). Workers that
+migrations, then one process per worker (processor(s), sink, writers, dead-letter store,
+rules, and the webhook notifier when ``notifier_webhook_url`` is set). Workers that
 exit unexpectedly are restarted with backoff; they are crash-safe by design (offsets
 follow the data). Stop order is the reverse; workers get SIGTERM and finish their batch.
 """
@@ -38,13 +39,26 @@ RESTART_BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0
 #: Exits remembered per worker (for the crash-loop judgement of ``/healthz``).
 EXITS_KEPT = 100
+#: The workers a stack runs by default; the notifier joins them when a webhook is configured (``worker_roles``).
+ALL_ROLES = ("processor", "sink", "writers", "dead-letters", "rules")
+
+
+def worker_roles(settings: StackSettings, roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The roles a stack asked for ``roles`` starts.
+
+    The default roles (``ALL_ROLES``) get the notifier when ``notifier_webhook_url`` is set;
+    without a webhook the notifier never starts (it would only exit, again and again).
+    """
+    if not settings.notifier_webhook_url:
+        return tuple(role for role in roles if role != "notifier")
+    return (*roles, "notifier") if roles == ALL_ROLES else roles
 
 
 class WorkerProcess:
     """One ``devtrail run ROLE`` child, restarted if it dies unexpectedly.
 
     Args:
-        role: ``processor``, ``sink``, ``writers``, ``dead-letters`` or ``rules``.
+        role: ``processor``, ``sink``, ``writers``, ``dead-letters``, ``rules`` or ``notifier``.
         name: label for logs (``processor-1``).
         env: the full environment of the child.
         log_path: where its output goes.
@@ -156,14 +170,11 @@ class Stack:
 
     Args:
         settings: the stack's settings; embedded services replace unset addresses.
-        roles: which workers to run (all by default).
+        roles: which workers to run: ``ALL_ROLES`` by default, plus the notifier when a
+            webhook is configured (``worker_roles``).
     """
 
-    def __init__(
-        self,
-        settings: StackSettings,
-        roles: tuple[str, ...] = ("processor", "sink", "writers", "dead-letters", "rules"),
-    ) -> None:
+    def __init__(self, settings: StackSettings, roles: tuple[str, ...] = ALL_ROLES) -> None:
         self.settings = settings
         self._roles = roles
         self._kafka: EmbeddedKafka | None = None
@@ -230,7 +241,7 @@ class Stack:
         if fresh_broker:
             await self._forget_stale_offsets()
         log.info("topics created: %s", ", ".join(created) or "none (all existed)")
-        await self.start_workers(self._roles)
+        await self.start_workers(worker_roles(s, self._roles))
 
     async def _forget_stale_offsets(self) -> None:
         """A new in-memory broker has empty topics: offsets stored for the old ones are void,
@@ -258,7 +269,8 @@ class Stack:
             await conn.close()
 
     async def start_workers(self, roles: tuple[str, ...], settings: StackSettings | None = None) -> None:
-        """Start worker processes for ``roles`` (``processor``, ``sink``, ``writers``, ``dead-letters``, ``rules``).
+        """Start worker processes for ``roles`` (``processor``, ``sink``, ``writers``, ``dead-letters``, ``rules``,
+        ``notifier``).
 
         Args:
             roles: which workers.

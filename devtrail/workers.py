@@ -1,4 +1,4 @@
-"""``devtrail run ROLE``: one worker process (processor, sink, writers, dead-letter store or rules)."""
+"""``devtrail run ROLE``: one worker process (processor, sink, writers, dead-letter store, rules or notifier)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from consumers.clean import CLEAN_ROWS
 from consumers.settings import (
     CheckpointSettings,
     DeadLetterStoreSettings,
+    NotifierSettings,
     ProcessorSettings,
     RulesSettings,
     SinkSettings,
     WritersSettings,
 )
+from devtrail.errors import SetupError
 from devtrail.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -137,12 +139,36 @@ def run_rules() -> None:
     run_worker(RulesSettings())
 
 
+def run_notifier() -> None:
+    """The webhook notifier: ``alert.raised`` events POSTed to ``DEVTRAIL_NOTIFIER_WEBHOOK_URL`` (``consumers.notify``).
+
+    Raises:
+        SetupError: no webhook URL is configured.
+    """
+    from consumers.notify import Notifier
+
+    settings = NotifierSettings()
+    if not settings.notifier_webhook_url:
+        raise SetupError("the notifier needs DEVTRAIL_NOTIFIER_WEBHOOK_URL: the URL alerts are POSTed to")
+
+    async def notify() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Notifier(settings).run(stop)
+        log.info("notifier: stopped")
+
+    asyncio.run(notify())
+
+
 ROLES: dict[str, Callable[[], None]] = {
     "processor": run_processor,
     "sink": run_sink,
     "writers": run_writers,
     "dead-letters": run_dead_letter_store,
     "rules": run_rules,
+    "notifier": run_notifier,
 }
 
 

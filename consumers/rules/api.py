@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -198,6 +199,7 @@ class Rule:
     event_classes: tuple[type[Envelope], ...]
     timeout_s: float | None = None
     state_keys: StateKeys | None = None
+    module: str | None = None
 
     def state_key(self, event: Any) -> list[str]:
         """The state keys declared for ``event`` (none if the rule declares none)."""
@@ -225,6 +227,7 @@ class PeriodicRule:
     handler: PeriodicHandler
     interval_s: float
     timeout_s: float | None = None
+    module: str | None = None
 
     async def __call__(self, ctx: RuleContext) -> None:
         """Call the handler."""
@@ -273,7 +276,8 @@ def rule(
             raise RuleError(f"@rule takes event classes (from schemas.events), got {cls!r}")
 
     def decorate(func: Handler) -> Rule:
-        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s, state_key)
+        module = sys._getframe(1).f_globals.get("__name__")  # where the rule is made, not where func is
+        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s, state_key, module)
 
     return decorate
 
@@ -287,7 +291,8 @@ def every(
     _checked_timeout(timeout_s)
 
     def decorate(func: PeriodicHandler) -> PeriodicRule:
-        return PeriodicRule(_checked_name(name, func), func, float(interval_s), timeout_s)
+        module = sys._getframe(1).f_globals.get("__name__")
+        return PeriodicRule(_checked_name(name, func), func, float(interval_s), timeout_s, module)
 
     return decorate
 
@@ -302,7 +307,7 @@ def rules_in(module: object) -> list[AnyRule]:
     found = [
         value
         for value in vars(module).values()
-        if isinstance(value, (Rule, PeriodicRule)) and getattr(value.handler, "__module__", own) == own
+        if isinstance(value, (Rule, PeriodicRule)) and (value.module or value.handler.__module__) == own
     ]
     provided = getattr(module, "RULES", None)
     if isinstance(provided, Sequence):

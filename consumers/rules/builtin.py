@@ -142,16 +142,20 @@ def requirement_rollup() -> AnyRule:
 def _finished_at(task: Task) -> datetime:
     """When a done task was finished: its completion (or cancellation), else its status change to done."""
     at = task.completed_at if task.status == "completed" else task.cancelled_at
-    return at or task.status_at or task.last_seen or datetime(2000, 1, 1, tzinfo=UTC)
+    # The status's own time first: a task completed, reopened and completed again by a status
+    # change keeps its first completion's time in completed_at.
+    return task.status_at or at or task.last_seen or datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _finished_by(task: Task) -> Any:
     """The event that finished a done task."""
+    if task.status_event_id is not None:
+        return task.status_event_id
     if task.status == "completed" and task.completed_event_id is not None:
         return task.completed_event_id
     if task.status == "cancelled" and task.cancelled_event_id is not None:
         return task.cancelled_event_id
-    return task.status_event_id
+    return None
 
 
 def _status_word(tasks: list[Task], task_id: str) -> str:

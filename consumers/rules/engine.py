@@ -442,6 +442,7 @@ async def _insert_emitted(conn: asyncpg.Connection, emitted: list[Emitted]) -> N
     """Insert the rows; drop from ``emitted`` those already there (an id, or a rule's key, seen before)."""
     if not emitted:
         return
+    emitted[:] = list({e.event_id: e for e in reversed(emitted)}.values())[::-1]  # the first of each id
     inserted = await conn.fetch(
         "INSERT INTO rules.emitted (event_id, rule, kind, event_type, cause_id, depth, topic, key, value, emit_key) "
         "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::smallint[], "
