@@ -34,6 +34,7 @@ def fresh_settings(base: StackSettings, database_url: str, **overrides: object) 
             "sink_group": f"{prefix}-sink",
             "writers_group": f"{prefix}-writers",
             "dead_letter_group": f"{prefix}-dead-letters",
+            "rules_group": f"{prefix}-rules",
             "database_url": database_url,
             **overrides,
         }

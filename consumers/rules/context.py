@@ -2,9 +2,10 @@
 
 Reads are made for the whole batch: the first ``ctx.task()`` of a batch loads every task the
 batch's events name, the first ``ctx.tasks_of_requirement()`` every task of every requirement
-they name, and a rule that declares ``state_key`` has its keys for the batch loaded (and
-locked) in one statement. The projections include the whole batch before any rule runs
-(``consumers.rules.app``), so one snapshot serves every event of it.
+they name, and a rule that declares ``state_key`` has its keys for the batch loaded in one
+statement. State needs no lock of its own: a batch holds its group's lock. The projections
+include the whole batch before any rule runs (``consumers.rules.app``), so one snapshot
+serves every event of it.
 
 Reads never run in a savepoint: they cannot fail by themselves, and they are shielded from
 a handler's time limit (the read finishes, then the handler's effects are dropped), so a
@@ -43,10 +44,9 @@ _SESSIONS = (
     "SELECT session_id, project_id, agent_id, task_id, requirement_id, started_at, ended_at, cost_usd "
     "FROM projections.sessions WHERE session_id = ANY($1::text[])"
 )
-_LOCKED_STATE = (
-    "SELECT k.key, s.value::text AS value FROM "
-    "(SELECT key, pg_advisory_xact_lock(hashtextextended($1 || chr(1) || key, 7)) "
-    "FROM unnest($2::text[]) AS key ORDER BY key) k LEFT JOIN rules.state s ON s.rule = $1 AND s.key = k.key"
+_STATE = (
+    "SELECT k.key, s.value::text AS value FROM unnest($2::text[]) AS k(key) "
+    "LEFT JOIN rules.state s ON s.rule = $1 AND s.key = k.key"
 )
 
 
@@ -62,11 +62,11 @@ class BatchState:
         self.dirty: set[tuple[str, str]] = set()
 
     async def load(self, conn: asyncpg.Connection, rule: str, keys: Iterable[str]) -> None:
-        """Read (and lock until the commit, in key order) the keys of ``rule`` not read yet."""
+        """Read the keys of ``rule`` not read yet (the batch holds the group's lock: nobody else writes them)."""
         wanted = sorted({key for key in keys if (rule, key) not in self.values})
         if not wanted:
             return
-        for row in await conn.fetch(_LOCKED_STATE, rule, wanted):
+        for row in await conn.fetch(_STATE, rule, wanted):
             value = row["value"]
             self.values[(rule, row["key"])] = _DELETED if value is None else value.encode()
 
@@ -132,7 +132,7 @@ class CostBook:
         self._figures: dict[str, tuple[int, int, int, float]] = {}
 
     async def load(self, conn: asyncpg.Connection, rows: Sequence[CleanRow]) -> None:
-        """Read (and lock) the totals of every task, requirement and project ``rows`` name."""
+        """Read the totals of every task, requirement and project ``rows`` name."""
         keys: set[tuple[str, str]] = set()
         for row in rows:
             figures = _figures(row)
@@ -145,7 +145,7 @@ class CostBook:
         ordered = sorted(keys)
         found = await conn.fetch(
             "SELECT scope, id, calls, input_tokens, output_tokens, cost_usd FROM rules.llm_cost "
-            "WHERE (scope, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY scope, id FOR UPDATE",
+            "WHERE (scope, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
             [k[0] for k in ordered],
             [k[1] for k in ordered],
         )

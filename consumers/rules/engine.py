@@ -234,6 +234,10 @@ class RulesEngine:
         """Run the rules of ``messages`` in one transaction; return what it emitted (committed)."""
         result = BatchResult()
         async with conn.transaction():
+            # One batch of the group at a time, whichever worker runs it: rules' state is shared
+            # across partitions (a requirement's tasks are spread out), and a lock per key ran
+            # out of PostgreSQL's lock table on large batches (``max_locks_per_transaction``).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", self.group)
             partitions = sorted({m.partition for m in messages})
             stored = await self._lock_offsets(conn, partitions)
             fresh = [m for m in messages if m.offset >= stored.get(m.partition, 0)]
@@ -305,6 +309,7 @@ class RulesEngine:
             locked = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 11))", periodic.name)
             if not locked:
                 return None
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", self.group)
             batch = Batch(conn)
             call = Invocation(batch, periodic.name, self.emitter)
             started = time.perf_counter()
