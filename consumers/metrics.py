@@ -76,12 +76,8 @@ RULE_FAILURES = Counter(
     "Rule handler calls that raised or passed their time limit (their event is dead-lettered for the rule)",
     ["rule"],
 )
-RULE_SECONDS = Histogram(
-    "devtrail_rule_seconds",
-    "Time of one rule handler call",
-    ["rule"],
-    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
-)
+RULE_SECONDS = Counter("devtrail_rule_seconds_total", "Time spent in a rule's handler calls", ["rule"])
+RULE_CALLS = Counter("devtrail_rule_calls_total", "Rule handler calls", ["rule"])
 DERIVED_EVENTS = Counter(
     "devtrail_derived_events_total", "Derived events and rule dead letters published", ["rule", "kind"]
 )

@@ -31,7 +31,7 @@ import faust
 
 from consumers import metrics
 from consumers.checkpoint.database import DatabaseLink
-from consumers.clean import CleanRow, CleanRowFormat
+from consumers.clean import EVENT_TYPE, CleanRow, clean_row, decode_rows
 from consumers.errors import is_retriable_db_error
 from consumers.processor import transport
 from consumers.processor.app import QuietWorker, credentials
@@ -92,14 +92,7 @@ class RulesRunner:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Apply one batch; return only when its effects are committed and published."""
-        messages = [
-            Message(
-                e.message.partition,
-                e.message.offset,
-                _rows(e.message.topic, e.message.partition, e.message.offset, e.value),
-            )
-            for e in events
-        ]
+        messages = [self._message(e.message.partition, e.message.offset, e.value) for e in events]
         try:
             async with self._lock:
                 await self._publish_leftovers()
@@ -125,9 +118,30 @@ class RulesRunner:
                     raise
                 await self._db.wait_until_back(exc)
                 continue
-            events = sum(len(m.rows) for m in messages)
-            metrics.EVENTS_IN.labels(STAGE, "all").inc(events)
+            for rule, seconds in result.seconds.items():
+                metrics.RULE_SECONDS.labels(rule).inc(seconds)
+                metrics.RULE_CALLS.labels(rule).inc(result.calls[rule])
             return result.emitted
+
+    def _message(self, partition: int, offset: int, value: bytes | None) -> Message:
+        """A clean message's rows of the types the rules read, typed; the others are not even typed.
+
+        A message or row that is not clean is skipped here: the writers dead-letter it.
+        """
+        try:
+            raw = decode_rows(value)
+        except (ValueError, TypeError, IndexError):
+            log.warning("rules: clean message at %d/%d is not one; skipped", partition, offset)
+            return Message(partition, offset, [], [])
+        rows: list[CleanRow] = []
+        indices: list[int] = []
+        for index, values in enumerate(raw):
+            if isinstance(values, list) and len(values) > EVENT_TYPE and self.engine.reads(str(values[EVENT_TYPE])):
+                row = clean_row(values)
+                if isinstance(row, CleanRow):
+                    rows.append(row)
+                    indices.append(index)
+        return Message(partition, offset, rows, indices)
 
     async def _wait_for_projections(self, messages: list[Message]) -> None:
         if not self._settings.rules_wait_for_projections:
@@ -237,10 +251,6 @@ class RulesRunner:
                 )
             )
         log.info("rules: pruned published derived events older than %.1f days (%s)", days, deleted)
-
-
-def _rows(topic: str, partition: int, offset: int, value: bytes | None) -> list[CleanRow]:
-    return [row for row in CleanRowFormat.decode(topic, partition, offset, value) if isinstance(row, CleanRow)]
 
 
 def build_app(settings: RulesSettings, rules: Sequence[AnyRule] | None = None) -> tuple[faust.App, RulesRunner]:

@@ -76,11 +76,20 @@ class Emitted:
 
 @dataclass
 class Message:
-    """One clean-topic message: where it was read and its rows."""
+    """One clean-topic message: where it was read, and the rows of it the rules read.
+
+    ``indices`` are the rows' positions in the message (dead letters name them); rows of
+    types nothing reads are left out (``RulesEngine.reads``). By default, every row.
+    """
 
     partition: int
     offset: int
     rows: Sequence[CleanRow]
+    indices: Sequence[int] | None = None
+
+    def positioned(self) -> Iterable[tuple[int, CleanRow]]:
+        """(position in the message, row) of each row."""
+        return zip(self.indices, self.rows, strict=True) if self.indices is not None else enumerate(self.rows)
 
 
 @dataclass
@@ -91,6 +100,10 @@ class BatchResult:
     skipped_messages: int = 0
     invocations: int = 0
     failures: int = 0
+    #: Handler seconds per rule (counted once per batch: a metric update per call costs more
+    #: than many handlers).
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def derived_id(rule: str, cause_id: str | None, key: str, when: datetime) -> uuid.UUID:
@@ -226,6 +239,10 @@ class RulesEngine:
             if chosen:
                 self.dispatch[str(cls.model_fields["event_type"].default)] = chosen
 
+    def reads(self, event_type: str) -> bool:
+        """Whether rows of ``event_type`` matter to the rules (a rule's, or an ``llm.called`` for the costs)."""
+        return event_type in self.dispatch or event_type == "llm.called"
+
     def wants(self, rows: Iterable[CleanRow]) -> bool:
         """Whether any of ``rows`` goes to a rule."""
         return any(row.event_type in self.dispatch for row in rows)
@@ -252,7 +269,7 @@ class RulesEngine:
             pending = iter(work)
             upcoming = next(pending, None)
             for message in fresh:
-                for index, row in enumerate(message.rows):
+                for index, row in message.positioned():
                     batch.costs.add(row)
                     if upcoming is not None and upcoming[2] is row:
                         await self._run_event(batch, message, index, row, upcoming[3], depths, result)
@@ -277,7 +294,7 @@ class RulesEngine:
         """The rows that go to a rule, with their typed event (rows that hold none are skipped)."""
         work = []
         for message in messages:
-            for index, row in enumerate(message.rows):
+            for index, row in message.positioned():
                 if row.event_type not in self.dispatch:
                     continue
                 try:
@@ -314,7 +331,8 @@ class RulesEngine:
             call = Invocation(batch, periodic.name, self.emitter)
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(periodic.handler(call), _limit(periodic.timeout_s, self.timeout_s))
+                async with asyncio.timeout(_limit(periodic.timeout_s, self.timeout_s)):
+                    await periodic.handler(call)
             except Exception as exc:
                 if _database_away(exc, conn):
                     raise
@@ -325,7 +343,8 @@ class RulesEngine:
                 )
                 return []
             finally:
-                metrics.RULE_SECONDS.labels(periodic.name).observe(time.perf_counter() - started)
+                metrics.RULE_SECONDS.labels(periodic.name).inc(time.perf_counter() - started)
+                metrics.RULE_CALLS.labels(periodic.name).inc()
             await call.finish(True)
             await batch.state.flush(conn)
             emitted = [p.row for p in call.emitted]
@@ -346,9 +365,11 @@ class RulesEngine:
         for chosen in self.dispatch[row.event_type]:
             call = Invocation(batch, chosen.name, self.emitter, event, depth)
             result.invocations += 1
+            result.calls[chosen.name] += 1
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(chosen.handler(event, call), _limit(chosen.timeout_s, self.timeout_s))
+                async with asyncio.timeout(_limit(chosen.timeout_s, self.timeout_s)):
+                    await chosen.handler(event, call)
             except Exception as exc:
                 if _database_away(exc, batch.conn):
                     raise  # not the rule's fault: the batch is tried again once the database is back
@@ -361,7 +382,7 @@ class RulesEngine:
                 )
                 continue
             finally:
-                metrics.RULE_SECONDS.labels(chosen.name).observe(time.perf_counter() - started)
+                result.seconds[chosen.name] += time.perf_counter() - started
             await call.finish(True)
             result.emitted.extend(p.row for p in call.emitted)
 
