@@ -75,6 +75,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain)),
         ("drain", lambda stack, admin: bench_drain(stack, admin, sizes.drain, rules=True)),
         ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s)),
+        ("latency", lambda stack, admin: bench_latency(stack, admin, 10_000, sizes.latency_s, rules=True)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=False)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, full=True)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, False, agent_sessions=True)),

@@ -200,6 +200,7 @@ class Rule:
     timeout_s: float | None = None
     state_keys: StateKeys | None = None
     module: str | None = None
+    projections: bool = True
 
     def state_key(self, event: Any) -> list[str]:
         """The state keys declared for ``event`` (none if the rule declares none)."""
@@ -257,6 +258,7 @@ def rule(
     name: str | None = None,
     timeout_s: float | None = None,
     state_key: StateKeys | None = None,
+    projections: bool = True,
 ) -> Callable[[Handler], Rule]:
     """Declare a handler of events of ``event_classes`` (and their subclasses).
 
@@ -267,6 +269,10 @@ def rule(
         state_key: what the handler will ``ctx.state.get`` for an event (a key, keys or
             ``None``): the keys of a whole batch are then read in one statement instead of
             one per event. Optional; a key not declared is read when asked for.
+        projections: whether the handler reads the projections (``ctx.task()``,
+            ``ctx.query()``...). ``False`` lets its events run without waiting for the
+            projection writers, a few hundred milliseconds sooner; such a handler must read
+            only its state and ``ctx.cost()``, or it may see a state older than its event.
     """
     _checked_timeout(timeout_s)
     if not event_classes:
@@ -277,7 +283,7 @@ def rule(
 
     def decorate(func: Handler) -> Rule:
         module = sys._getframe(1).f_globals.get("__name__")  # where the rule is made, not where func is
-        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s, state_key, module)
+        return Rule(_checked_name(name, func), func, tuple(event_classes), timeout_s, state_key, module, projections)
 
     return decorate
 

@@ -164,7 +164,7 @@ def _status_word(tasks: list[Task], task_id: str) -> str:
 
 
 def lifecycle_checks(settings: RulesSettings) -> list[AnyRule]:
-    @rule(TaskStarted, TaskCompleted, name="lifecycle_checks", state_key=lambda event: event.task_id)
+    @rule(TaskStarted, TaskCompleted, name="lifecycle_checks", state_key=lambda e: e.task_id, projections=False)
     async def checks(event: Any, ctx: RuleContext) -> None:
         seen = await ctx.state.get(event.task_id, {})
         stamp = event.occurred_at.isoformat()
@@ -292,7 +292,7 @@ def stalled_tasks(settings: RulesSettings) -> AnyRule:
 def error_burst(settings: RulesSettings) -> AnyRule:
     window = timedelta(seconds=settings.error_burst_window_s)
 
-    @rule(AgentErrorReported, name="error_burst", state_key=lambda event: event.agent_id)
+    @rule(AgentErrorReported, name="error_burst", state_key=lambda event: event.agent_id, projections=False)
     async def burst(event: AgentErrorReported, ctx: RuleContext) -> None:
         agent = event.agent_id
         seen = await ctx.state.get(agent, {"errors": [], "alerted_at": None})
@@ -336,6 +336,7 @@ def llm_budget(settings: RulesSettings) -> AnyRule | None:
     @rule(
         LlmCalled,
         name="llm_budget",
+        projections=False,
         state_key=lambda event: [f"{s}:{getattr(event, f'{s}_id')}" for s in budgets if getattr(event, f"{s}_id")],
     )
     async def budget(event: LlmCalled, ctx: RuleContext) -> None:

@@ -238,14 +238,16 @@ class RulesEngine:
             chosen = tuple(r for r in self.event_rules if r.reacts_to(cls))
             if chosen:
                 self.dispatch[str(cls.model_fields["event_type"].default)] = chosen
+        #: Event types that go to a rule reading the projections.
+        self.reading = {name for name, chosen in self.dispatch.items() if any(r.projections for r in chosen)}
 
     def reads(self, event_type: str) -> bool:
         """Whether rows of ``event_type`` matter to the rules (a rule's, or an ``llm.called`` for the costs)."""
         return event_type in self.dispatch or event_type == "llm.called"
 
     def wants(self, rows: Iterable[CleanRow]) -> bool:
-        """Whether any of ``rows`` goes to a rule."""
-        return any(row.event_type in self.dispatch for row in rows)
+        """Whether any of ``rows`` goes to a rule that reads the projections (so must wait for them)."""
+        return any(row.event_type in self.reading for row in rows)
 
     async def apply(self, conn: asyncpg.Connection, messages: Sequence[Message]) -> BatchResult:
         """Run the rules of ``messages`` in one transaction; return what it emitted (committed)."""
