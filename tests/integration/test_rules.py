@@ -36,6 +36,13 @@ from tests.integration.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def stack_settings(stack_settings: StackSettings) -> StackSettings:
+    """The shared settings with the built-in rules on (the shared fixture leaves them off)."""
+    return stack_settings.model_copy(update={"rules_builtin": "all"})
+
+
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
