@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,7 +27,7 @@ from consumers.processor.correlate import Correlator, encode_links
 from consumers.processor.dedup import DedupEntry, DedupIndex
 from consumers.processor.links import LinkReader
 from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
-from consumers.settings import ProcessorSettings
+from consumers.settings import ConsumerSettings, ProcessorSettings
 from schemas.envelope import Family
 from schemas.settings import KafkaSettings
 
@@ -35,30 +36,41 @@ log = logging.getLogger(__name__)
 STAGE = "processor"
 
 
-def build_app(settings: ProcessorSettings) -> faust.App:
-    """Create the Faust app with its topics, dedup table and agent."""
-    settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
+def faust_app(app_id: str, settings: ConsumerSettings, datadir: Path, **options: Any) -> faust.App:
+    """A Faust app as devtrail's workers run one: devtrail's transport, at least once, acks from
+    every replica, no web server, Kafka security from the settings; ``options`` add to these."""
+    datadir.mkdir(parents=True, exist_ok=True)
     transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    app = faust.App(
-        settings.processor_group,
+    return faust.App(
+        app_id,
         broker=[f"{transport.SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_session_timeout_s,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        web_enabled=False,
+        datadir=str(datadir),
+        broker_credentials=credentials(settings),
+        **options,
+    )
+
+
+def build_app(settings: ProcessorSettings) -> faust.App:
+    """Create the Faust app with its topics, dedup table and agent."""
+    app = faust_app(
+        settings.processor_group,
+        settings,
+        settings.processor_data_dir,
+        topic_replication_factor=settings.replication_factor,
         producer_compression_type=settings.shared_compression,
         producer_max_request_size=max(8 << 20, 2 * settings.max_event_bytes),
-        web_enabled=False,
-        datadir=str(settings.processor_data_dir),
         table_standby_replicas=0,
         stream_buffer_maxsize=settings.processor_buffer_messages,
-        broker_credentials=credentials(settings),
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)

@@ -33,8 +33,7 @@ from consumers import metrics
 from consumers.checkpoint.database import DatabaseLink
 from consumers.clean import EVENT_TYPE, CleanRow, clean_row, decode_rows
 from consumers.errors import is_retriable_db_error
-from consumers.processor import transport
-from consumers.processor.app import QuietWorker, credentials
+from consumers.processor.app import QuietWorker, faust_app
 from consumers.rules.api import AnyRule, PeriodicRule, RuleError, rules_in
 from consumers.rules.builtin import builtin_rules
 from consumers.rules.engine import Emitted, Message, RulesEngine
@@ -255,31 +254,18 @@ class RulesRunner:
 
 def build_app(settings: RulesSettings, rules: Sequence[AnyRule] | None = None) -> tuple[faust.App, RulesRunner]:
     """The Faust app of the rules worker, and the runner it drives."""
-    settings.rules_data_dir.mkdir(parents=True, exist_ok=True)
-    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     chosen = list(rules) if rules is not None else load_rules(settings)
     engine = RulesEngine(
         chosen, settings.topics, settings.rules_group, settings.rules_timeout_s, settings.rules_max_depth
     )
-    app = faust.App(
+    app = faust_app(
         settings.rules_group,
-        broker=[f"{transport.SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
-        store="memory://",
-        processing_guarantee="at_least_once",
-        topic_partitions=settings.partitions,
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
-        broker_rebalance_timeout=settings.kafka_session_timeout_s,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
+        settings,
+        settings.rules_data_dir,
         producer_compression_type=settings.compression,
         # Faust's 1 MiB stopped the worker for good at a clean-topic record batch larger than
         # that (several bundles of up to 512 KiB each): measured, the group never moved again.
         consumer_max_fetch_size=CLEAN_FETCH_BYTES,
-        web_enabled=False,
-        datadir=str(settings.rules_data_dir),
-        broker_credentials=credentials(settings),
     )
     runner = RulesRunner(settings, engine, app)
     source = app.topic(
