@@ -32,6 +32,7 @@ from uuid import UUID
 import asyncpg
 
 from bench.harness import say
+from consumers.aggregates.verify import aggregate_mismatches_by_table
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from producers import EventProducer, Workload
@@ -305,9 +306,11 @@ async def _wait_drained(conn: asyncpg.Connection, acknowledged: set[UUID], timeo
         await asyncio.sleep(0.5)
 
 
-async def aggregate_mismatches(conn: asyncpg.Connection) -> int:
-    """Keys of ``event_counts_hourly`` that differ from a GROUP BY over ``events``."""
-    return int(
+async def aggregate_mismatches(conn: asyncpg.Connection, analyst: bool = True) -> int:
+    """Keys of ``event_counts_hourly`` that differ from a GROUP BY over ``events``, plus, with
+    ``analyst`` (the ``aggregates`` writer runs), those of every analyst aggregate
+    (``consumers.aggregates.verify``)."""
+    hourly = int(
         await conn.fetchval(
             """
             WITH truth AS (
@@ -321,6 +324,12 @@ async def aggregate_mismatches(conn: asyncpg.Connection) -> int:
             """
         )
     )
+    if not analyst:
+        return hourly
+    by_table = await aggregate_mismatches_by_table(conn)
+    if any(by_table.values()):
+        say(f"aggregate mismatches by table: {by_table}")
+    return hourly + sum(by_table.values())
 
 
 async def run_embedded_crash(data_dir: Path, plan: FaultPlan) -> FaultResult:

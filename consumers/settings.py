@@ -138,10 +138,14 @@ class WritersSettings(CheckpointSettings):
         writers: which writers it runs, comma-separated names of ``consumers.writers.WRITERS``,
             or ``all``. Scale out by running more workers of the same group, not by splitting
             writers across groups: each group reads the whole clean topic.
+        aggregates_dedup_days: how long the ``aggregates`` writer remembers which events it
+            counted (days after an event's creation; a copy arriving later is counted again).
+            Its claims cost about 60 bytes per event over this window (docs/analytics.md).
     """
 
     writers_group: str = "devtrail-writers"
     writers: str = "all"
+    aggregates_dedup_days: int = Field(default=7, ge=1, le=3650)
 
 
 class RulesSettings(WritersSettings):

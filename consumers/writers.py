@@ -10,27 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from consumers.aggregates import AggregatesWriter
 from consumers.aggregator import HourlyEventCounts
 from consumers.checkpoint import Writer
 from consumers.clean import CleanRow
 from consumers.projections import PROJECTIONS
+from consumers.settings import WritersSettings
 
-WRITERS: dict[str, Callable[[], Writer[CleanRow]]] = {
-    HourlyEventCounts.name: HourlyEventCounts,
-    **{projection.name: projection for projection in PROJECTIONS},
+
+def _without_settings(factory: Callable[[], Writer[CleanRow]]) -> Callable[[WritersSettings], Writer[CleanRow]]:
+    return lambda _: factory()
+
+
+#: name -> factory of the writer from the host's settings. The aggregates come after the
+#: projections: they read none of them, but the views joining both are then never ahead.
+WRITERS: dict[str, Callable[[WritersSettings], Writer[CleanRow]]] = {
+    HourlyEventCounts.name: lambda _: HourlyEventCounts(),
+    **{projection.name: _without_settings(projection) for projection in PROJECTIONS},
+    AggregatesWriter.name: lambda s: AggregatesWriter(s.aggregates_dedup_days),
 }
 
 
-def build_writers(selection: str = "all") -> list[Writer[CleanRow]]:
+def build_writers(selection: str = "all", settings: WritersSettings | None = None) -> list[Writer[CleanRow]]:
     """The writers named in ``selection`` (comma-separated, or ``all``), in registry order.
 
     Raises:
         ValueError: a name that is not a registered writer (the message lists them).
     """
+    settings = settings or WritersSettings()
     if selection.strip() == "all":
-        return [factory() for factory in WRITERS.values()]
+        return [factory(settings) for factory in WRITERS.values()]
     wanted = [name.strip() for name in selection.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in WRITERS]
     if unknown or not wanted:
         raise ValueError(f"DEVTRAIL_WRITERS: unknown writer(s) {unknown or selection!r}; known: {', '.join(WRITERS)}")
-    return [factory() for name, factory in WRITERS.items() if name in wanted]
+    return [factory(settings) for name, factory in WRITERS.items() if name in wanted]

@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,88 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregates_rebuild(args: argparse.Namespace) -> int:
+    """Recompute the analyst aggregates from events (from a day on), in one transaction, while the pipeline runs."""
+    import asyncpg
+
+    from consumers.aggregates.verify import rebuild_aggregates
+    from consumers.projections.errors import SinkBehindError
+    from consumers.projections.rebuild import RebuildOptions
+    from devtrail.progress import Progress
+
+    settings = _database_settings(args, "aggregates rebuild")
+    options = RebuildOptions(
+        sink_group=settings.sink_group,
+        writers_group=settings.writers_group,
+        clean_topic=settings.topics.clean,
+        wait_timeout_s=args.timeout,
+    )
+    progress = Progress()
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            report = await rebuild_aggregates(
+                conn, options, args.since, settings.aggregates_dedup_days, progress=progress.update
+            )
+        finally:
+            await conn.close()
+        return report.lines()
+
+    try:
+        lines = asyncio.run(run())
+    except SinkBehindError as exc:
+        sys.stderr.write(f"devtrail: {exc}\n")
+        return 1
+    except asyncpg.LockNotAvailableError as exc:
+        sys.stderr.write(f"devtrail: the aggregate tables stayed locked ({exc}); nothing was changed, try again\n")
+        return 1
+    progress.done("rebuild committed")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_aggregates_verify(args: argparse.Namespace) -> int:
+    """Compare every aggregate with a GROUP BY over events; exit 1 if any differs (run it with the pipeline drained)."""
+    import asyncpg
+
+    from consumers.aggregates.verify import aggregate_mismatches_by_table
+
+    settings = _database_settings(args, "aggregates verify")
+
+    async def run() -> dict[str, int]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await aggregate_mismatches_by_table(conn)
+        finally:
+            await conn.close()
+
+    found = asyncio.run(run())
+    for name, count in found.items():
+        print(f"{name:<22} {'ok' if count == 0 else f'{count} keys differ'}")
+    if any(found.values()):
+        sys.stderr.write(
+            "devtrail: some aggregates differ from events; if the pipeline was drained, "
+            "`devtrail aggregates rebuild` recomputes them\n"
+        )
+        return 1
+    return 0
+
+
+def _since(value: str) -> datetime:
+    """``--since``: an ISO date or time (UTC unless it says), or a number of days back (``7d``)."""
+    text = value.strip()
+    if text.endswith("d") and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(days=int(text[:-1]))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a date (2026-11-01), a time, nor days back (7d)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
     """The events of an entity and of everything linked to it, in order, each with how it was linked."""
     import asyncpg
@@ -510,6 +593,26 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="seconds to wait for the locks, then for the sink (default 300)"
     )
     rebuild.add_argument("--batch-events", type=int, default=10_000, help="events replayed per batch")
+    aggregates = sub.add_parser(
+        "aggregates", help="analyst aggregate upkeep (rebuild, verify)", description="analyst aggregate upkeep"
+    )
+    aggregates_sub = aggregates.add_subparsers(dest="aggregates_command", required=True)
+    agg_rebuild = aggregates_sub.add_parser(
+        "rebuild", help=cmd_aggregates_rebuild.__doc__, description=cmd_aggregates_rebuild.__doc__
+    )
+    agg_rebuild.set_defaults(fun=cmd_aggregates_rebuild)
+    agg_rebuild.add_argument("--database-url", help=RUNNING_DSN)
+    agg_rebuild.add_argument(
+        "--since", type=_since, help="recompute the days from this one on (2026-11-01, 7d); default: everything"
+    )
+    agg_rebuild.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the locks, then for the sink (default 300)"
+    )
+    agg_verify = aggregates_sub.add_parser(
+        "verify", help=cmd_aggregates_verify.__doc__, description=cmd_aggregates_verify.__doc__
+    )
+    agg_verify.set_defaults(fun=cmd_aggregates_verify)
+    agg_verify.add_argument("--database-url", help=RUNNING_DSN)
     timeline = sub.add_parser(
         "timeline", help="the events of a task, session, pull request... and of what is linked to it",
         description=cmd_timeline.__doc__,

@@ -24,8 +24,10 @@ from typing import IO, Self
 import asyncpg
 from prometheus_client.multiprocess import mark_process_dead
 
+from consumers.aggregates.verify import rebuild_aggregates
 from consumers.aggregator import rebuild_hourly_counts
 from consumers.offsets import forget_offsets
+from consumers.projections.rebuild import RebuildOptions
 from devtrail import migrate
 from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
 from devtrail.procs import die_with_parent
@@ -260,8 +262,18 @@ class Stack:
             )
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
                 counted = await rebuild_hourly_counts(conn)
+                await rebuild_aggregates(
+                    conn,
+                    RebuildOptions(
+                        sink_group=self.settings.sink_group,
+                        writers_group=self.settings.writers_group,
+                        clean_topic=self.settings.topics.clean,
+                    ),
+                    dedup_days=self.settings.aggregates_dedup_days,
+                )
                 log.warning(
-                    "embedded broker started empty: event_counts_hourly recomputed from the %d stored events; "
+                    "embedded broker started empty: event_counts_hourly and the analyst aggregates recomputed "
+                    "from the %d stored events; "
                     "events the previous broker had acknowledged but the sink had not stored are lost",
                     counted,
                 )

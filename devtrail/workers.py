@@ -60,7 +60,7 @@ def run_writers() -> None:
     from consumers.writers import build_writers
 
     settings = WritersSettings()
-    host = WriterHost("writers", CLEAN_ROWS, build_writers(settings.writers))
+    host = WriterHost("writers", CLEAN_ROWS, build_writers(settings.writers, settings))
     asyncio.run(_consume(settings, host, settings.writers_group))
 
 

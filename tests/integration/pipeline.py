@@ -34,9 +34,10 @@ async def counts(db: asyncpg.Connection) -> tuple[int, int, int]:
     return int(row["rows"]), int(row["ids"]), int(row["aggregated"])
 
 
-async def aggregate_matches_events(db: asyncpg.Connection) -> bool:
-    """Whether every hourly count equals a GROUP BY over the stored events."""
-    return await aggregate_mismatches(db) == 0
+async def aggregate_matches_events(db: asyncpg.Connection, analyst: bool = True) -> bool:
+    """Whether every hourly count (and, with ``analyst``, every analyst aggregate) equals a
+    GROUP BY over the stored events."""
+    return await aggregate_mismatches(db, analyst) == 0
 
 
 async def read_values(

@@ -1,0 +1,276 @@
+"""Every aggregate computed from ``events`` in SQL: to check the incremental tables, and to rebuild them.
+
+``TRUTH`` holds, per table of schema ``aggregates``, the ``SELECT`` giving its rows from
+``events`` (a ``GROUP BY``), with a ``{since}`` predicate on ``e.occurred_at``. The same
+statements serve:
+
+* ``aggregate_mismatches_by_table``: each table ``FULL JOIN``ed with its truth; a key whose
+  figures differ, or that one side lacks, is a mismatch. For tests, the fault benchmark and
+  operators after an incident. Run it drained: while events are in flight, the sink and the
+  writer host are at different offsets.
+* ``rebuild_aggregates`` (``devtrail aggregates rebuild``): the tables' rows from a day on
+  replaced by their truth, while the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import asyncpg
+
+from consumers.aggregates.claims import Claims
+from consumers.projections.rebuild import RebuildOptions, wait_for_sink
+
+_HOUR = "date_trunc('hour', e.occurred_at, 'UTC')"
+_DAY = "(e.occurred_at AT TIME ZONE 'UTC')::date"
+_ERROR = (
+    "(e.event_type IN ('agent.error', 'task.failed', 'deployment.failed')"
+    " OR (e.event_type = 'tool.called' AND e.payload -> 'success' = 'false'::jsonb))"
+)
+_REFS = "coalesce(e.project_id, '') AS project_id, coalesce(e.agent_id, '') AS agent_id"
+_MODEL = "e.payload ->> 'provider' AS provider, e.payload ->> 'model' AS model"
+_USAGE = (
+    "count(*) AS calls, sum((e.payload ->> 'input_tokens')::bigint) AS input_tokens,"
+    " sum((e.payload ->> 'output_tokens')::bigint) AS output_tokens,"
+    " sum(coalesce((e.payload ->> 'cached_tokens')::bigint, 0)) AS cached_tokens,"
+    " sum(coalesce((e.payload ->> 'cost_usd')::numeric, 0)) AS cost_usd"
+)
+_LATENCY_FROM = (
+    "FROM events e JOIN aggregates.latency_bins b"
+    " ON (e.payload ->> 'latency_ms')::bigint >= b.lower_ms"
+    " AND (b.upper_ms IS NULL OR (e.payload ->> 'latency_ms')::bigint < b.upper_ms)"
+    " WHERE e.event_type = 'llm.called' AND jsonb_typeof(e.payload -> 'latency_ms') = 'number' AND {since}"
+)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """An aggregate table, its key, its figures, and the SELECT computing its rows from ``events``."""
+
+    table: str
+    key: tuple[str, ...]
+    figures: tuple[str, ...]
+    select: str  # with ``{since}``: a predicate on ``e.occurred_at``
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.key + self.figures
+
+
+def _activity(table: str, bucket: str) -> Truth:
+    return Truth(
+        table,
+        ("bucket", "project_id", "agent_id", "event_type", "source"),
+        ("events", "errors"),
+        f"SELECT {bucket} AS bucket, {_REFS}, e.event_type, e.source, count(*) AS events,"
+        f" count(*) FILTER (WHERE {_ERROR}) AS errors FROM events e WHERE {{since}} GROUP BY 1, 2, 3, 4, 5",
+    )
+
+
+def _usage(table: str, bucket: str) -> Truth:
+    return Truth(
+        table,
+        ("bucket", "project_id", "agent_id", "provider", "model"),
+        ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"),
+        f"SELECT {bucket} AS bucket, {_REFS}, {_MODEL}, {_USAGE}"
+        " FROM events e WHERE e.event_type = 'llm.called' AND {since} GROUP BY 1, 2, 3, 4, 5",
+    )
+
+
+def _latency(table: str, bucket: str) -> Truth:
+    return Truth(
+        table,
+        ("bucket", "project_id", "agent_id", "provider", "model", "bin"),
+        ("calls",),
+        f"SELECT {bucket} AS bucket, {_REFS}, {_MODEL}, b.bin, count(*) AS calls {_LATENCY_FROM}"
+        " GROUP BY 1, 2, 3, 4, 5, 6",
+    )
+
+
+#: Every table of schema ``aggregates`` the ``aggregates`` writer keeps, in the order it writes them.
+TRUTH: tuple[Truth, ...] = (
+    _activity("activity_hourly", _HOUR),
+    _activity("activity_daily", _DAY),
+    _usage("llm_usage_hourly", _HOUR),
+    _usage("llm_usage_daily", _DAY),
+    _latency("llm_latency_hourly", _HOUR),
+    _latency("llm_latency_daily", _DAY),
+    Truth(
+        "session_days",
+        ("bucket", "project_id", "agent_id", "session_id"),
+        (),
+        f"SELECT DISTINCT {_DAY} AS bucket, {_REFS}, e.session_id FROM events e"
+        " WHERE e.session_id IS NOT NULL AND {since}",
+    ),
+    Truth(
+        "llm_cost_daily",
+        ("bucket", "task_id", "requirement_id", "project_id", "session_id"),
+        ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"),
+        f"SELECT {_DAY} AS bucket, e.task_id, coalesce(e.requirement_id, '') AS requirement_id,"
+        f" coalesce(e.project_id, '') AS project_id, coalesce(e.session_id, '') AS session_id, {_USAGE}"
+        " FROM events e WHERE e.event_type = 'llm.called' AND e.task_id IS NOT NULL AND {since}"
+        " GROUP BY 1, 2, 3, 4, 5",
+    ),
+)
+
+#: The cost views against the per-event attribution of ``analytics.event_attribution``.
+VIEW_CHECKS: dict[str, str] = {
+    "cost_by_task": """
+        WITH truth AS (
+            SELECT task_id, count(*) AS calls, sum(coalesce((payload ->> 'cost_usd')::numeric, 0)) AS cost_usd,
+                   sum((payload ->> 'output_tokens')::bigint) AS output_tokens
+            FROM analytics.event_attribution WHERE event_type = 'llm.called' AND task_id IS NOT NULL GROUP BY 1
+        )
+        SELECT count(*) FROM truth FULL JOIN analytics.cost_by_task a USING (task_id)
+        WHERE (truth.calls, truth.cost_usd, truth.output_tokens) IS DISTINCT FROM (a.calls, a.cost_usd, a.output_tokens)
+    """,
+    "cost_by_requirement": """
+        WITH truth AS (
+            SELECT requirement_id, count(*) AS calls, sum(coalesce((payload ->> 'cost_usd')::numeric, 0)) AS cost_usd
+            FROM analytics.event_attribution WHERE event_type = 'llm.called' AND requirement_id IS NOT NULL GROUP BY 1
+        )
+        SELECT count(*) FROM truth FULL JOIN analytics.cost_by_requirement a USING (requirement_id)
+        WHERE (truth.calls, truth.cost_usd) IS DISTINCT FROM (a.calls, a.cost_usd)
+    """,
+}
+
+
+def mismatch_sql(truth: Truth) -> str:
+    """Keys of ``truth.table`` whose figures differ from its truth, or that only one side has."""
+    present = ", true AS present_" if not truth.figures else ""
+    mine = f"(SELECT *{present} FROM aggregates.{truth.table})" if present else f"aggregates.{truth.table}"
+    if truth.figures:
+        theirs, ours = ", ".join("t." + f for f in truth.figures), ", ".join("a." + f for f in truth.figures)
+        differs = f"({theirs}) IS DISTINCT FROM ({ours})"
+    else:
+        differs = "t.present_ IS NULL OR a.present_ IS NULL"
+    select = truth.select.format(since="true")
+    if not truth.figures:
+        select = f"SELECT *, true AS present_ FROM ({select}) s"
+    return f"SELECT count(*) FROM ({select}) t FULL JOIN {mine} a USING ({', '.join(truth.key)}) WHERE {differs}"
+
+
+async def aggregate_mismatches_by_table(conn: asyncpg.Connection) -> dict[str, int]:
+    """Per aggregate table and cost view, how many keys differ from the figure computed from ``events``."""
+    found = {truth.table: int(await conn.fetchval(mismatch_sql(truth))) for truth in TRUTH}
+    found |= {name: int(await conn.fetchval(sql)) for name, sql in VIEW_CHECKS.items()}
+    return found
+
+
+Progress = Callable[[str], None]
+
+#: The UUIDv7's UTC day, in SQL (``consumers.aggregates.claims.id_day``); NULL for other ids.
+_ID_DAY = (
+    "CASE WHEN substr(e.event_id::text, 15, 1) = '7' THEN (to_timestamp("
+    "('x' || substr(replace(e.event_id::text, '-', ''), 1, 12))::bit(48)::bigint / 1000.0)"
+    " AT TIME ZONE 'UTC')::date END"
+)
+_CLAIM_STORED = f"""
+INSERT INTO aggregates.claims (id_day, event_id)
+SELECT d.id_day, d.event_id FROM (SELECT {_ID_DAY} AS id_day, e.event_id FROM events e WHERE {{since}}) d
+WHERE d.id_day BETWEEN $1 AND $2
+ON CONFLICT DO NOTHING
+"""
+_CLAIM_STORED_LATE = f"""
+INSERT INTO aggregates.claims_late (event_id, claimed_on)
+SELECT d.event_id, $3::date FROM (SELECT {_ID_DAY} AS id_day, e.event_id FROM events e WHERE {{since}}) d
+WHERE d.id_day IS NULL OR d.id_day NOT BETWEEN $1 AND $2
+ON CONFLICT DO NOTHING
+"""
+_FORGET_UNSTORED = [
+    "DELETE FROM aggregates.claims c WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = c.event_id)",
+    "DELETE FROM aggregates.claims_late c WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = c.event_id)",
+]
+
+
+@dataclass
+class AggregatesRebuildReport:
+    """What ``rebuild_aggregates`` did."""
+
+    since: date | None = None
+    events: int = 0
+    seconds: float = 0.0
+    waited_s: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        work_s = self.seconds - self.waited_s
+        return self.events / work_s if work_s > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        scope = f"from {self.since.isoformat()} on" if self.since else "all of events"
+        return [
+            f"rebuilt {len(self.rows)} aggregate tables ({scope}) from {self.events:,} events in {self.seconds:.1f}s"
+            f" ({self.events_per_second:,.0f} events/s; {self.waited_s:.1f}s waiting for locks and the sink)",
+            "rows: " + ", ".join(f"{table} {count:,}" for table, count in self.rows.items()),
+        ]
+
+
+def _day(since: datetime | None) -> date | None:
+    return None if since is None else since.astimezone(UTC).date()
+
+
+async def rebuild_aggregates(
+    conn: asyncpg.Connection,
+    options: RebuildOptions,
+    since: datetime | None = None,
+    dedup_days: int = 7,
+    today: date | None = None,
+    progress: Progress | None = None,
+) -> AggregatesRebuildReport:
+    """Replace the aggregates' rows from the UTC day of ``since`` (everything when None) by a
+    GROUP BY over ``events``, in one transaction, while the pipeline runs.
+
+    1. ``LOCK`` the claims and the tables ``IN EXCLUSIVE MODE``, in the order the writer
+       writes them: readers go on (they see the old rows until the commit), the writer
+       host's next batch waits;
+    2. wait until the sink has stored everything the writers applied (``wait_for_sink``);
+    3. delete the rows from that day on and insert their truth (``TRUTH``);
+    4. claim every stored event from that day on, so that the writers, catching up, count
+       none of them again; a full rebuild also forgets the claims of events not in ``events``
+       (lost with an in-memory broker, or dropped by retention), so that if they are sent
+       again they are counted when stored.
+
+    Raises:
+        SinkBehindError: the sink did not catch up in time (nothing changed).
+        asyncpg.LockNotAvailableError: the tables stayed locked too long (nothing changed).
+    """
+    say = progress or (lambda _line: None)
+    day = _day(since)
+    report = AggregatesRebuildReport(since=day)
+    today = today or datetime.now(UTC).date()
+    claims = Claims(dedup_days)
+    first, last = claims.window(today)
+    started = time.monotonic()
+    since_sql = "true" if day is None else f"e.occurred_at >= '{day.isoformat()}T00:00:00+00:00'::timestamptz"
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = {int(options.wait_timeout_s * 1000)}")
+        say("locking the aggregate tables (the writers pause at their next batch; readers go on)...")
+        tables = ", ".join(f"aggregates.{t.table}" for t in TRUTH)
+        await conn.execute(f"LOCK TABLE aggregates.claims, aggregates.claims_late, {tables} IN EXCLUSIVE MODE")
+        await wait_for_sink(conn, options, say)
+        report.waited_s = time.monotonic() - started
+        for truth in TRUTH:
+            where = "" if day is None else " WHERE bucket >= $1"
+            args = () if day is None else (day,)
+            await conn.execute(f"DELETE FROM aggregates.{truth.table}{where}", *args)
+            inserted = await conn.execute(
+                f"INSERT INTO aggregates.{truth.table} ({', '.join(truth.columns)}) "
+                + truth.select.format(since=since_sql)
+            )
+            report.rows[truth.table] = int(inserted.split()[-1])
+            say(f"{truth.table}: {report.rows[truth.table]:,} rows")
+        await claims.ensure_partitions(conn, today)
+        if day is None:
+            for statement in _FORGET_UNSTORED:
+                await conn.execute(statement)
+        await conn.execute(_CLAIM_STORED.format(since=since_sql), first, last)
+        await conn.execute(_CLAIM_STORED_LATE.format(since=since_sql), first, last, today)
+        report.events = int(await conn.fetchval(f"SELECT count(*) FROM events e WHERE {since_sql}"))
+        say(f"claimed {report.events:,} stored events")
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,311 @@
+"""The analyst aggregates against a real PostgreSQL: exact under copies, batching and order,
+bounded claims, percentiles from mergeable bins, cost attributed through late links.
+
+The pipeline-level checks (workers SIGKILLed under load, a paused broker) are the fault tests
+(``tests/integration/test_faults.py``, ``bench.faults``): their final check compares every
+aggregate here with a GROUP BY over ``events`` (``consumers.aggregates.verify``).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from consumers.aggregates import AggregatesWriter
+from consumers.aggregates.claims import partition_name
+from consumers.aggregates.reduce import LATENCY_BOUNDS
+from consumers.aggregates.verify import aggregate_mismatches_by_table
+from consumers.checkpoint import WriterHost
+from consumers.clean import CLEAN_ROWS, CleanRow
+from consumers.projections import PROJECTIONS
+from consumers.sink import EventSink
+from producers import Workload
+from producers.stories import Stories
+from schemas.events import LinearIssueLink, LinkCreated, LlmCalled, LlmCalledPayload, TaskCreated, TaskCreatedPayload
+from schemas.ids import uuid7_from
+from tests.integration.pipeline import clean
+
+pytestmark = pytest.mark.integration
+
+TODAY = datetime.now(UTC).date()
+
+
+def host(aggregates: AggregatesWriter | None = None) -> WriterHost[CleanRow]:
+    return WriterHost("writers", CLEAN_ROWS, [*(p() for p in PROJECTIONS), aggregates or AggregatesWriter()])
+
+
+async def apply(
+    db: asyncpg.Connection, rows: list[CleanRow], sizes: list[int], writers: WriterHost[CleanRow] | None = None
+) -> None:
+    """Apply ``rows`` in batches of the given sizes (cycled), one transaction each, as the writer host does."""
+    writers = writers or host()
+    start, turn = 0, 0
+    while start < len(rows):
+        stop = start + sizes[turn % len(sizes)]
+        batch = rows[start:stop]
+        async with db.transaction():
+            prepared = writers.prepare(batch) if turn % 2 else None  # both paths: prepared and direct
+            applied = await writers.apply(db, batch, prepared)
+        assert applied.refusals == []
+        start, turn = stop, turn + 1
+
+
+async def store(db: asyncpg.Connection, rows: list[CleanRow]) -> None:
+    async with db.transaction():
+        await EventSink().write(db, rows)
+
+
+async def total(db: asyncpg.Connection, sql: str) -> Any:
+    return await db.fetchval(sql)
+
+
+async def test_every_aggregate_equals_a_group_by_over_events_whatever_the_copies_and_batches(
+    db: asyncpg.Connection,
+) -> None:
+    workload = list(Workload("agg", seed=3).events(4000))
+    stories = Stories("aggs", seed=5, session_calls=(3, 9)).events(2000)
+    events = workload + stories
+    rows = clean(events)
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    copies = random.Random(2).sample(rows, len(rows) // 10)
+    await store(db, rows)
+    # Copies in the same batch, in later batches, and the whole stream replayed once more.
+    await apply(db, shuffled + copies, [1, 7, 500, 2000, 64])
+    mismatches = await aggregate_mismatches_by_table(db)
+    assert mismatches == dict.fromkeys(mismatches, 0)
+    assert await total(db, "SELECT sum(events) FROM analytics.activity_hourly") == len(rows)
+    await apply(db, rows, [3000])
+    assert await aggregate_mismatches_by_table(db) == mismatches
+    assert await total(db, "SELECT sum(events) FROM analytics.activity_daily") == len(rows)
+    # Something was counted in every table, so the comparisons compared something.
+    for table in ("activity_hourly", "llm_usage_hourly", "llm_latency_hourly", "session_days", "llm_cost_daily"):
+        assert await total(db, f"SELECT count(*) FROM aggregates.{table}") > 0, table
+    assert await total(db, "SELECT count(*) FROM analytics.cost_by_task") > 0
+    assert await total(db, "SELECT count(*) FROM analytics.cost_by_requirement") > 0
+    assert await total(db, "SELECT sum(errors) FROM analytics.activity_daily") > 0
+
+
+async def test_views_show_missing_references_as_null(db: asyncpg.Connection) -> None:
+    call = LlmCalled(
+        source="svc",
+        occurred_at=datetime.now(UTC),
+        payload=LlmCalledPayload(provider="p", model="m", input_tokens=1, output_tokens=1, latency_ms=10),
+    )
+    rows = clean([call])
+    await store(db, rows)
+    await apply(db, rows, [1])
+    for view in ("activity_hourly", "activity_daily", "llm_usage_hourly", "llm_usage_daily"):
+        row = await db.fetchrow(f"SELECT project_id, agent_id FROM analytics.{view}")
+        assert row is not None and (row["project_id"], row["agent_id"]) == (None, None), view
+    assert await db.fetchval("SELECT count(*) FROM analytics.activity_hourly WHERE project_id = ''") == 0
+
+
+def _llm_at(at: datetime, latency_ms: int, cost: float = 0.001) -> LlmCalled:
+    payload = LlmCalledPayload(
+        provider="anthropic", model="m1", input_tokens=10, output_tokens=5, cost_usd=cost, latency_ms=latency_ms
+    )
+    return LlmCalled(source="svc", occurred_at=at, agent_id="A1", project_id="P1", payload=payload)
+
+
+def nearest_rank(ordered: list[int], percent: int) -> int:
+    """The nearest-rank percentile: the ceil(percent/100 * n)-th smallest value."""
+    return ordered[-(-percent * len(ordered) // 100) - 1]
+
+
+def _bin_upper(ms: float) -> int:
+    """The upper bound of the bin holding ``ms``."""
+    return next(bound for bound in LATENCY_BOUNDS if bound > ms)
+
+
+async def test_latency_percentiles_come_from_merged_bins_within_five_percent(db: asyncpg.Connection) -> None:
+    rng = random.Random(9)
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    latencies = {hour: [int(rng.lognormvariate(6, 1)) for _ in range(200)] for hour in range(0, 24, 3)}
+    events = [
+        _llm_at(day + timedelta(hours=h, minutes=i % 60), ms)
+        for h, values in latencies.items()
+        for i, ms in enumerate(values)
+    ]
+    rows = clean(events)
+    await store(db, rows)
+    await apply(db, rows, [97])
+    for h, values in latencies.items():
+        row = await db.fetchrow(
+            "SELECT calls, latency_calls, latency_p50_ms, latency_p95_ms, latency_p99_ms"
+            " FROM analytics.llm_usage_hourly WHERE bucket = $1",
+            day + timedelta(hours=h),
+        )
+        ordered = sorted(values)
+        assert row["calls"] == row["latency_calls"] == len(values)
+        for column, percent in (("latency_p50_ms", 50), ("latency_p95_ms", 95), ("latency_p99_ms", 99)):
+            true = nearest_rank(ordered, percent)
+            assert row[column] == _bin_upper(true), (h, column)
+            assert true <= row[column] <= max(true * 1.05 + 1, true + 2), (h, column)
+    everything = sorted(ms for values in latencies.values() for ms in values)
+    daily = await db.fetchrow("SELECT calls, latency_p50_ms, latency_p99_ms FROM analytics.llm_usage_daily")
+    assert daily["calls"] == len(everything)
+    # The day's percentiles are those of all its calls (merged bins), not an average of the hours'.
+    assert daily["latency_p50_ms"] == _bin_upper(nearest_rank(everything, 50))
+    assert daily["latency_p99_ms"] == _bin_upper(nearest_rank(everything, 99))
+
+
+def _event_id(day: date, n: int) -> Any:
+    millis = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp() * 1000)
+    return uuid7_from(millis, n)
+
+
+async def test_claims_are_bounded_and_a_copy_past_the_window_is_counted_again(db: asyncpg.Connection) -> None:
+    today = {"now": TODAY}
+    writer = AggregatesWriter(dedup_days=2, today=lambda: today["now"])
+    writers = host(writer)
+    made = TODAY - timedelta(days=1)
+    events = [_llm_at(datetime.now(UTC), 100).model_copy(update={"event_id": _event_id(made, n)}) for n in range(50)]
+    rows = clean(events)
+    await apply(db, rows, [50], writers)
+    partitions = {r[0] for r in await db.fetch("SELECT relname FROM pg_class WHERE relname LIKE 'claims_2%'")}
+    assert partition_name(made) in partitions and partition_name(TODAY + timedelta(days=2)) in partitions
+    assert await total(db, f"SELECT count(*) FROM aggregates.{partition_name(made)}") == 50
+    await apply(db, rows, [10], writers)  # copies within the window: nothing counted
+    assert await total(db, "SELECT sum(calls) FROM aggregates.llm_usage_daily") == 50
+
+    # Four days later the day the ids were made is past the window (2 days + 1 of grace): its
+    # partition is dropped, and a copy arriving now is claimed late and counted again.
+    today["now"] = TODAY + timedelta(days=4)
+    await apply(db, rows[:5], [5], writers)
+    partitions = {r[0] for r in await db.fetch("SELECT relname FROM pg_class WHERE relname LIKE 'claims_2%'")}
+    assert partition_name(made) not in partitions
+    assert partition_name(today["now"] + timedelta(days=2)) in partitions
+    assert await total(db, "SELECT sum(calls) FROM aggregates.llm_usage_daily") == 55
+    assert await total(db, "SELECT count(*) FROM aggregates.claims_late") == 5
+    await apply(db, rows[:5], [5], writers)  # late claims recognise copies too
+    assert await total(db, "SELECT sum(calls) FROM aggregates.llm_usage_daily") == 55
+    today["now"] = TODAY + timedelta(days=8)  # late claims pruned by the day they were made
+    await apply(db, rows[5:6], [1], writers)
+    assert await total(db, "SELECT count(*) FROM aggregates.claims_late") == 1
+
+
+async def test_an_event_arriving_late_is_counted_in_its_own_bucket_once(db: asyncpg.Connection) -> None:
+    old = datetime.now(UTC) - timedelta(days=40)
+    late = [_llm_at(old, 50).model_copy(update={"event_id": _event_id(old.date(), n)}) for n in range(3)]
+    rows = clean(late)
+    await store(db, rows)
+    await apply(db, rows + rows, [2])
+    assert await total(db, "SELECT count(*) FROM aggregates.claims_late") == 3
+    row = await db.fetchrow("SELECT bucket, calls FROM analytics.llm_usage_daily")
+    assert (row["bucket"], row["calls"]) == (old.date(), 3)
+    assert await aggregate_mismatches_by_table(db) == dict.fromkeys(await aggregate_mismatches_by_table(db), 0)
+
+
+async def test_cost_is_attributed_to_the_task_when_the_link_arrives_after_the_calls(db: asyncpg.Connection) -> None:
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    calls = [
+        LlmCalled(
+            source="agent",
+            occurred_at=t0 + timedelta(minutes=i),
+            session_id="S1",
+            payload=LlmCalledPayload(provider="p", model="m", input_tokens=100, output_tokens=10, cost_usd=0.25),
+        )
+        for i in range(4)
+    ]
+    task = TaskCreated(
+        source="svc",
+        occurred_at=t0,
+        task_id="T1",
+        requirement_id="R1",
+        project_id="P1",
+        payload=TaskCreatedPayload(title="t"),
+    )
+    link = LinkCreated(
+        source="svc",
+        occurred_at=t0 + timedelta(minutes=30),
+        task_id="T1",
+        payload=LinearIssueLink(external_id="ENG-7"),
+    )
+    session_link = LinkCreated(
+        source="agent",
+        occurred_at=t0 + timedelta(minutes=31),
+        session_id="S1",
+        task_id="T1",
+        payload=LinearIssueLink(external_id="ENG-7"),
+    )
+    first, then = clean(calls), clean([task, link, session_link])
+    await store(db, first + then)
+    await apply(db, first, [4])
+    assert await total(db, "SELECT count(*) FROM analytics.cost_by_task") == 0
+    await apply(db, then, [3])  # the session -> task link arrives after the calls
+    row = await db.fetchrow("SELECT * FROM analytics.cost_by_task WHERE task_id = 'T1'")
+    assert (row["calls"], row["cost_usd"], row["requirement_id"], row["project_id"]) == (4, 1, "R1", "P1")
+    issue = await db.fetchrow("SELECT * FROM analytics.cost_by_linear_issue WHERE linear_issue = 'ENG-7'")
+    assert (issue["calls"], issue["cost_usd"]) == (4, 1)
+    requirement = await db.fetchrow("SELECT * FROM analytics.cost_by_requirement WHERE requirement_id = 'R1'")
+    assert (requirement["calls"], requirement["tasks"]) == (4, 1)
+    mismatches = await aggregate_mismatches_by_table(db)
+    assert mismatches == dict.fromkeys(mismatches, 0)
+
+
+async def test_delivery_weekly_gives_the_dora_figures_of_the_story(db: asyncpg.Connection) -> None:
+    from tests.integration.test_projections import story
+
+    rows = clean(story())
+    await store(db, rows)
+    await apply(db, rows, [len(rows)])
+    found = {r["author_kind"]: dict(r) for r in await db.fetch("SELECT * FROM analytics.delivery_weekly")}
+    assert set(found) == {"both", "all"}  # PR and first commit by an agent, the merge commit by a person
+    for row in found.values():
+        assert row["week"] == date(2026, 11, 16)
+        assert (row["deployments"], row["failed_deployments"]) == (1, 1)  # D2 succeeded, D1 failed
+        assert row["deployments_per_day"] == Decimal("0.143")
+        assert row["lead_time_p50"] == timedelta(minutes=23)  # first commit at 20 min, D2 done at 43
+        assert row["change_failure_rate"] == 1  # D1 failed, D2 caused INC-1
+        assert (row["incidents"], row["incidents_resolved"]) == (1, 1)
+        assert row["time_to_restore_p50"] == timedelta(minutes=5)
+
+
+async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_not_applied(
+    db: asyncpg.Connection,
+) -> None:
+    from consumers.aggregates.verify import rebuild_aggregates
+    from consumers.projections.rebuild import RebuildOptions
+
+    rows = clean(list(Workload("rb", seed=4).events(3000)))
+    applied, pending = rows[:2000], rows[2000:]
+    await store(db, rows)  # the sink is ahead of the writers: 1,000 events stored, not yet applied
+    await apply(db, applied, [500])
+    # Damage: counts wrong, a row gone.
+    some = "SELECT ctid FROM aggregates.activity_hourly LIMIT 3"
+    await db.execute(f"UPDATE aggregates.activity_hourly SET events = events + 5 WHERE ctid IN ({some})")
+    await db.execute(
+        "DELETE FROM aggregates.llm_usage_daily WHERE ctid IN (SELECT ctid FROM aggregates.llm_usage_daily LIMIT 1)"
+    )
+    options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
+    report = await rebuild_aggregates(db, options)
+    assert report.events == 3000 and report.rows["activity_hourly"] > 0
+    mismatches = await aggregate_mismatches_by_table(db)
+    assert mismatches == dict.fromkeys(mismatches, 0)
+    # The writers catching up count nothing twice: the rebuild claimed the stored events.
+    await apply(db, pending + applied[:100], [700])
+    assert await aggregate_mismatches_by_table(db) == mismatches
+    assert await total(db, "SELECT sum(events) FROM aggregates.activity_daily") == 3000
+
+
+async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connection) -> None:
+    from consumers.aggregates.verify import rebuild_aggregates
+    from consumers.projections.rebuild import RebuildOptions
+
+    now = datetime.now(UTC)
+    events = [_llm_at(now - timedelta(days=d), 100) for d in (0, 0, 3, 3, 3)]
+    rows = clean(events)
+    await store(db, rows)
+    await apply(db, rows, [5])
+    await db.execute("UPDATE aggregates.llm_usage_daily SET calls = calls + 100")
+    options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
+    report = await rebuild_aggregates(db, options, since=now - timedelta(days=1))
+    assert report.events == 2
+    days = {r["bucket"]: r["calls"] for r in await db.fetch("SELECT bucket, calls FROM aggregates.llm_usage_daily")}
+    assert days == {now.date(): 2, (now - timedelta(days=3)).date(): 103}  # the older day kept as it was
