@@ -14,8 +14,17 @@ from typing import Any
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
 from schemas.events import EVENT_CLASSES
 from schemas.examples import example_event
-from schemas.jsonschema import NO_NUL, envelope_schema, event_schema, event_type_of, schema_file_name
+from schemas.jsonschema import (
+    JSON_VALUE,
+    NO_NUL,
+    PATTERN_END,
+    envelope_schema,
+    event_schema,
+    event_type_of,
+    schema_file_name,
+)
 from schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
+from schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
 from schemas.topics import TopicMap
 
 EXPORT_COMMAND = "devtrail schemas export docs/schemas"
@@ -44,11 +53,12 @@ with a reason, never changed silently:
   key), `event_type` and `occurred_at`. The Python classes fill in `event_id` and
   `occurred_at` for their callers; on the wire an event without them is rejected.
 - Types are strict, as the JSON Schemas say: a string is not a number (`"3"`), a boolean is
-  not an integer (`true`), an integer field takes no `3.0`, a time is an RFC 3339 string
-  with seconds and an offset (not a number, not Unix seconds in a string; at most 6
-  fractional digits, since a finer time would be rounded), a UUID is
-  `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (upper-case hex digits are the same UUID, stored in
-  lower case).
+  not an integer (`true`), a time is an RFC 3339 string with seconds and an offset of a real
+  date and time, the year as written from 2000 to 2099 (not a number, not Unix seconds in a
+  string, no leap second; at most 6 fractional digits, since a finer time would be
+  rounded), a UUID is `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (upper-case hex digits are the
+  same UUID, stored in lower case). An integer field takes no `3.0` either, which a JSON
+  Schema cannot say ([Beyond the JSON Schemas](#beyond-the-json-schemas)).
 - Ids (`task_id`, `agent_id`, ...) are stored as sent; one with whitespace at either end is
   rejected, not trimmed.
 - An event names what it is about: each type requires its references, in the envelope
@@ -63,9 +73,9 @@ with a reason, never changed silently:
   Counts, tokens, costs and durations are non-negative.
 - No string may contain the NUL character (`\\u0000`): PostgreSQL cannot store it. The
   processor finds it in the JSON bytes and rejects the event with the path of the string,
-  keys and values inside free-form objects (`detail`, `attributes`, ...) included. The JSON
-  Schemas state the rule for every typed string and key. A lone UTF-16 surrogate
-  (`\\ud800`) is no character and is rejected too.
+  keys and values inside free-form objects (`detail`, `attributes`, ...) included. A lone
+  UTF-16 surrogate (`\\ud800`) is no character and is rejected too. The JSON Schemas state
+  both rules for every string and key, free-form values included.
 - A message is UTF-8 JSON text without a byte order mark, nested at most 64 levels deep.
 - The Kafka key is the entity whose order matters: `task_id`, else `session_id`, else
   `correlation_id`, else `event_id`. Events of one deployment, pull request or incident keep
@@ -123,7 +133,7 @@ What each minor version changed:
 
 def render_catalog_markdown() -> str:
     """Return ``docs/events.md``: envelope, one section per event type, enumerations, evolution."""
-    parts = [_INTRO, _envelope_section(), _overview_section(), _references_section()]
+    parts = [_INTRO, _beyond_schemas_section(), _envelope_section(), _overview_section(), _references_section()]
     parts += [_event_section(cls) for cls in EVENT_CLASSES]
     parts += [_enumerations_section(), _EVOLUTION]
     return "\n".join(parts)
@@ -137,6 +147,34 @@ def write_catalog_markdown(path: Path) -> Path:
 
 
 # ---- sections -------------------------------------------------------------------------
+
+
+def _beyond_schemas_section() -> str:
+    wire = [f"- {rule}" for rule in WIRE_FORM_RULES.values()]
+    cross = [
+        f"- [`{event_type}`](#{_anchor(event_type)}): {rule}"
+        for event_type, rules in CROSS_FIELD_RULES.items()
+        for rule in rules.values()
+    ]
+    return "\n".join(
+        [
+            "## Beyond the JSON Schemas",
+            "",
+            "The JSON Schemas state every rule the processor enforces but these, which each schema's",
+            "`description` lists in words. An event that breaks one passes a JSON Schema validator and is",
+            "still dead-lettered, with its reason.",
+            "",
+            "How the JSON text is written, for every type (a validator sees parsed values: to it `3.0` is the",
+            "integer 3, and of two equal keys one is gone):",
+            "",
+            *wire,
+            "",
+            "Relations between two fields of one event (a JSON Schema compares a value with constants only):",
+            "",
+            *cross,
+            "",
+        ]
+    )
 
 
 def _envelope_section() -> str:
@@ -188,6 +226,9 @@ def _event_section(cls: type[Envelope]) -> str:
     required_refs = _required_references(schema)
     if required_refs:
         lines += ["Required envelope references: " + ", ".join(f"`{name}`" for name in required_refs) + ".", ""]
+    cross_field = CROSS_FIELD_RULES.get(event_type, {})
+    if cross_field:
+        lines += ["Also enforced, beyond its JSON Schema: " + " ".join(cross_field.values()), ""]
     payload = _resolve(schema["properties"]["payload"], schema)
     payload_required = "payload" in schema["required"]
     variants = payload.get("oneOf")
@@ -261,7 +302,7 @@ def _type_text(node: dict[str, Any], root: dict[str, Any]) -> str:
         return f"array of {_type_text(items, root)}"
     if kind == "object":
         values = node.get("additionalProperties")
-        if isinstance(values, dict) and values:
+        if isinstance(values, dict) and values and values.get("$ref") != f"#/$defs/{JSON_VALUE}":  # any JSON
             return f"object of {_type_text(_resolve(values, root), root)}"
         return "object"
     if "anyOf" in node:
@@ -281,7 +322,7 @@ def _constraints_text(node: dict[str, Any], prop: dict[str, Any], root: dict[str
     elif node.get("minLength"):
         found.append(f"at least {node['minLength']} chars")
     if "pattern" in node:
-        found.append(f"pattern `{node['pattern']}`")
+        found.append(f"pattern `{_readable_pattern(node['pattern'])}`")
     bounds = [(key, symbol) for key, symbol in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))]
     found += [f"{symbol} {node[key]}" for key, symbol in bounds if key in node]
     if node.get("type") == "array" and "maxItems" in node:
@@ -329,6 +370,11 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in node.items() if key not in NO_NUL}
     resolved: dict[str, Any] = root["$defs"][ref.rsplit("/", 1)[-1]]
     return resolved
+
+
+def _readable_pattern(pattern: str) -> str:
+    """A pattern as the classes write it: the schemas' end of pattern is there for Python's ``re``."""
+    return pattern.removesuffix(PATTERN_END) + "$" if pattern.endswith(PATTERN_END) else pattern
 
 
 def _default_text(value: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, Strict, StrictBool, StringConstraints
 
-from schemas.envelope import EntityId, ShortText, Text
+from schemas.envelope import WHITESPACE, EntityId, ShortText, Text
 
 __all__ = [
     "Attributes",
@@ -83,7 +83,9 @@ Priority = Annotated[int, Strict(), Field(ge=0, le=5)]
 #: A git commit id: 7 to 40 hexadecimal characters (abbreviated or full SHA-1), stored lower-case.
 CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{7,40}$", to_lower=True)]
 #: A git branch name: no whitespace, control characters or ``~^:?*[\\``.
-BranchName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s~^:?*\[\\\x00-\x1f\x7f]+$")]
+BranchName = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=rf"^[^{WHITESPACE}~^:?*\[\\\x00-\x1f\x7f]+$")
+]
 #: A GitHub repository, ``owner/name``.
 RepositoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")]
 #: A pull request number.
@@ -91,7 +93,7 @@ PullRequestNumber = Annotated[int, Strict(), Field(ge=1, le=2_147_483_647)]
 #: A deployment environment: a lower-case slug such as ``production``, ``staging``, ``preview-123``.
 EnvironmentName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 #: An http(s) URL, at most 2,048 characters.
-WebUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+WebUrl = Annotated[str, StringConstraints(max_length=2048, pattern=rf"^https?://[^{WHITESPACE}/?#]+[^{WHITESPACE}]*$")]
 #: A deployment id from the deploying system: letters, digits and ``._:/-``, at most 200 characters.
 DeploymentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")]
 #: A SHA-256 digest in lower-case hexadecimal.

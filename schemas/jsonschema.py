@@ -5,6 +5,10 @@
 little more than the Python classes ask for: the classes fill in ``event_id`` and
 ``occurred_at`` themselves, a JSON producer must set them (a re-sent copy keeps the same
 ``event_id``), and every discriminator (``event_type``, a link's ``kind``) is required.
+
+A schema accepts exactly what the processor accepts, but for the rules it cannot state
+(``schemas.schema_limits``), which its ``description`` lists. Patterns mean the same in
+ajv (JavaScript), Python's ``jsonschema`` and pydantic-core (see ``schemas.envelope``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic_core import core_schema
 from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
 from schemas.events import EVENT_CLASSES
 from schemas.examples import example_event
+from schemas.schema_limits import rules_beyond_schema
 from schemas.topics import TopicMap
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -28,18 +33,43 @@ DEFAULT_BASE_URI = f"urn:devtrail:schemas:v{SCHEMA_MAJOR}:"
 INDEX_FILE = "index.json"
 #: Envelope fields a JSON producer must always send.
 PRODUCER_REQUIRED = ("event_id", "event_type", "occurred_at")
-#: Rejects strings holding NUL (see ``schemas.codec``); added to every free-text string.
-NO_NUL: dict[str, Any] = {"not": {"pattern": "\\u0000"}}
+#: Rejects strings holding NUL (PostgreSQL cannot store it, see ``schemas.codec``) or a lone
+#: UTF-16 surrogate (no character; ``schemas.wire``); added to every string and key. A
+#: surrogate pair is one character to Python and to a JavaScript ``u`` pattern, so it passes.
+NO_NUL: dict[str, Any] = {"not": {"pattern": "[\\u0000\\ud800-\\udfff]"}}
+#: How an exported pattern ends: ``$`` is the end in JavaScript and in pydantic-core, but Python's
+#: ``re`` (the ``jsonschema`` package) also matches it before a final newline; the lookahead refuses that.
+PATTERN_END = "$(?!\\n)"
+#: Name, in ``$defs``, of any JSON value without such strings: what a free-form field holds.
+JSON_VALUE = "JsonValue"
+_JSON_VALUE_REF = {"$ref": f"#/$defs/{JSON_VALUE}"}
+_ANY_MARK = "__devtrail_any__"
+#: ``$defs/JsonValue``: typed branches only, as ajv's strict mode asks.
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value; no string or key in it holds NUL or a lone surrogate.",
+    "anyOf": [
+        {"type": "object", "propertyNames": NO_NUL, "additionalProperties": _JSON_VALUE_REF},
+        {"type": "array", "items": _JSON_VALUE_REF},
+        {"type": "string", **NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ],
+}
 
 
 class ContractJsonSchema(GenerateJsonSchema):
-    """pydantic's generator, plus the rule the codec enforces on every string (no NUL), and
-    dicts whose keys have a pattern reject other keys, as the validator does."""
+    """pydantic's generator, plus the rules the codec enforces on every string (no NUL, no
+    lone surrogate) also inside free-form values, and dicts whose keys have a pattern reject
+    other keys, as the validator does."""
 
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
         json_schema = super().str_schema(schema)
         json_schema.update(NO_NUL)
         return json_schema
+
+    def any_schema(self, schema: core_schema.AnySchema) -> JsonSchemaValue:
+        return {_ANY_MARK: True}  # pydantic would look up a ``$ref`` it did not make; see _add_json_value
 
     def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
         json_schema = super().dict_schema(schema)
@@ -66,9 +96,11 @@ def event_schema(cls: type[Envelope], base_uri: str = DEFAULT_BASE_URI) -> dict[
         base_uri: prefix of ``$id``; the schema's file name is appended.
     """
     generated = cls.model_json_schema(mode="validation", schema_generator=ContractJsonSchema)
+    _add_json_value(generated)
     for node in _objects(generated):
         _require_discriminators(node)
         _standard_keywords(node)
+        _portable_patterns(node)
     required = [
         name for name in generated["properties"] if name in PRODUCER_REQUIRED or name in generated.get("required", ())
     ]
@@ -79,7 +111,7 @@ def event_schema(cls: type[Envelope], base_uri: str = DEFAULT_BASE_URI) -> dict[
         "$id": base_uri + schema_file_name(cls),
         "title": event_type,
         "description": f"{generated.pop('description', '').strip()} Class {cls.__name__}, topic "
-        f"{TopicMap().input_topic(cls.family)}, contract {SCHEMA_VERSION}.",
+        f"{TopicMap().input_topic(cls.family)}, contract {SCHEMA_VERSION}. {rules_beyond_schema(event_type)}",
     }
     generated.pop("title", None)
     return header | generated | {"examples": [example_event(event_type)]}
@@ -88,6 +120,8 @@ def event_schema(cls: type[Envelope], base_uri: str = DEFAULT_BASE_URI) -> dict[
 def envelope_schema() -> dict[str, Any]:
     """Return the JSON Schema of the envelope alone (fields common to every event type)."""
     generated = Envelope.model_json_schema(mode="validation", schema_generator=ContractJsonSchema)
+    for node in _objects(generated):
+        _portable_patterns(node)
     required = generated.get("required", ())
     generated["required"] = [name for name in generated["properties"] if name in PRODUCER_REQUIRED or name in required]
     return generated
@@ -175,6 +209,27 @@ def _standard_keywords(node: dict[str, Any]) -> None:
                 node[keyword] = node.pop(pydantic_name)
     if "oneOf" in node and isinstance(node.get("discriminator"), dict):
         del node["discriminator"]
+
+
+def _add_json_value(schema: dict[str, Any]) -> None:
+    """Make free-form values refer to ``$defs/JsonValue``, defined if any does."""
+    marked = [node for node in _objects(schema) if node.pop(_ANY_MARK, False)]
+    for node in marked:
+        node.update(_JSON_VALUE_REF)
+    if marked:
+        schema.setdefault("$defs", {})[JSON_VALUE] = JSON_VALUE_SCHEMA
+
+
+def _portable_patterns(node: dict[str, Any]) -> None:
+    """Patterns (and ``patternProperties`` keys) that end in ``$`` end at the end, in Python too."""
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith(PATTERN_END):
+        node["pattern"] = pattern[:-1] + PATTERN_END
+    keyed = node.get("patternProperties")
+    if isinstance(keyed, dict):
+        node["patternProperties"] = {
+            (key[:-1] + PATTERN_END if key.endswith("$") else key): value for key, value in keyed.items()
+        }
 
 
 def _require_discriminators(node: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
 from schemas.fields import DurationMs, NonNegativeFloat, NonNegativeInt, Priority
@@ -28,8 +28,19 @@ class RequirementCreatedPayload(Payload):
     acceptance_criteria: AcceptanceCriteria = Field(default=(), description="What must hold when it is done.")
 
 
+#: The fields of ``requirement.updated`` of which at least one is set (not null).
+_UPDATABLE = ("title", "description", "priority", "acceptance_criteria")
+
+
 class RequirementUpdatedPayload(Payload):
     """The fields of a requirement that changed; at least one is set."""
+
+    # The rule of ``_something_changed``, for the JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in _UPDATABLE]
+        }
+    )
 
     title: ShortText | None = Field(default=None, description="New title.")
     description: Text | None = Field(default=None, description="New description.")
@@ -39,8 +50,7 @@ class RequirementUpdatedPayload(Payload):
 
     @model_validator(mode="after")
     def _something_changed(self) -> Self:
-        changed = (self.title, self.description, self.priority, self.acceptance_criteria)
-        if all(value is None for value in changed):
+        if all(getattr(self, name) is None for name in _UPDATABLE):
             raise ValueError("set at least one of title, description, priority, acceptance_criteria")
         return self
 

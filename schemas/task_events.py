@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
 from schemas.fields import NonNegativeInt, Priority, StrictBool
@@ -57,6 +57,18 @@ class TaskFailedPayload(Payload):
 
 class TaskStatusChangedPayload(Payload):
     """A task moved from one status to another."""
+
+    # The rule of ``_status_differs``, for the JSON Schema: no pair of equal statuses.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "anyOf": [
+                    {"properties": {"from_status": {"const": status.value}, "to_status": {"const": status.value}}}
+                    for status in TaskStatus
+                ]
+            }
+        }
+    )
 
     from_status: TaskStatus = Field(description="Status before the change.")
     to_status: TaskStatus = Field(description="Status after the change; differs from from_status.")
