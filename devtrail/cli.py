@@ -457,6 +457,37 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Show what happened over a window: activity, LLM tokens and cost, tasks, agents, delivery. Figures are per
+    UTC day, from the day --since falls on; the tables are printed unless --json is given."""
+    import asyncpg
+
+    from devtrail.report import Report, gather, render_terminal, to_json, write_csv
+    from devtrail.report_html import render_html
+
+    settings = _database_settings(args, "report")
+
+    async def read() -> Report:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await gather(conn, args.since, args.project)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(read())
+    if args.csv is not None:
+        written = write_csv(report, args.csv)
+        sys.stderr.write(f"wrote {len(written)} CSV files to {args.csv}\n")
+    if args.html is not None:
+        args.html.write_text(render_html(report), encoding="utf-8")
+        sys.stderr.write(f"wrote {args.html}\n")
+    if args.json:
+        sys.stdout.write(to_json(report).decode() + "\n")
+    else:
+        render_terminal(report)
+    return 0
+
+
 def _positive_days(text: str) -> int:
     days = int(text)
     if not 1 <= days <= 36_500:
@@ -623,6 +654,22 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("--database-url", help=RUNNING_DSN)
     timeline.add_argument("--limit", type=int, default=10_000, help="events at most (oldest first)")
     timeline.add_argument("--json", action="store_true", help="one JSON array of events")
+    report = sub.add_parser(
+        "report",
+        help="what happened over a window: tables here, or --json, --csv DIR, --html FILE",
+        description=cmd_report.__doc__,
+    )
+    report.set_defaults(fun=cmd_report)
+    report.add_argument(
+        "--since", type=_since, default="7d", help="from this day on: a date (2026-11-01) or days back (default 7d)"
+    )
+    report.add_argument("--project", help="only this project (delivery is always every project's)")
+    report.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    report.add_argument("--csv", type=Path, metavar="DIR", help="also write one CSV file per section into DIR")
+    report.add_argument(
+        "--html", type=Path, metavar="FILE", help="also write the report with charts to FILE (one file, works offline)"
+    )
+    report.add_argument("--database-url", help=RUNNING_DSN)
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
     schemas.set_defaults(fun=cmd_schemas)
     schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")
