@@ -1,4 +1,4 @@
-"""Cost of the projection writers per event, speed of ``projections rebuild``, plans of the views.
+"""Cost of the projection and aggregates writers per event, speed of ``projections rebuild``, plans of the views.
 
 ``python -m bench.projections [--events N] [--database-url URL] [--json FILE]`` builds a
 workload shaped like production (about 90 % ``llm.called`` / ``tool.called`` carrying a
@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 
 from bench.harness import fresh_database, say
+from consumers.aggregates import AggregatesWriter
 from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
 from consumers.projections import PROJECTIONS
 from consumers.projections.rebuild import RebuildOptions, rebuild_projections
@@ -181,12 +182,17 @@ def reduce_cost(rows: list[CleanRow], size: int) -> dict[str, float]:
         for batch in batches(rows, size):
             writer.reduce(batch)
         cost[writer.name] = (time.perf_counter() - started) / len(rows) * 1e6
+    aggregates = AggregatesWriter()
+    started = time.perf_counter()
+    for batch in batches(rows, size):
+        aggregates.prepare(batch)
+    cost[aggregates.name] = (time.perf_counter() - started) / len(rows) * 1e6
     return cost
 
 
 async def write_cost(conn: asyncpg.Connection, rows: list[CleanRow], size: int) -> dict[str, float]:
     """Microseconds per event of each writer's ``write`` (reduce + upsert), one transaction per batch."""
-    writers = [projection() for projection in PROJECTIONS]
+    writers: list[Any] = [projection() for projection in PROJECTIONS] + [AggregatesWriter()]
     spent: dict[str, float] = defaultdict(float)
     for batch in batches(rows, size):
         async with conn.transaction():
@@ -293,9 +299,14 @@ def report(figures: dict[str, Any]) -> None:
             f"  {name:<26}{figures['reduce_us'][name]:>9.2f}{figures['write_us'][name]:>9.2f}"
             f"{figures['replay_us'][name]:>9.2f}"
         )
-    total = {k: sum(figures[k].values()) for k in ("reduce_us", "write_us", "replay_us")}
+    total = {
+        k: sum(v for n, v in figures[k].items() if n != "aggregates") for k in ("reduce_us", "write_us", "replay_us")
+    }
     print(f"  {'all projections':<26}{total['reduce_us']:>9.2f}{total['write_us']:>9.2f}{total['replay_us']:>9.2f}")
     print(f"  => one writer host keeps up with {1e6 / total['write_us']:,.0f} events/s (projections alone)")
+    every = {k: sum(figures[k].values()) for k in ("reduce_us", "write_us", "replay_us")}
+    label = "projections + aggregates"
+    print(f"  {label:<26}{every['reduce_us']:>9.2f}{every['write_us']:>9.2f}{every['replay_us']:>9.2f}")
     with_i, without = figures["sink_us_with_indexes"], figures["sink_us_without_indexes"]
     print(f"sink COPY: {with_i:.2f} us/event with the 6 analysts' indexes on events, {without:.2f} without")
     rebuild = figures["rebuild"]

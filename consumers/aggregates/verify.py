@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from consumers.aggregates.claims import Claims
+from consumers.aggregates.reduce import LATENCY_BOUNDS
 from consumers.projections.rebuild import RebuildOptions, wait_for_sink
 
 _HOUR = "date_trunc('hour', e.occurred_at, 'UTC')"
@@ -38,11 +39,15 @@ _USAGE = (
     " sum(coalesce((e.payload ->> 'cached_tokens')::bigint, 0)) AS cached_tokens,"
     " sum(coalesce((e.payload ->> 'cost_usd')::numeric, 0)) AS cost_usd"
 )
+#: The latency bin in SQL: ``width_bucket`` counts the bounds <= the latency, a binary search,
+#: as ``consumers.aggregates.reduce.latency_bin`` does with ``bisect_right``.
+_BIN = (  # braces doubled: the statements go through str.format
+    "width_bucket((e.payload ->> 'latency_ms')::bigint, '{{"
+    + ",".join(str(bound) for bound in LATENCY_BOUNDS)
+    + "}}'::bigint[])"
+)
 _LATENCY_FROM = (
-    "FROM events e JOIN aggregates.latency_bins b"
-    " ON (e.payload ->> 'latency_ms')::bigint >= b.lower_ms"
-    " AND (b.upper_ms IS NULL OR (e.payload ->> 'latency_ms')::bigint < b.upper_ms)"
-    " WHERE e.event_type = 'llm.called' AND jsonb_typeof(e.payload -> 'latency_ms') = 'number' AND {since}"
+    "FROM events e WHERE e.event_type = 'llm.called' AND jsonb_typeof(e.payload -> 'latency_ms') = 'number' AND {since}"
 )
 
 
@@ -54,50 +59,68 @@ class Truth:
     key: tuple[str, ...]
     figures: tuple[str, ...]
     select: str  # with ``{since}``: a predicate on ``e.occurred_at``
+    #: For a rebuild, the same rows from a table rebuilt before it (a day from its hours:
+    #: one scan of ``events`` less), with ``{since}``: a predicate on that table's ``bucket``.
+    rebuild_select: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
         return self.key + self.figures
 
 
-def _activity(table: str, bucket: str) -> Truth:
+def _from_hours(hourly: str, key: tuple[str, ...], sums: tuple[str, ...]) -> str:
+    rest = ", ".join(key[1:])
+    return (
+        f"SELECT (bucket AT TIME ZONE 'UTC')::date AS bucket, {rest}, {', '.join(f'sum({c})' for c in sums)}"
+        f" FROM aggregates.{hourly} WHERE {{since}} GROUP BY 1, {rest}"
+    )
+
+
+def _activity(table: str, bucket: str, hourly: str | None = None) -> Truth:
+    key, figures = ("bucket", "project_id", "agent_id", "event_type", "source"), ("events", "errors")
     return Truth(
         table,
-        ("bucket", "project_id", "agent_id", "event_type", "source"),
-        ("events", "errors"),
+        key,
+        figures,
         f"SELECT {bucket} AS bucket, {_REFS}, e.event_type, e.source, count(*) AS events,"
         f" count(*) FILTER (WHERE {_ERROR}) AS errors FROM events e WHERE {{since}} GROUP BY 1, 2, 3, 4, 5",
+        hourly and _from_hours(hourly, key, figures),
     )
 
 
-def _usage(table: str, bucket: str) -> Truth:
+def _usage(table: str, bucket: str, hourly: str | None = None) -> Truth:
+    key = ("bucket", "project_id", "agent_id", "provider", "model")
+    figures = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
     return Truth(
         table,
-        ("bucket", "project_id", "agent_id", "provider", "model"),
-        ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"),
+        key,
+        figures,
         f"SELECT {bucket} AS bucket, {_REFS}, {_MODEL}, {_USAGE}"
         " FROM events e WHERE e.event_type = 'llm.called' AND {since} GROUP BY 1, 2, 3, 4, 5",
+        hourly and _from_hours(hourly, key, figures),
     )
 
 
-def _latency(table: str, bucket: str) -> Truth:
+def _latency(table: str, bucket: str, hourly: str | None = None) -> Truth:
+    key = ("bucket", "project_id", "agent_id", "provider", "model", "bin")
     return Truth(
         table,
-        ("bucket", "project_id", "agent_id", "provider", "model", "bin"),
+        key,
         ("calls",),
-        f"SELECT {bucket} AS bucket, {_REFS}, {_MODEL}, b.bin, count(*) AS calls {_LATENCY_FROM}"
+        f"SELECT {bucket} AS bucket, {_REFS}, {_MODEL}, {_BIN} AS bin, count(*) AS calls {_LATENCY_FROM}"
         " GROUP BY 1, 2, 3, 4, 5, 6",
+        hourly and _from_hours(hourly, key, ("calls",)),
     )
 
 
 #: Every table of schema ``aggregates`` the ``aggregates`` writer keeps, in the order it writes them.
 TRUTH: tuple[Truth, ...] = (
     _activity("activity_hourly", _HOUR),
-    _activity("activity_daily", _DAY),
+    _activity("activity_daily", _DAY, "activity_hourly"),
     _usage("llm_usage_hourly", _HOUR),
-    _usage("llm_usage_daily", _DAY),
+    _usage("llm_usage_daily", _DAY, "llm_usage_hourly"),
     _latency("llm_latency_hourly", _HOUR),
-    _latency("llm_latency_daily", _DAY),
+    _latency("llm_latency_daily", _DAY, "llm_latency_hourly"),
     Truth(
         "session_days",
         ("bucket", "project_id", "agent_id", "session_id"),
@@ -195,6 +218,7 @@ class AggregatesRebuildReport:
     seconds: float = 0.0
     waited_s: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
+    table_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -254,16 +278,26 @@ async def rebuild_aggregates(
         await conn.execute(f"LOCK TABLE aggregates.claims, aggregates.claims_late, {tables} IN EXCLUSIVE MODE")
         await wait_for_sink(conn, options, say)
         report.waited_s = time.monotonic() - started
+        midnight = None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
         for truth in TRUTH:
-            where = "" if day is None else " WHERE bucket >= $1"
-            args = () if day is None else (day,)
-            await conn.execute(f"DELETE FROM aggregates.{truth.table}{where}", *args)
-            inserted = await conn.execute(
-                f"INSERT INTO aggregates.{truth.table} ({', '.join(truth.columns)}) "
-                + truth.select.format(since=since_sql)
-            )
+            timer = time.monotonic()
+            hourly = truth.table.endswith("_hourly")
+            if day is None:
+                await conn.execute(f"DELETE FROM aggregates.{truth.table}")
+            else:
+                await conn.execute(
+                    f"DELETE FROM aggregates.{truth.table} WHERE bucket >= $1", midnight if hourly else day
+                )
+            if truth.rebuild_select is not None:  # from the hours just rebuilt
+                since_hours = "true" if midnight is None else f"bucket >= '{midnight.isoformat()}'::timestamptz"
+                select = truth.rebuild_select.format(since=since_hours)
+            else:
+                select = truth.select.format(since=since_sql)
+            inserted = await conn.execute(f"INSERT INTO aggregates.{truth.table} ({', '.join(truth.columns)}) {select}")
             report.rows[truth.table] = int(inserted.split()[-1])
-            say(f"{truth.table}: {report.rows[truth.table]:,} rows")
+            report.table_seconds[truth.table] = round(time.monotonic() - timer, 2)
+            say(f"{truth.table}: {report.rows[truth.table]:,} rows ({report.table_seconds[truth.table]:.1f}s)")
+        timer = time.monotonic()
         await claims.ensure_partitions(conn, today)
         if day is None:
             for statement in _FORGET_UNSTORED:
@@ -271,6 +305,7 @@ async def rebuild_aggregates(
         await conn.execute(_CLAIM_STORED.format(since=since_sql), first, last)
         await conn.execute(_CLAIM_STORED_LATE.format(since=since_sql), first, last, today)
         report.events = int(await conn.fetchval(f"SELECT count(*) FROM events e WHERE {since_sql}"))
-        say(f"claimed {report.events:,} stored events")
+        report.table_seconds["claims"] = round(time.monotonic() - timer, 2)
+        say(f"claimed {report.events:,} stored events ({report.table_seconds['claims']:.1f}s)")
     report.seconds = time.monotonic() - started
     return report
