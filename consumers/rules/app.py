@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from consumers import metrics
 from consumers.checkpoint.database import DatabaseLink
@@ -149,6 +150,17 @@ class RulesRunner:
         for m in messages:
             if self.engine.wants(m.rows):
                 needed[m.partition] = max(needed.get(m.partition, 0), m.offset + 1)
+        # Every partition, up to its end now: an event's entities have events on other
+        # partitions (a requirement's other tasks), which the projections must hold too, or
+        # the last completion but one could look like the last (seen in CI).
+        try:
+            ends = await self._app.consumer.highwaters(
+                *(TP(self.engine.clean_topic, p) for p in range(self._settings.partitions))
+            )
+            for tp, end in ends.items():
+                needed[tp.partition] = max(needed.get(tp.partition, 0), int(end))
+        except Exception:  # noqa: BLE001 - the batch's own partitions still bound the wait
+            log.warning("rules: could not read the clean topic's end offsets; waiting for the batch's partitions only")
         groups = self._settings.projection_groups()
         started = time.monotonic()
         warned = started
