@@ -97,6 +97,8 @@ class FaultResult:
     unacknowledged: int = 0
     stored_rows: int = 0
     stored_ids: int = 0
+    derived: int = 0
+    drain_s: float = 0.0
     lost: int = 0
     doubled: int = 0
     aggregate_mismatches: int = 0
@@ -114,7 +116,8 @@ class FaultResult:
         return (
             f"seed {self.seed}: acknowledged {self.acknowledged:,}, lost {self.lost}, doubled {self.doubled}, "
             f"aggregate mismatches {self.aggregate_mismatches}, restarts {self.restarts}, "
-            f"holes read again {self.holes_reread}, max RSS MB {self.max_rss_mb}, {self.seconds:.0f}s"
+            f"holes read again {self.holes_reread}, derived by rules {self.derived}, drained in {self.drain_s:.0f}s, "
+            f"max RSS MB {self.max_rss_mb}, {self.seconds:.0f}s"
         )
 
 
@@ -271,7 +274,9 @@ async def run_faults(stack: Stack, plan: FaultPlan) -> FaultResult:
 async def _check(stack: Stack, acknowledged: set[UUID], plan: FaultPlan, result: FaultResult) -> None:
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
+        waited = time.monotonic()
         await _wait_drained(conn, acknowledged, plan.drain_timeout_s)
+        result.drain_s = time.monotonic() - waited
         await asyncio.sleep(3)  # anything still in flight would show up as a double
         ids = list(acknowledged)
         result.lost = await conn.fetchval(
@@ -282,21 +287,30 @@ async def _check(stack: Stack, acknowledged: set[UUID], plan: FaultPlan, result:
         row = await conn.fetchrow("SELECT count(*) AS rows, count(DISTINCT event_id) AS ids FROM events")
         result.stored_rows, result.stored_ids = row["rows"], row["ids"]
         result.doubled = result.stored_rows - result.stored_ids
+        result.derived = await conn.fetchval("SELECT count(*) FROM events WHERE source LIKE 'devtrail-rules:%'")
         result.aggregate_mismatches = await aggregate_mismatches(conn)
     finally:
         await conn.close()
 
 
 async def _wait_drained(conn: asyncpg.Connection, acknowledged: set[UUID], timeout_s: float) -> None:
-    """Until every acknowledged event is stored and counted, nothing moved for 10 s, or timeout."""
+    """Until every acknowledged event is stored and counted, nothing moved for 30 s, or timeout.
+
+    It looks for the acknowledged ids themselves: a row count would also include what the
+    rules derive, and would call the pipeline drained while acknowledged events are in flight.
+    """
+    ids = list(acknowledged)
     deadline = time.monotonic() + timeout_s
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         state = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM events) AS rows, "
-            "(SELECT coalesce(sum(count), 0) FROM event_counts_hourly) AS counted"
+            "SELECT (SELECT count(*) FROM unnest($1::uuid[]) AS a(id) WHERE NOT EXISTS "
+            "(SELECT 1 FROM events e WHERE e.event_id = a.id)) AS missing, "
+            "(SELECT count(*) FROM events) AS rows, "
+            "(SELECT coalesce(sum(count), 0) FROM event_counts_hourly) AS counted",
+            ids,
         )
-        if state["rows"] >= len(acknowledged) and state["counted"] >= state["rows"]:
+        if state["missing"] == 0 and state["counted"] >= state["rows"]:
             return
         if tuple(state) != last:
             last, since = tuple(state), time.monotonic()
