@@ -1,6 +1,6 @@
 """Analysts' query speed, aggregate rebuild speed and storage per event, on months of stories.
 
-``python -m bench.analytics [--events N] [--days D] [--database-url URL] [--json FILE]``:
+``python -m devtrail.bench.analytics [--events N] [--days D] [--database-url URL] [--json FILE]``:
 
 1. writes ``--events`` story events (``producers.stories``: requirements, tasks, agent
    sessions of 20 to 60 calls, pull requests, deployments, incidents) spread over ``--days``
@@ -30,13 +30,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.harness import Timer, fresh_database, say
-from consumers.aggregates.verify import rebuild_aggregates
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
-from consumers.processor.correlate import Correlator
-from consumers.projections.rebuild import RebuildOptions, rebuild_projections
-from consumers.sink import EventSink
-from producers.stories import AGENT_SESSION_CALLS, Stories
+from devtrail.bench.harness import Timer, fresh_database, say
+from devtrail.consumers.aggregates.verify import rebuild_aggregates
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.consumers.processor.correlate import Correlator
+from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections
+from devtrail.consumers.sink import EventSink
+from devtrail.producers.stories import AGENT_SESSION_CALLS, Stories
 
 CHUNK = 50_000
 REPEATS = 20

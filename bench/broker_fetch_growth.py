@@ -2,7 +2,7 @@
 
 Produces 800 KB a second to one partition for 30 s, as 400 record batches of 2 KB or as
 40 of 20 KB, with and without one consumer tailing the partition, and prints the broker's
-CPU (percent of a core) every 5 s. Run: ``python -m bench.broker_fetch_growth``.
+CPU (percent of a core) every 5 s. Run: ``python -m devtrail.bench.broker_fetch_growth``.
 
 Measured on the 2-core machine of ``docs/benchmarks.md``: with a tailing consumer, 400
 batches/s take the broker from 10 % to 50-67 % of a core within 30 s, while the same bytes
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.harness import cpu_seconds
+from devtrail.bench.harness import cpu_seconds
 from devtrail.embedded import EmbeddedKafka
 
 SECONDS, EVERY = 30, 5

@@ -6,7 +6,7 @@ import time
 
 import asyncpg
 
-from bench.harness import (
+from devtrail.bench.harness import (
     Milestones,
     Timer,
     cpu_used_between,
@@ -18,11 +18,11 @@ from bench.harness import (
     workers_cpu,
     workers_peak_rss,
 )
-from bench.producer import emit_all
+from devtrail.bench.producer import emit_all
+from devtrail.producers import EventProducer, Workload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
-from producers import EventProducer, Workload
 
 CHUNK = 20_000
 

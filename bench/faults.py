@@ -7,7 +7,7 @@ acknowledged is stored exactly once, and every aggregate equals a GROUP BY over
 ``events``. ``tests/integration/test_faults.py`` runs one short run in ``make test``;
 this program runs many (the soak)::
 
-    python -m bench.faults --runs 20 --events 60000 --rate 3000
+    python -m devtrail.bench.faults --runs 20 --events 60000 --rate 3000
 
 It prints one line per run (lost / doubled / aggregate mismatches) and writes JSON.
 """
@@ -31,12 +31,12 @@ from uuid import UUID
 
 import asyncpg
 
-from bench.harness import say
-from consumers.aggregates.verify import aggregate_mismatches_by_table
+from devtrail.bench.harness import say
+from devtrail.consumers.aggregates.verify import aggregate_mismatches_by_table
+from devtrail.producers import EventProducer, Workload
+from devtrail.schemas.envelope import Envelope
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer, Workload
-from schemas.envelope import Envelope
 
 #: Every kind of fault a run applies, each at least once, in a seeded random order.
 MATRIX = (

@@ -1,6 +1,6 @@
 """Memory of the processors' link graph per million entities, and its cost per event.
 
-``python -m bench.graph_memory [--entities N] [--json FILE]`` builds the graph a story of
+``python -m devtrail.bench.graph_memory [--entities N] [--json FILE]`` builds the graph a story of
 N tasks would leave (per task: a session, a requirement, a project link, a Linear issue, a
 pull request and its head commit; per 10 tasks a deployment), measures what it holds with
 ``tracemalloc``, then times ``Correlator.observe`` on ``llm.called`` events that carry only
@@ -17,7 +17,7 @@ from typing import cast
 
 import orjson
 
-from consumers.processor.correlate import (
+from devtrail.consumers.processor.correlate import (
     COMMIT_PR,
     DEPLOYMENT_COMMIT,
     LINEAR_TASK,
@@ -30,7 +30,7 @@ from consumers.processor.correlate import (
     Correlator,
     Link,
 )
-from schemas.events import Event
+from devtrail.schemas.events import Event
 from tests.factories import llm_called
 
 
@@ -57,7 +57,7 @@ def build(entities: int) -> Correlator:
 
 def observe_stories(count: int) -> tuple[float, float]:
     """``observe`` per story event: a fresh graph learning every entity, then the same again."""
-    from producers.stories import Stories
+    from devtrail.producers.stories import Stories
 
     events = Stories("graph", seed=1).events(count)
     figures = []

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from bench.harness import (
+from devtrail.bench.harness import (
     fresh_database,
     fresh_settings,
     say,
@@ -17,10 +17,10 @@ from bench.harness import (
     workers_cpu,
     workers_peak_rss,
 )
+from devtrail.producers import EventProducer, Workload
+from devtrail.schemas.ids import uuid7
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
-from producers import EventProducer, Workload
-from schemas.ids import uuid7
 
 TICK_S = 0.01
 

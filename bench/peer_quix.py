@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlparse
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.harness import Milestones, fresh_database, fresh_settings, peak_rss_mb, say, wait_for
+from devtrail.bench.harness import Milestones, fresh_database, fresh_settings, peak_rss_mb, say, wait_for
+from devtrail.producers import EventProducer, Workload
 from devtrail.stack import Stack
-from producers import EventProducer, Workload
 
 
 async def bench_quix(stack: Stack, admin_url: str, events: int) -> dict[str, object]:
@@ -54,7 +54,7 @@ async def _measure(database_url: str, args: list[str], events: int) -> dict[str,
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.quix_app",
+        "devtrail.bench.quix_app",
         *args,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

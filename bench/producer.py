@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.harness import Timer, say
+from devtrail.bench.harness import Timer, say
+from devtrail.producers import EventProducer, Workload
+from devtrail.schemas.envelope import Envelope
 from devtrail.settings import StackSettings
 from devtrail.topics import ensure_topics
-from producers import EventProducer, Workload
-from schemas.envelope import Envelope
 
 SAMPLE_SIZE = 50_000
 

@@ -1,6 +1,6 @@
 """Cost of the projection and aggregates writers per event, speed of ``projections rebuild``, plans of the views.
 
-``python -m bench.projections [--events N] [--database-url URL] [--json FILE]`` builds a
+``python -m devtrail.bench.projections [--events N] [--database-url URL] [--json FILE]`` builds a
 workload shaped like production (about 90 % ``llm.called`` / ``tool.called`` carrying a
 session and an agent, the rest lifecycle events of tasks, sessions, requirements, pull
 requests, commits, deployments, incidents, links), then measures on a fresh database
@@ -29,13 +29,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.harness import fresh_database, say
-from consumers.aggregates import AggregatesWriter
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
-from consumers.projections import PROJECTIONS
-from consumers.projections.rebuild import RebuildOptions, rebuild_projections
-from consumers.sink import EventSink
-from schemas.events import (
+from devtrail.bench.harness import fresh_database, say
+from devtrail.consumers.aggregates import AggregatesWriter
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.consumers.projections import PROJECTIONS
+from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections
+from devtrail.consumers.sink import EventSink
+from devtrail.schemas.events import (
     CommitPushed,
     CommitPushedPayload,
     DeploymentCompleted,
@@ -258,7 +258,7 @@ async def explain(conn: asyncpg.Connection, tasks: int) -> dict[str, dict[str, A
 async def measure(admin_url: str, events: int, size: int, stories: bool = False) -> dict[str, Any]:
     say(f"building ~{events:,} events{' (stories)' if stories else ''}...")
     if stories:
-        from producers.stories import Stories
+        from devtrail.producers.stories import Stories
 
         rows = as_rows(Stories("bp", seed=1).events(events))
     else:

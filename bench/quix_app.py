@@ -1,6 +1,6 @@
 """The peer: Quix Streams and its PostgreSQL sink on the same workload (run by bench.peer_quix).
 
-Usage: python -m bench.quix_app BOOTSTRAP TOPIC GROUP PGHOST PGPORT DBNAME USER TABLE STATE_DIR
+Usage: python -m devtrail.bench.quix_app BOOTSTRAP TOPIC GROUP PGHOST PGPORT DBNAME USER TABLE STATE_DIR
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from bench.drain import bench_drain
-from bench.harness import peak_rss_mb, say
-from bench.latency import bench_latency
-from bench.producer import bench_producer
-from bench.sink import bench_sink
-from bench.story_drain import bench_story_drain
+from devtrail.bench.drain import bench_drain
+from devtrail.bench.harness import peak_rss_mb, say
+from devtrail.bench.latency import bench_latency
+from devtrail.bench.producer import bench_producer
+from devtrail.bench.sink import bench_sink
+from devtrail.bench.story_drain import bench_story_drain
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 
@@ -82,7 +82,7 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, True, agent_sessions=True)),
     ]
     if sizes.peer:
-        from bench.peer_quix import bench_quix
+        from devtrail.bench.peer_quix import bench_quix
 
         stages.append(("peer", lambda stack, admin: bench_quix(stack, admin, sizes.peer)))
     with tempfile.TemporaryDirectory(prefix="dtb-", dir="/tmp") as data_dir:

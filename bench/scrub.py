@@ -1,6 +1,6 @@
 """Cost of secret scrubbing in the processors: ``process_batch`` with and without it.
 
-``python -m bench.scrub [--events N] [--rounds R] [--json FILE]`` builds three workloads of
+``python -m devtrail.bench.scrub [--events N] [--rounds R] [--json FILE]`` builds three workloads of
 ``N`` events each, sent in bundles of 50 as producers send them:
 
 * ``loadgen``: the load generator's events (task lifecycles with LLM and tool calls);
@@ -26,13 +26,13 @@ from typing import Any
 
 import orjson
 
-from consumers.clean import PAYLOAD, event_to_row
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from consumers.scrub import scrub_json
-from producers.loadgen import Workload
-from producers.stories import Stories
-from schemas.codec import encode_event
+from devtrail.consumers.clean import PAYLOAD, event_to_row
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.consumers.scrub import scrub_json
+from devtrail.producers.loadgen import Workload
+from devtrail.producers.stories import Stories
+from devtrail.schemas.codec import encode_event
 
 BUNDLE = 50
 LEAKS = (

@@ -9,12 +9,12 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import Milestones, Timer, fresh_database, fresh_settings, say, wait_for
-from consumers.clean import CLEAN_ROWS, EVENT_COLUMNS, CleanRow, chunk_rows, encode_rows, event_to_row
+from devtrail.bench.harness import Milestones, Timer, fresh_database, fresh_settings, say, wait_for
+from devtrail.consumers.clean import CLEAN_ROWS, EVENT_COLUMNS, CleanRow, chunk_rows, encode_rows, event_to_row
+from devtrail.producers import Workload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
-from producers import Workload
 
 ROWS_PER_MESSAGE = 1000
 

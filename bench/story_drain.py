@@ -12,7 +12,7 @@ import time
 
 import asyncpg
 
-from bench.harness import (
+from devtrail.bench.harness import (
     Milestones,
     Timer,
     cpu_used_between,
@@ -24,18 +24,18 @@ from bench.harness import (
     workers_cpu,
     workers_peak_rss,
 )
-from bench.producer import emit_all
+from devtrail.bench.producer import emit_all
+from devtrail.producers import EventProducer
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
-from producers import EventProducer
 
 CHUNK = 20_000
 
 
 async def preload_stories(settings: StackSettings, events: int, session_calls: tuple[int, int]) -> int:
     """Publish at least ``events`` story events (whole stories); return how many."""
-    from producers.stories import Stories
+    from devtrail.producers.stories import Stories
 
     stories = Stories("bench", seed=7, session_calls=session_calls)
     batch = stories.events(events)
@@ -56,7 +56,7 @@ async def bench_story_drain(
     ``agent_sessions``: sessions of 20 to 60 calls (``AGENT_SESSION_CALLS``, about 90 % calls)
     instead of the default 3 to 9 (about 60 % lifecycle events).
     """
-    from producers.stories import AGENT_SESSION_CALLS
+    from devtrail.producers.stories import AGENT_SESSION_CALLS
 
     label = ("agent_" if agent_sessions else "") + ("full" if full else "spine")
     overrides: dict[str, object] = {} if full else {"correlation": False, "writers": "event_counts_hourly"}

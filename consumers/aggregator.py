@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from consumers.clean import CleanRow, unique_rows
+from devtrail.consumers.clean import CleanRow, unique_rows
 
 _CLAIM_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS applied_staging

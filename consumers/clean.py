@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import orjson
 import pydantic
 
-from schemas.envelope import Envelope
-from schemas.errors import ContractError
-from schemas.events import EVENT_ADAPTER
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import ContractError
+from devtrail.schemas.events import EVENT_ADAPTER
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from consumers.metrics import SECRETS_SCRUBBED
-from consumers.scrub import scrub_bytes, scrub_text
-from schemas.errors import DevtrailError, EventValidationError
-from schemas.reasons import MAX_ERRORS, echo, entry
+from devtrail.consumers.metrics import SECRETS_SCRUBBED
+from devtrail.consumers.scrub import scrub_bytes, scrub_text
+from devtrail.schemas.errors import DevtrailError, EventValidationError
+from devtrail.schemas.reasons import MAX_ERRORS, echo, entry
 
 #: Bytes of the original kept in a record (the rest is counted in ``original_size``).
 MAX_ORIGINAL_BYTES = 64 * 1024

@@ -24,11 +24,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consumers import metrics
-from consumers.clean import LabelledRow, Row, row_as_object
-from consumers.deadletter import MAX_ORIGINAL_BYTES
-from consumers.poison import is_poison
-from schemas.errors import ContractError
+from devtrail.consumers import metrics
+from devtrail.consumers.clean import LabelledRow, Row, row_as_object
+from devtrail.consumers.deadletter import MAX_ORIGINAL_BYTES
+from devtrail.consumers.poison import is_poison
+from devtrail.schemas.errors import ContractError
 
 DEAD_LETTER_COLUMNS = (
     "topic",

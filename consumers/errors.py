@@ -6,7 +6,7 @@ import enum
 
 import asyncpg
 
-from schemas.errors import ContractError, DevtrailError
+from devtrail.schemas.errors import ContractError, DevtrailError
 
 
 class ConsumerError(DevtrailError):

@@ -50,10 +50,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers import metrics
-from consumers.clean import CleanRow, CleanRowFormat, row_as_object
-from consumers.settings import NotifierSettings
-from schemas.fields import Severity
+from devtrail.consumers import metrics
+from devtrail.consumers.clean import CleanRow, CleanRowFormat, row_as_object
+from devtrail.consumers.settings import NotifierSettings
+from devtrail.schemas.fields import Severity
 
 log = logging.getLogger(__name__)
 

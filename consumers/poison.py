@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from consumers.errors import Verdict, judge
+from devtrail.consumers.errors import Verdict, judge
 
 
 class _Writer(Protocol):

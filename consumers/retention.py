@@ -25,8 +25,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
-from consumers.errors import is_retriable_db_error
-from consumers.partitions import (
+from devtrail.consumers.errors import is_retriable_db_error
+from devtrail.consumers.partitions import (
     CreatedPartition,
     Partition,
     create_month_partitions,

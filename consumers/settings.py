@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from schemas.fields import Severity
-from schemas.settings import KafkaSettings
+from devtrail.schemas.fields import Severity
+from devtrail.schemas.settings import KafkaSettings
 
 
 class ConsumerSettings(KafkaSettings):

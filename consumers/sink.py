@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from consumers import metrics
-from consumers.clean import EVENT_COLUMNS, CleanRow, unique_rows
+from devtrail.consumers import metrics
+from devtrail.consumers.clean import EVENT_COLUMNS, CleanRow, unique_rows
 
 log = logging.getLogger(__name__)
 

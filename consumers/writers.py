@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumers.aggregates import AggregatesWriter
-from consumers.aggregator import HourlyEventCounts
-from consumers.checkpoint import Writer
-from consumers.clean import CleanRow
-from consumers.projections import PROJECTIONS
-from consumers.settings import WritersSettings
+from devtrail.consumers.aggregates import AggregatesWriter
+from devtrail.consumers.aggregator import HourlyEventCounts
+from devtrail.consumers.checkpoint import Writer
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections import PROJECTIONS
+from devtrail.consumers.settings import WritersSettings
 
 
 def _without_settings(factory: Callable[[], Writer[CleanRow]]) -> Callable[[WritersSettings], Writer[CleanRow]]:

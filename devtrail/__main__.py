@@ -1,3 +1,3 @@
-from devtrail.cli import main
+from devtrail.console import main
 
 main()

@@ -2,7 +2,7 @@
 
 Start with `devtrail up` (Kafka on 127.0.0.1:9092 and PostgreSQL, embedded, and every
 worker) or `devtrail demo` (a workload through it, checked). Then publish with the
-Python SDK (`producers.EventProducer`) or any Kafka client, and look with `devtrail
+Python SDK (`devtrail.producers.EventProducer`) or any Kafka client, and look with `devtrail
 timeline`, `devtrail dlq` and the `analytics` views. `devtrail COMMAND --help` says more.
 """
 
@@ -310,7 +310,7 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
     """Drop the partitions of events older than the retention (one upkeep pass, as the sink runs)."""
     import asyncpg
 
-    from consumers.retention import run_retention
+    from devtrail.consumers.retention import run_retention
 
     settings = _database_settings(args, "db retention")
     days = args.older_than if args.older_than is not None else settings.retention_days
@@ -327,8 +327,8 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     """Recompute every projection from events, in one transaction, while the pipeline runs."""
-    from consumers.projections.errors import SinkBehindError
-    from consumers.projections.rebuild import RebuildOptions, rebuild
+    from devtrail.consumers.projections.errors import SinkBehindError
+    from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild
     from devtrail.progress import Progress
 
     settings = _database_settings(args, "projections rebuild")
@@ -356,9 +356,9 @@ def cmd_aggregates_rebuild(args: argparse.Namespace) -> int:
     """Recompute the analyst aggregates from events (from a day on), in one transaction, while the pipeline runs."""
     import asyncpg
 
-    from consumers.aggregates.verify import rebuild_aggregates
-    from consumers.projections.errors import SinkBehindError
-    from consumers.projections.rebuild import RebuildOptions
+    from devtrail.consumers.aggregates.verify import rebuild_aggregates
+    from devtrail.consumers.projections.errors import SinkBehindError
+    from devtrail.consumers.projections.rebuild import RebuildOptions
     from devtrail.progress import Progress
 
     settings = _database_settings(args, "aggregates rebuild")
@@ -397,7 +397,7 @@ def cmd_aggregates_verify(args: argparse.Namespace) -> int:
     """Compare every aggregate with a GROUP BY over events; exit 1 if any differs (run it with the pipeline drained)."""
     import asyncpg
 
-    from consumers.aggregates.verify import aggregate_mismatches_by_table
+    from devtrail.consumers.aggregates.verify import aggregate_mismatches_by_table
 
     settings = _database_settings(args, "aggregates verify")
 
@@ -498,12 +498,12 @@ def _positive_days(text: str) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     """Write the JSON Schemas (one per event type + index.json) or the Markdown catalog."""
     if args.action == "export":
-        from schemas.jsonschema import export_schemas
+        from devtrail.schemas.jsonschema import export_schemas
 
         written = export_schemas(args.path)
         print(f"wrote {len(written)} files to {args.path}")
     else:
-        from schemas.catalog_markdown import write_catalog_markdown
+        from devtrail.schemas.catalog_markdown import write_catalog_markdown
 
         write_catalog_markdown(args.path)
         print(f"wrote {args.path}")
@@ -513,7 +513,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark programs (bench/); arguments go to them."""
     try:
-        from bench.run import main as bench_main
+        from devtrail.bench.run import main as bench_main
     except ImportError as exc:
         raise SetupError(f"the benchmark programs are not installed here ({exc}); run from a checkout") from exc
     return bench_main([a for a in args.bench_args if a != "--"])

@@ -17,14 +17,14 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devtrail.producers.loadgen import Workload
+from devtrail.producers.producer import EventProducer
+from devtrail.producers.stories import Stories, StoryTruth
 from devtrail.progress import Progress
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.ids import uuid7
 from devtrail.settings import StackSettings
 from devtrail.story_check import StoryCheck, check_stories
-from producers.loadgen import Workload
-from producers.producer import EventProducer
-from producers.stories import Stories, StoryTruth
-from schemas.envelope import Envelope
-from schemas.ids import uuid7
 
 # What a careless or broken client sends; each must end up as a dead letter.
 INVALID_MESSAGES: tuple[bytes, ...] = (

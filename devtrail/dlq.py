@@ -18,10 +18,10 @@ from typing import Any, TextIO
 import asyncpg
 import orjson
 
+from devtrail.producers.producer import EventProducer
+from devtrail.schemas.codec import decode_message, validate_event
+from devtrail.schemas.errors import ContractError
 from devtrail.settings import StackSettings
-from producers.producer import EventProducer
-from schemas.codec import decode_message, validate_event
-from schemas.errors import ContractError
 
 _SELECT = """
 SELECT id, error_kind, error, errors, errors_total, source_topic, source_partition, source_offset, event_index,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import DevtrailError
+from devtrail.schemas.errors import DevtrailError
 
 
 class SetupError(DevtrailError):

@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from consumers import metrics
+from devtrail.consumers import metrics
 from devtrail.lag import LagCollector, LagMonitor, pipeline_groups
 from devtrail.settings import StackSettings
 

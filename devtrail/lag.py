@@ -31,8 +31,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from consumers.offsets import load_offsets
-from consumers.settings import DatabaseSettings
+from devtrail.consumers.offsets import load_offsets
+from devtrail.consumers.settings import DatabaseSettings
 from devtrail.settings import StackSettings
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 from devtrail.errors import SetupError
-from migrations import MIGRATIONS_DIR
+from devtrail.migrations import MIGRATIONS_DIR
 
 log = logging.getLogger(__name__)
 

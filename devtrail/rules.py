@@ -3,7 +3,7 @@
 ::
 
     from devtrail.rules import RuleContext, rule
-    from schemas.events import TaskCompleted
+    from devtrail.schemas.events import TaskCompleted
 
     @rule(TaskCompleted)
     async def close_requirement(event: TaskCompleted, ctx: RuleContext) -> None:
@@ -13,7 +13,7 @@ Load a module of rules with ``DEVTRAIL_RULES=package.module``; ``devtrail up`` a
 ``devtrail run rules`` run them.
 """
 
-from consumers.rules.api import (
+from devtrail.consumers.rules.api import (
     Cost,
     PeriodicRule,
     Requirement,
@@ -26,7 +26,7 @@ from consumers.rules.api import (
     every,
     rule,
 )
-from consumers.rules.builtin import alert
+from devtrail.consumers.rules.builtin import alert
 
 __all__ = [
     "Cost",

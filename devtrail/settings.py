@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from consumers.settings import (
+from devtrail.consumers.settings import (
     DeadLetterStoreSettings,
     NotifierSettings,
     ProcessorSettings,
@@ -15,7 +15,7 @@ from consumers.settings import (
     SinkSettings,
     WritersSettings,
 )
-from producers.settings import ProducerSettings
+from devtrail.producers.settings import ProducerSettings
 
 #: Where ``devtrail up``'s embedded broker listens unless ``embedded_kafka_port`` says otherwise.
 UP_KAFKA_PORT = 9092

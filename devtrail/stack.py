@@ -24,11 +24,11 @@ from typing import IO, Self
 import asyncpg
 from prometheus_client.multiprocess import mark_process_dead
 
-from consumers.aggregates.verify import rebuild_aggregates
-from consumers.aggregator import rebuild_hourly_counts
-from consumers.offsets import forget_offsets
-from consumers.projections.rebuild import RebuildOptions
 from devtrail import migrate
+from devtrail.consumers.aggregates.verify import rebuild_aggregates
+from devtrail.consumers.aggregator import rebuild_hourly_counts
+from devtrail.consumers.offsets import forget_offsets
+from devtrail.consumers.projections.rebuild import RebuildOptions
 from devtrail.embedded import EmbeddedKafka, EmbeddedPostgres
 from devtrail.procs import die_with_parent
 from devtrail.settings import StackSettings

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from producers.story_truth import StoryTruth
+from devtrail.producers.story_truth import StoryTruth
 
 _DEPLOYMENT_STATUS = {"completed": "succeeded", "failed": "failed"}
 

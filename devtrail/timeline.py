@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from schemas.envelope import Family
-from schemas.events import EVENT_CLASSES
+from devtrail.schemas.envelope import Family
+from devtrail.schemas.events import EVENT_CLASSES
 
 TASK, REQUIREMENT, SESSION = "task", "requirement", "session"
 PULL_REQUEST, LINEAR, COMMIT, DEPLOYMENT, INCIDENT = "pull_request", "linear_issue", "commit", "deployment", "incident"

@@ -7,7 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from schemas.settings import KafkaSettings
+from devtrail.schemas.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from consumers.checkpoint import CheckpointedConsumer, WriterHost
-from consumers.clean import CLEAN_ROWS
-from consumers.settings import (
+from devtrail.consumers.checkpoint import CheckpointedConsumer, WriterHost
+from devtrail.consumers.clean import CLEAN_ROWS
+from devtrail.consumers.settings import (
     CheckpointSettings,
     DeadLetterStoreSettings,
     NotifierSettings,
@@ -30,15 +30,15 @@ log = logging.getLogger(__name__)
 
 def run_processor() -> None:
     """The Faust processor (validate, deduplicate, publish clean events)."""
-    from consumers.processor.app import run_worker
+    from devtrail.consumers.processor.app import run_worker
 
     run_worker(ProcessorSettings())
 
 
 def run_sink() -> None:
     """The COPY sink into ``events``, and the upkeep of its monthly partitions and retention."""
-    from consumers.retention import maintain_event_partitions
-    from consumers.sink import EventSink
+    from devtrail.consumers.retention import maintain_event_partitions
+    from devtrail.consumers.sink import EventSink
 
     settings = SinkSettings()
 
@@ -57,7 +57,7 @@ def run_sink() -> None:
 
 def run_writers() -> None:
     """The writer host: projections and aggregates (``consumers.writers``)."""
-    from consumers.writers import build_writers
+    from devtrail.consumers.writers import build_writers
 
     settings = WritersSettings()
     host = WriterHost("writers", CLEAN_ROWS, build_writers(settings.writers, settings))
@@ -125,7 +125,7 @@ def tune_garbage_collector(interval_s: float = GC_INTERVAL_S) -> threading.Threa
 
 def run_dead_letter_store() -> None:
     """The copy of the dead-letter topic into ``dead_letters``."""
-    from consumers.deadletter_store import DEAD_LETTER_RECORDS, DeadLetterStore
+    from devtrail.consumers.deadletter_store import DEAD_LETTER_RECORDS, DeadLetterStore
 
     settings = DeadLetterStoreSettings()
     host = WriterHost("dead_letters", DEAD_LETTER_RECORDS, [DeadLetterStore()], publish_refusals=False)
@@ -134,7 +134,7 @@ def run_dead_letter_store() -> None:
 
 def run_rules() -> None:
     """The rules worker: built-in rules and the ``DEVTRAIL_RULES`` modules (``consumers.rules``)."""
-    from consumers.rules.app import run_worker
+    from devtrail.consumers.rules.app import run_worker
 
     run_worker(RulesSettings())
 
@@ -145,7 +145,7 @@ def run_notifier() -> None:
     Raises:
         SetupError: no webhook URL is configured.
     """
-    from consumers.notify import Notifier
+    from devtrail.consumers.notify import Notifier
 
     settings = NotifierSettings()
     if not settings.notifier_webhook_url:

@@ -1,17 +1,17 @@
 """What services call to publish devtrail events."""
 
-from producers.context import caused_by, correlation, current_ids
-from producers.errors import (
+from devtrail.producers.context import caused_by, correlation, current_ids
+from devtrail.producers.errors import (
     BufferFullError,
     DeliveryError,
     PartialDeliveryError,
     ProducerClosedError,
     ProducerError,
 )
-from producers.loadgen import Workload, WorkloadShape
-from producers.producer import EventProducer
-from producers.settings import ProducerSettings
-from producers.sync import SyncEventProducer
+from devtrail.producers.loadgen import Workload, WorkloadShape
+from devtrail.producers.producer import EventProducer
+from devtrail.producers.settings import ProducerSettings
+from devtrail.producers.sync import SyncEventProducer
 
 __all__ = [
     "BufferFullError",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from schemas.codec import join_encoded
+from devtrail.schemas.codec import join_encoded
 
 _partition_for_key = DefaultPartitioner()
 

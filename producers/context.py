@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from schemas.envelope import Envelope
+from devtrail.schemas.envelope import Envelope
 
 FIELDS = ("correlation_id", "causation_id", "session_id", "agent_id", "project_id", "task_id", "requirement_id")
 

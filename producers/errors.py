@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas.envelope import Envelope
-from schemas.errors import DevtrailError
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import DevtrailError
 
 
 class ProducerError(DevtrailError):

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     AgentAction,
     AgentActionPayload,
     LlmCalled,
@@ -29,7 +29,7 @@ from schemas.events import (
     ToolCalled,
     ToolCalledPayload,
 )
-from schemas.ids import uuid7
+from devtrail.schemas.ids import uuid7
 
 # (provider, model, USD per million input tokens, per million output tokens)
 MODELS = (

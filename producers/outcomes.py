@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from producers.errors import DeliveryError, PartialDeliveryError
-from schemas.envelope import Envelope
-from schemas.errors import DevtrailError
+from devtrail.producers.errors import DeliveryError, PartialDeliveryError
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import DevtrailError
 
 #: Per event: the future of its bundle, or the error that refused it before sending.
 Outcome = asyncio.Future[None] | DevtrailError

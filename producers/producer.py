@@ -11,14 +11,14 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from producers.bundler import Bundle, choose_partition
-from producers.context import apply_context
-from producers.errors import BufferFullError, DeliveryError, ProducerClosedError, ProducerError
-from producers.outcomes import Outcome, raise_unless_all_delivered
-from producers.settings import ProducerSettings
-from schemas.codec import encode_event
-from schemas.envelope import Envelope
-from schemas.errors import ContractError
+from devtrail.producers.bundler import Bundle, choose_partition
+from devtrail.producers.context import apply_context
+from devtrail.producers.errors import BufferFullError, DeliveryError, ProducerClosedError, ProducerError
+from devtrail.producers.outcomes import Outcome, raise_unless_all_delivered
+from devtrail.producers.settings import ProducerSettings
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import ContractError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.settings import KafkaSettings
+from devtrail.schemas.settings import KafkaSettings
 
 
 class ProducerSettings(KafkaSettings):

@@ -24,10 +24,10 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from producers.story_truth import StoryTruth
-from producers.story_world import Clock, Emitter, Run, make_projects
-from producers.story_writer import StoryWriter
-from schemas.envelope import Envelope
+from devtrail.producers.story_truth import StoryTruth
+from devtrail.producers.story_world import Clock, Emitter, Run, make_projects
+from devtrail.producers.story_writer import StoryWriter
+from devtrail.schemas.envelope import Envelope
 
 __all__ = ["PREFIX_PATTERN", "Stories", "StoryTruth", "event_types", "shuffled_with_duplicates"]
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from producers.story_truth import (
+from devtrail.producers.story_truth import (
     DeploymentStatus,
     DeploymentTruth,
     IncidentTruth,
     PrTruth,
     PullRequestStatus,
 )
-from producers.story_world import PERSONS, Agent, Project, Run
-from schemas.code_events import (
+from devtrail.producers.story_world import PERSONS, Agent, Project, Run
+from devtrail.schemas.code_events import (
     AuthorKind,
     CommitPushed,
     CommitPushedPayload,
@@ -24,7 +24,7 @@ from schemas.code_events import (
     PullRequestOpened,
     PullRequestOpenedPayload,
 )
-from schemas.deployment_events import (
+from devtrail.schemas.deployment_events import (
     DeploymentBuildResult,
     DeploymentBuildResultPayload,
     DeploymentCompleted,
@@ -38,8 +38,13 @@ from schemas.deployment_events import (
     DeploymentTestResultPayload,
     StepOutcome,
 )
-from schemas.fields import Severity
-from schemas.incident_events import IncidentOpened, IncidentOpenedPayload, IncidentResolved, IncidentResolvedPayload
+from devtrail.schemas.fields import Severity
+from devtrail.schemas.incident_events import (
+    IncidentOpened,
+    IncidentOpenedPayload,
+    IncidentResolved,
+    IncidentResolvedPayload,
+)
 
 #: Share of pull requests whose title names the Linear key and whose branch does not.
 TITLE_ONLY_RATE = 0.25

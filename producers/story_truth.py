@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.code_events import AuthorKind
-from schemas.task_events import TaskStatus
+from devtrail.schemas.code_events import AuthorKind
+from devtrail.schemas.task_events import TaskStatus
 
 
 class PullRequestStatus(enum.StrEnum):

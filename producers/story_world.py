@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from producers.loadgen import MODELS
-from producers.story_truth import TruthLog
-from schemas.envelope import Envelope
-from schemas.ids import uuid7_from
+from devtrail.producers.loadgen import MODELS
+from devtrail.producers.story_truth import TruthLog
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.ids import uuid7_from
 
 #: (Linear team key, repository name) of the projects, in turn.
 TEAMS = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from producers.loadgen import FAILURES, MODELS, TOOLS
-from producers.story_code import CodeWriter, PullRequestDraft
-from producers.story_truth import (
+from devtrail.producers.loadgen import FAILURES, MODELS, TOOLS
+from devtrail.producers.story_code import CodeWriter, PullRequestDraft
+from devtrail.producers.story_truth import (
     LlmTruth,
     PrTruth,
     RequirementStatus,
@@ -16,8 +16,8 @@ from producers.story_truth import (
     TaskTruth,
     ToolTruth,
 )
-from producers.story_world import PERSONS, REQUIREMENTS, SUBJECTS, Agent, Project, Run
-from schemas.agent_events import (
+from devtrail.producers.story_world import PERSONS, REQUIREMENTS, SUBJECTS, Agent, Project, Run
+from devtrail.schemas.agent_events import (
     AgentRegistered,
     AgentRegisteredPayload,
     LlmCalled,
@@ -25,9 +25,9 @@ from schemas.agent_events import (
     ToolCalled,
     ToolCalledPayload,
 )
-from schemas.envelope import Envelope
-from schemas.link_events import LinearIssueLink, LinkCreated
-from schemas.requirement_events import (
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.link_events import LinearIssueLink, LinkCreated
+from devtrail.schemas.requirement_events import (
     RequirementCompleted,
     RequirementCompletedPayload,
     RequirementComplexityScored,
@@ -35,14 +35,14 @@ from schemas.requirement_events import (
     RequirementCreated,
     RequirementCreatedPayload,
 )
-from schemas.session_events import (
+from devtrail.schemas.session_events import (
     SessionEnded,
     SessionEndedPayload,
     SessionEndReason,
     SessionStarted,
     SessionStartedPayload,
 )
-from schemas.task_events import (
+from devtrail.schemas.task_events import (
     TaskCancelled,
     TaskCancelledPayload,
     TaskCompleted,

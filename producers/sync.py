@@ -14,11 +14,11 @@ from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from producers.context import apply_context
-from producers.errors import ProducerClosedError
-from producers.producer import EventProducer, start_failed
-from producers.settings import ProducerSettings
-from schemas.envelope import Envelope
+from devtrail.producers.context import apply_context
+from devtrail.producers.errors import ProducerClosedError
+from devtrail.producers.producer import EventProducer, start_failed
+from devtrail.producers.settings import ProducerSettings
+from devtrail.schemas.envelope import Envelope
 
 _HOW = "use `with SyncEventProducer(...)`"
 NOT_STARTED = f"producer is not started; call start() or {_HOW}"

@@ -3,13 +3,13 @@
 Every event class and payload of ``schemas.events`` is re-exported here.
 """
 
-from schemas import events
-from schemas.codec import decode_message, encode_bundle, encode_event, validate_event
-from schemas.envelope import SCHEMA_VERSION, Envelope, Family, Payload
-from schemas.errors import ContractError, DecodeError, DevtrailError, EventValidationError
-from schemas.events import *  # noqa: F403 - the catalog, listed once in schemas.events.__all__
-from schemas.ids import uuid7
-from schemas.topics import TopicMap
+from devtrail.schemas import events
+from devtrail.schemas.codec import decode_message, encode_bundle, encode_event, validate_event
+from devtrail.schemas.envelope import SCHEMA_VERSION, Envelope, Family, Payload
+from devtrail.schemas.errors import ContractError, DecodeError, DevtrailError, EventValidationError
+from devtrail.schemas.events import *  # noqa: F403 - the catalog, listed once in schemas.events.__all__
+from devtrail.schemas.ids import uuid7
+from devtrail.schemas.topics import TopicMap
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import FiniteFloat, Labels, NonNegativeFloat, NonNegativeInt, StrictBool
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import FiniteFloat, Labels, NonNegativeFloat, NonNegativeInt, StrictBool
 
 _AGENT_ID = "The agent (gen_ai.agent.id); required for this event."
 

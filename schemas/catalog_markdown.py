@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
-from schemas.events import EVENT_CLASSES
-from schemas.examples import example_event
-from schemas.jsonschema import (
+from devtrail.schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
+from devtrail.schemas.events import EVENT_CLASSES
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.jsonschema import (
     JSON_VALUE,
     NO_NUL,
     PATTERN_END,
@@ -23,9 +23,9 @@ from schemas.jsonschema import (
     event_type_of,
     schema_file_name,
 )
-from schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
-from schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
-from schemas.topics import TopicMap
+from devtrail.schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
+from devtrail.schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
+from devtrail.schemas.topics import TopicMap
 
 EXPORT_COMMAND = "devtrail schemas export docs/schemas"
 DOCS_COMMAND = "devtrail schemas docs docs/events.md"

@@ -14,8 +14,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
-from schemas.fields import BranchName, CommitSha, PullRequestNumber, RepositoryName, WebUrl
+from devtrail.schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
+from devtrail.schemas.fields import BranchName, CommitSha, PullRequestNumber, RepositoryName, WebUrl
 
 _REPOSITORY = "The repository, owner/name."
 _AUTHOR = "Who wrote it: a person's or an agent's id (an agent's is its agent_id)."

@@ -22,12 +22,12 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.envelope import Envelope
-from schemas.errors import DecodeError, EventValidationError
-from schemas.events import EVENT_ADAPTER, EVENT_CLASSES_BY_TYPE, EVENT_LIST_ADAPTER, Event
-from schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE, JsonPath, event_nul_locs, has_nul_escape
-from schemas.reasons import MAX_ERRORS, ErrorEntry, entry, json_kind, readable, summary
-from schemas.wire import SENT_BY_PRODUCER, decode_exact, encode_raw, plain_event, wire_problems
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import DecodeError, EventValidationError
+from devtrail.schemas.events import EVENT_ADAPTER, EVENT_CLASSES_BY_TYPE, EVENT_LIST_ADAPTER, Event
+from devtrail.schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE, JsonPath, event_nul_locs, has_nul_escape
+from devtrail.schemas.reasons import MAX_ERRORS, ErrorEntry, entry, json_kind, readable, summary
+from devtrail.schemas.wire import SENT_BY_PRODUCER, decode_exact, encode_raw, plain_event, wire_problems
 
 __all__ = [
     "decode_message",

@@ -11,8 +11,8 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, Text
-from schemas.fields import (
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, Text
+from devtrail.schemas.fields import (
     BranchName,
     CommitSha,
     DeploymentId,

@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from schemas.ids import uuid7
+from devtrail.schemas.ids import uuid7
 
 #: Major version of the contract this code reads and writes (see docs/events.md, "Evolution").
 SCHEMA_MAJOR = 1

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
-from schemas.agent_events import (
+from devtrail.schemas.agent_events import (
     AgentAction,
     AgentActionPayload,
     AgentEnvelope,
@@ -26,7 +26,7 @@ from schemas.agent_events import (
     ToolCalled,
     ToolCalledPayload,
 )
-from schemas.code_events import (
+from devtrail.schemas.code_events import (
     AuthorKind,
     CommitPushed,
     CommitPushedPayload,
@@ -38,7 +38,7 @@ from schemas.code_events import (
     PullRequestOpenedPayload,
     PullRequestPayload,
 )
-from schemas.deployment_events import (
+from devtrail.schemas.deployment_events import (
     DeploymentBuildResult,
     DeploymentBuildResultPayload,
     DeploymentCompleted,
@@ -52,10 +52,15 @@ from schemas.deployment_events import (
     DeploymentTestResultPayload,
     StepOutcome,
 )
-from schemas.envelope import Envelope
-from schemas.fields import Severity
-from schemas.incident_events import IncidentOpened, IncidentOpenedPayload, IncidentResolved, IncidentResolvedPayload
-from schemas.link_events import (
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.fields import Severity
+from devtrail.schemas.incident_events import (
+    IncidentOpened,
+    IncidentOpenedPayload,
+    IncidentResolved,
+    IncidentResolvedPayload,
+)
+from devtrail.schemas.link_events import (
     ClaudeSessionLink,
     CodegenRequestLink,
     DeploymentLink,
@@ -66,8 +71,8 @@ from schemas.link_events import (
     LinkKind,
     LinkTarget,
 )
-from schemas.nul import NulRejectingAdapter
-from schemas.observation_events import (
+from devtrail.schemas.nul import NulRejectingAdapter
+from devtrail.schemas.observation_events import (
     ContextStored,
     ContextStoredPayload,
     MetricKind,
@@ -79,7 +84,7 @@ from schemas.observation_events import (
     ValidationResult,
     ValidationResultPayload,
 )
-from schemas.requirement_events import (
+from devtrail.schemas.requirement_events import (
     RequirementCompleted,
     RequirementCompletedPayload,
     RequirementComplexityScored,
@@ -92,7 +97,7 @@ from schemas.requirement_events import (
     RequirementUpdated,
     RequirementUpdatedPayload,
 )
-from schemas.session_events import (
+from devtrail.schemas.session_events import (
     ChatMessage,
     ChatMessagePayload,
     ChatRole,
@@ -103,7 +108,7 @@ from schemas.session_events import (
     SessionStarted,
     SessionStartedPayload,
 )
-from schemas.system_events import (
+from devtrail.schemas.system_events import (
     AlertRaised,
     AlertRaisedPayload,
     AlertSubject,
@@ -114,7 +119,7 @@ from schemas.system_events import (
     SystemNotice,
     SystemNoticePayload,
 )
-from schemas.task_events import (
+from devtrail.schemas.task_events import (
     TaskCancelled,
     TaskCancelledPayload,
     TaskCompleted,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from schemas.envelope import SCHEMA_VERSION
+from devtrail.schemas.envelope import SCHEMA_VERSION
 
 _COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 _MERGE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

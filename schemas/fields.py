@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, Strict, StrictBool, StringConstraints
 
-from schemas.envelope import WHITESPACE, EntityId, ShortText, Text
+from devtrail.schemas.envelope import WHITESPACE, EntityId, ShortText, Text
 
 __all__ = [
     "Attributes",

@@ -12,8 +12,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import CommitSha, DeploymentId, EnvironmentName, Severity
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import CommitSha, DeploymentId, EnvironmentName, Severity
 
 _INCIDENT_ID = "The incident, as the incident tool names it."
 _ENVIRONMENT = "Where: a lower-case slug such as production, staging."

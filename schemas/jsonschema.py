@@ -21,11 +21,11 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
-from schemas.events import EVENT_CLASSES
-from schemas.examples import example_event
-from schemas.schema_limits import rules_beyond_schema
-from schemas.topics import TopicMap
+from devtrail.schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope, Family
+from devtrail.schemas.events import EVENT_CLASSES
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.schema_limits import rules_beyond_schema
+from devtrail.schemas.topics import TopicMap
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: Prefix of every schema's ``$id``; the file name follows it.

@@ -10,8 +10,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.envelope import Envelope, Family, Payload, ShortText
-from schemas.fields import DeploymentId, WebUrl
+from devtrail.schemas.envelope import Envelope, Family, Payload, ShortText
+from devtrail.schemas.fields import DeploymentId, WebUrl
 
 
 class LinkKind(enum.StrEnum):

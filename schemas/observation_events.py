@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import Attributes, FiniteFloat, Int64, NonNegativeInt, Sha256, StrictBool
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import Attributes, FiniteFloat, Int64, NonNegativeInt, Sha256, StrictBool
 
 #: A context key: letters, digits and ``._:/@-``, at most 200 characters, e.g. ``repo/web/CLAUDE.md``.
 ContextKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")]

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.references import ENVELOPE_REFERENCES
+from devtrail.schemas.references import ENVELOPE_REFERENCES
 
 #: Errors kept per rejected event (the total is counted apart).
 MAX_ERRORS = 20

@@ -10,8 +10,8 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import DurationMs, NonNegativeFloat, NonNegativeInt, Priority
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import DurationMs, NonNegativeFloat, NonNegativeInt, Priority
 
 _REQUIREMENT_ID = "The requirement; required for this event."
 

@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import CostUsd, DurationMs, LongText, NonNegativeInt, StrictBool, TokenCount
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import CostUsd, DurationMs, LongText, NonNegativeInt, StrictBool, TokenCount
 
 _SESSION_ID = "The session (gen_ai.conversation.id); required for this event."
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.topics import TopicMap
+from devtrail.schemas.topics import TopicMap
 
 
 class KafkaSettings(BaseSettings):

@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
-from schemas.fields import Attributes, Severity
+from devtrail.schemas.envelope import EntityId, Envelope, Family, Payload, ShortText, Text
+from devtrail.schemas.fields import Attributes, Severity
 
 #: A configuration key: letters, digits and ``._:/-``, at most 200 characters.
 ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")]

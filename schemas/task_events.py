@@ -10,8 +10,8 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
-from schemas.fields import NonNegativeInt, Priority, StrictBool
+from devtrail.schemas.envelope import EntityId, Envelope, Family, OccurredAt, Payload, ShortText, Text
+from devtrail.schemas.fields import NonNegativeInt, Priority, StrictBool
 
 
 class TaskStatus(enum.StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.envelope import Family
+from devtrail.schemas.envelope import Family
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ from typing import Any, Union, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.errors import DecodeError
-from schemas.events import EVENT_ADAPTER, EVENT_LIST_ADAPTER, Event
-from schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE
-from schemas.reasons import ErrorEntry, echo, entry
+from devtrail.schemas.errors import DecodeError
+from devtrail.schemas.events import EVENT_ADAPTER, EVENT_LIST_ADAPTER, Event
+from devtrail.schemas.nul import NUL_ERROR_MESSAGE, NUL_ERROR_TYPE
+from devtrail.schemas.reasons import ErrorEntry, echo, entry
 
 __all__ = [
     "MAX_DEPTH",

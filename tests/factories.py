@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import LlmCalled, LlmCalledPayload, TaskCreated, TaskCreatedPayload
+from devtrail.schemas.events import LlmCalled, LlmCalledPayload, TaskCreated, TaskCreatedPayload
 
 
 def task_created(task_id: str = "T-1", **overrides: Any) -> TaskCreated:

@@ -17,9 +17,9 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from consumers.aggregates.claims import Claims
-from consumers.aggregates.reduce import Additions, reduce_rows
-from consumers.clean import CleanRow, unique_rows
+from devtrail.consumers.aggregates.claims import Claims
+from devtrail.consumers.aggregates.reduce import Additions, reduce_rows
+from devtrail.consumers.clean import CleanRow, unique_rows
 
 DEFAULT_DEDUP_DAYS = 7
 

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from consumers.clean import CleanRow
+from devtrail.consumers.clean import CleanRow
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from consumers.clean import CleanRow, MalformedRowError
+from devtrail.consumers.clean import CleanRow, MalformedRowError
 
 
 def _latency_bounds() -> tuple[int, ...]:

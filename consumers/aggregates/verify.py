@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from consumers.aggregates.claims import Claims
-from consumers.aggregates.reduce import LATENCY_BOUNDS
-from consumers.projections.rebuild import RebuildOptions, wait_for_sink
+from devtrail.consumers.aggregates.claims import Claims
+from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
+from devtrail.consumers.projections.rebuild import RebuildOptions, wait_for_sink
 
 _HOUR = "date_trunc('hour', e.occurred_at, 'UTC')"
 _DAY = "(e.occurred_at AT TIME ZONE 'UTC')::date"

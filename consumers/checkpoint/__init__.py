@@ -7,9 +7,9 @@ its retry policy), ``deadletters`` (publishing what was refused or unreadable), 
 (reading, offsets, rebalances, metrics of a committed batch).
 """
 
-from consumers.checkpoint.consumer import CheckpointedConsumer
-from consumers.checkpoint.format import RowFormat
-from consumers.checkpoint.host import Applied, Prepared, PreparingWriter, Refusal, Writer, WriterHost
+from devtrail.consumers.checkpoint.consumer import CheckpointedConsumer
+from devtrail.consumers.checkpoint.format import RowFormat
+from devtrail.consumers.checkpoint.host import Applied, Prepared, PreparingWriter, Refusal, Writer, WriterHost
 
 __all__ = [
     "Applied",

@@ -8,9 +8,9 @@ from typing import Generic
 
 from aiokafka import TopicPartition
 
-from consumers.checkpoint.format import R, RowFormat
-from consumers.checkpoint.host import Prepared
-from consumers.clean import Malformed
+from devtrail.consumers.checkpoint.format import R, RowFormat
+from devtrail.consumers.checkpoint.host import Prepared
+from devtrail.consumers.clean import Malformed
 
 
 class PendingBatch(Generic[R]):

@@ -38,15 +38,15 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers import metrics
-from consumers.checkpoint.batch import PendingBatch
-from consumers.checkpoint.database import DatabaseLink
-from consumers.checkpoint.deadletters import DeadLetterPublisher, dead_letters
-from consumers.checkpoint.format import R
-from consumers.checkpoint.host import Applied, Prepared, PreparingWriter, WriterHost
-from consumers.errors import is_retriable_db_error
-from consumers.offsets import load_offsets, store_offsets
-from consumers.settings import CheckpointSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.checkpoint.batch import PendingBatch
+from devtrail.consumers.checkpoint.database import DatabaseLink
+from devtrail.consumers.checkpoint.deadletters import DeadLetterPublisher, dead_letters
+from devtrail.consumers.checkpoint.format import R
+from devtrail.consumers.checkpoint.host import Applied, Prepared, PreparingWriter, WriterHost
+from devtrail.consumers.errors import is_retriable_db_error
+from devtrail.consumers.offsets import load_offsets, store_offsets
+from devtrail.consumers.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
 

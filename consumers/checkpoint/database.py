@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import asyncpg
 
-from consumers import metrics
-from consumers.errors import is_retriable_db_error
-from consumers.settings import CheckpointSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.errors import is_retriable_db_error
+from devtrail.consumers.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
 

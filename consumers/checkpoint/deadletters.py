@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from consumers import metrics
-from consumers.checkpoint.batch import PendingBatch
-from consumers.checkpoint.format import R, RowFormat
-from consumers.checkpoint.host import Refusal
-from consumers.clean import jsonable
-from consumers.deadletter import DeadLetter
-from consumers.settings import CheckpointSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.checkpoint.batch import PendingBatch
+from devtrail.consumers.checkpoint.format import R, RowFormat
+from devtrail.consumers.checkpoint.host import Refusal
+from devtrail.consumers.clean import jsonable
+from devtrail.consumers.deadletter import DeadLetter
+from devtrail.consumers.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
 

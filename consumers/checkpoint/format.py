@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from consumers.clean import Malformed
+from devtrail.consumers.clean import Malformed
 
 R = TypeVar("R")
 

@@ -35,9 +35,9 @@ from typing import Any, Generic, Protocol, runtime_checkable
 
 import asyncpg
 
-from consumers import metrics
-from consumers.checkpoint.format import R, RowFormat
-from consumers.poison import apply_isolating, write_isolating
+from devtrail.consumers import metrics
+from devtrail.consumers.checkpoint.format import R, RowFormat
+from devtrail.consumers.poison import apply_isolating, write_isolating
 
 log = logging.getLogger(__name__)
 

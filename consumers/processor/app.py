@@ -21,15 +21,15 @@ from typing import Any
 
 import faust
 
-from consumers import metrics
-from consumers.processor import transport
-from consumers.processor.correlate import Correlator, encode_links
-from consumers.processor.dedup import DedupEntry, DedupIndex
-from consumers.processor.links import LinkReader
-from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
-from consumers.settings import ConsumerSettings, ProcessorSettings
-from schemas.envelope import Family
-from schemas.settings import KafkaSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.processor import transport
+from devtrail.consumers.processor.correlate import Correlator, encode_links
+from devtrail.consumers.processor.dedup import DedupEntry, DedupIndex
+from devtrail.consumers.processor.links import LinkReader
+from devtrail.consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
+from devtrail.consumers.settings import ConsumerSettings, ProcessorSettings
+from devtrail.schemas.envelope import Family
+from devtrail.schemas.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,17 +31,17 @@ from typing import Any
 
 import orjson
 
-from schemas.code_events import CommitPushed, PullRequestClosed, PullRequestMerged, PullRequestOpened
-from schemas.deployment_events import (
+from devtrail.schemas.code_events import CommitPushed, PullRequestClosed, PullRequestMerged, PullRequestOpened
+from devtrail.schemas.deployment_events import (
     DeploymentBuildResult,
     DeploymentCompleted,
     DeploymentFailed,
     DeploymentStarted,
     DeploymentTestResult,
 )
-from schemas.events import Event
-from schemas.incident_events import IncidentOpened, IncidentResolved
-from schemas.link_events import LinkCreated, LinkKind
+from devtrail.schemas.events import Event
+from devtrail.schemas.incident_events import IncidentOpened, IncidentResolved
+from devtrail.schemas.link_events import LinkCreated, LinkKind
 
 #: Kinds of links, ``source -> target``.
 SESSION_TASK = "session.task"

@@ -16,9 +16,9 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers import metrics
-from consumers.processor.correlate import Correlator, decode_links
-from consumers.settings import ProcessorSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.processor.correlate import Correlator, decode_links
+from devtrail.consumers.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 

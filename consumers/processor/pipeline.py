@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic_core import PydanticSerializationError
 
-from consumers.clean import (
+from devtrail.consumers.clean import (
     EVENT_ID,
     PAYLOAD,
     CleanRow,
@@ -25,15 +25,15 @@ from consumers.clean import (
     encode_clean,
     event_to_row,
 )
-from consumers.deadletter import DeadLetter, ProcessingError
-from consumers.errors import EventNotEncodableError, SecretNotRedactableError, WrongTopicError
-from consumers.processor.correlate import Correlator, Link
-from consumers.processor.dedup import DedupEntry, DedupIndex
-from consumers.scrub import may_hold_secret, scrub_json
-from schemas.codec import decode_message, encode_event, validate_event
-from schemas.errors import ContractError, DevtrailError, EventTooLargeError
-from schemas.events import EVENT_CLASSES, Event
-from schemas.wire import encode_raw, validate_message
+from devtrail.consumers.deadletter import DeadLetter, ProcessingError
+from devtrail.consumers.errors import EventNotEncodableError, SecretNotRedactableError, WrongTopicError
+from devtrail.consumers.processor.correlate import Correlator, Link
+from devtrail.consumers.processor.dedup import DedupEntry, DedupIndex
+from devtrail.consumers.scrub import may_hold_secret, scrub_json
+from devtrail.schemas.codec import decode_message, encode_event, validate_event
+from devtrail.schemas.errors import ContractError, DevtrailError, EventTooLargeError
+from devtrail.schemas.events import EVENT_CLASSES, Event
+from devtrail.schemas.wire import encode_raw, validate_message
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from consumers import metrics
+from devtrail.consumers import metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ its tables are the same whatever order, duplicates or batch boundaries the event
 Analysts read them through the ``analytics`` views (docs/analytics.md).
 """
 
-from consumers.projections.agents import AgentsProjection
-from consumers.projections.code import CodeProjection
-from consumers.projections.correlations import CorrelationsProjection
-from consumers.projections.deployments import DeploymentsProjection
-from consumers.projections.incidents import IncidentsProjection
-from consumers.projections.requirements import RequirementsProjection
-from consumers.projections.sessions import SessionsProjection
-from consumers.projections.tasks import TasksProjection
-from consumers.projections.writer import ProjectionWriter
+from devtrail.consumers.projections.agents import AgentsProjection
+from devtrail.consumers.projections.code import CodeProjection
+from devtrail.consumers.projections.correlations import CorrelationsProjection
+from devtrail.consumers.projections.deployments import DeploymentsProjection
+from devtrail.consumers.projections.incidents import IncidentsProjection
+from devtrail.consumers.projections.requirements import RequirementsProjection
+from devtrail.consumers.projections.sessions import SessionsProjection
+from devtrail.consumers.projections.tasks import TasksProjection
+from devtrail.consumers.projections.writer import ProjectionWriter
 
 #: Every projection writer, in the order the writer host runs them.
 PROJECTIONS: tuple[type[ProjectionWriter], ...] = (

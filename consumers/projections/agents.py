@@ -11,12 +11,22 @@ from collections.abc import Sequence
 
 import orjson
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import AGENT_ID, Dispatch, Handler, spans
-from consumers.projections.merge import Column, EventKey, Greatest, Latest, Least, Reduction, Table, stamp, text
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import AgentRegistered, AgentUnregistered
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import AGENT_ID, Dispatch, Handler, spans
+from devtrail.consumers.projections.merge import (
+    Column,
+    EventKey,
+    Greatest,
+    Latest,
+    Least,
+    Reduction,
+    Table,
+    stamp,
+    text,
+)
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import AgentRegistered, AgentUnregistered
 
 #: Capabilities travel as a JSON array and are stored as ``text[]``.
 CAPABILITIES = Column(

@@ -19,9 +19,9 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from consumers.clean import EVENT_COLUMNS, CleanRow
-from consumers.projections.merge import EventKey
-from schemas.envelope import Envelope
+from devtrail.consumers.clean import EVENT_COLUMNS, CleanRow
+from devtrail.consumers.projections.merge import EventKey
+from devtrail.schemas.envelope import Envelope
 
 PROJECT_ID, AGENT_ID = EVENT_COLUMNS.index("project_id"), EVENT_COLUMNS.index("agent_id")
 SESSION_ID, TASK_ID = EVENT_COLUMNS.index("session_id"), EVENT_COLUMNS.index("task_id")

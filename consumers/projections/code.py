@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import Dispatch, Handler
-from consumers.projections.merge import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import Dispatch, Handler
+from devtrail.consumers.projections.merge import (
     Column,
     EventKey,
     Greatest,
@@ -24,9 +24,15 @@ from consumers.projections.merge import (
     stamp,
     text,
 )
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import CommitPushed, PullRequestClosed, PullRequestMerged, PullRequestOpened, PullRequestPayload
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
+    CommitPushed,
+    PullRequestClosed,
+    PullRequestMerged,
+    PullRequestOpened,
+    PullRequestPayload,
+)
 
 OPEN, MERGED, CLOSED = "open", "merged", "closed"
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumers.clean import CleanRow
-from consumers.processor.correlate import linear_keys, normalized_pull_request, pull_request_id
-from consumers.projections.batch import Dispatch, Handler, reference_groups
-from consumers.projections.merge import EventKey, Latest, Reduction, Strongest, Table, text
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.processor.correlate import linear_keys, normalized_pull_request, pull_request_id
+from devtrail.consumers.projections.batch import Dispatch, Handler, reference_groups
+from devtrail.consumers.projections.merge import EventKey, Latest, Reduction, Strongest, Table, text
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     CommitPushed,
     DeploymentBuildResult,
     DeploymentCompleted,

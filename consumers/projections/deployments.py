@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import Dispatch, Handler
-from consumers.projections.merge import Column, EventKey, Latest, Patch, Reduction, Table, text
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import Dispatch, Handler
+from devtrail.consumers.projections.merge import Column, EventKey, Latest, Patch, Reduction, Table, text
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     DeploymentBuildResult,
     DeploymentCompleted,
     DeploymentFailed,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.errors import ConsumerError
+from devtrail.consumers.errors import ConsumerError
 
 
 class ProjectionError(ConsumerError):

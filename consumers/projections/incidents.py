@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import Dispatch, Handler
-from consumers.projections.merge import EventKey, Latest, Patch, Reduction, Table, text
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import IncidentOpened, IncidentOpenedPayload, IncidentResolved, IncidentResolvedPayload
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import Dispatch, Handler
+from devtrail.consumers.projections.merge import EventKey, Latest, Patch, Reduction, Table, text
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import IncidentOpened, IncidentOpenedPayload, IncidentResolved, IncidentResolvedPayload
 
 OPENED = Latest("opened", (text("title"),))
 SEVERITY = Latest("severity", (text("severity"),))

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from consumers.clean import CleanRow
-from consumers.poison import write_isolating
-from consumers.projections import PROJECTIONS, ProjectionWriter
-from consumers.projections.errors import SinkBehindError
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.poison import write_isolating
+from devtrail.consumers.projections import PROJECTIONS, ProjectionWriter
+from devtrail.consumers.projections.errors import SinkBehindError
 
 _BEHIND = """
 SELECT w.partition, s.next_offset AS sink, w.next_offset AS writers

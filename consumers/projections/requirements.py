@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import REQUIREMENT_ID, Dispatch, Handler, spans
-from consumers.projections.merge import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import REQUIREMENT_ID, Dispatch, Handler, spans
+from devtrail.consumers.projections.merge import (
     Column,
     EventKey,
     Greatest,
@@ -25,9 +25,9 @@ from consumers.projections.merge import (
     stamp,
     text,
 )
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     RequirementCompleted,
     RequirementComplexityScored,
     RequirementCreated,

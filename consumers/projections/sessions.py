@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import Dispatch, Handler, reference_groups
-from consumers.projections.merge import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import Dispatch, Handler, reference_groups
+from devtrail.consumers.projections.merge import (
     Column,
     EventKey,
     Greatest,
@@ -23,9 +23,9 @@ from consumers.projections.merge import (
     stamp,
     text,
 )
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import SessionEnded, SessionStarted
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import SessionEnded, SessionStarted
 
 DESCRIBED = Latest("described", (text("client"), text("user_id"), text("model"), text("title")))
 ENDED = Latest(

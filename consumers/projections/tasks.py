@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.clean import CleanRow
-from consumers.projections.batch import TASK_ID, Dispatch, Handler, spans
-from consumers.projections.merge import (
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.batch import TASK_ID, Dispatch, Handler, spans
+from devtrail.consumers.projections.merge import (
     Column,
     EventKey,
     Greatest,
@@ -27,9 +27,9 @@ from consumers.projections.merge import (
     stamp,
     text,
 )
-from consumers.projections.writer import ProjectionWriter
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.consumers.projections.writer import ProjectionWriter
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     TaskCancelled,
     TaskCompleted,
     TaskCreated,

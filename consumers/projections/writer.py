@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from consumers.clean import CleanRow
-from consumers.projections.merge import Reduction, Table
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.projections.merge import Reduction, Table
 
 
 class ProjectionWriter(ABC):

@@ -3,7 +3,7 @@
 A rule reacts to events of the classes it names (subclasses included), dispatched by class::
 
     from devtrail.rules import RuleContext, rule
-    from schemas.events import TaskCompleted
+    from devtrail.schemas.events import TaskCompleted
 
     @rule(TaskCompleted)
     async def close_requirement(event: TaskCompleted, ctx: RuleContext) -> None:
@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from schemas.envelope import Envelope
+from devtrail.schemas.envelope import Envelope
 
 E = TypeVar("E", bound=Envelope)
 

@@ -30,15 +30,15 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from consumers import metrics
-from consumers.checkpoint.database import DatabaseLink
-from consumers.clean import EVENT_TYPE, CleanRow, clean_row, decode_rows
-from consumers.errors import is_retriable_db_error
-from consumers.processor.app import QuietWorker, faust_app
-from consumers.rules.api import AnyRule, PeriodicRule, RuleError, rules_in
-from consumers.rules.builtin import builtin_rules
-from consumers.rules.engine import Emitted, Message, RulesEngine
-from consumers.settings import RulesSettings
+from devtrail.consumers import metrics
+from devtrail.consumers.checkpoint.database import DatabaseLink
+from devtrail.consumers.clean import EVENT_TYPE, CleanRow, clean_row, decode_rows
+from devtrail.consumers.errors import is_retriable_db_error
+from devtrail.consumers.processor.app import QuietWorker, faust_app
+from devtrail.consumers.rules.api import AnyRule, PeriodicRule, RuleError, rules_in
+from devtrail.consumers.rules.builtin import builtin_rules
+from devtrail.consumers.rules.engine import Emitted, Message, RulesEngine
+from devtrail.consumers.settings import RulesSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumers.rules.api import AnyRule, RuleContext, RuleError, Task, every, rule
-from consumers.settings import RulesSettings
-from schemas.events import (
+from devtrail.consumers.rules.api import AnyRule, RuleContext, RuleError, Task, every, rule
+from devtrail.consumers.settings import RulesSettings
+from devtrail.schemas.events import (
     AgentErrorReported,
     AlertRaised,
     AlertRaisedPayload,

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import orjson
 
-from consumers.clean import CleanRow
-from consumers.rules.api import Cost, Requirement, RuleError, Session, Task
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.rules.api import Cost, Requirement, RuleError, Session, Task
 
 if TYPE_CHECKING:
-    from consumers.rules.engine import Emitter
+    from devtrail.consumers.rules.engine import Emitter
 
 T = TypeVar("T")
 _DELETED = b""  # a deleted key, in ``BatchState.values`` (stored values are never empty JSON)

@@ -35,17 +35,17 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consumers import metrics
-from consumers.clean import CleanRow, MalformedRowError, row_as_object
-from consumers.deadletter import DeadLetter
-from consumers.errors import is_retriable_db_error
-from consumers.rules.api import AnyRule, PeriodicRule, Rule, RuleError
-from consumers.rules.context import Batch, Invocation
-from schemas.codec import encode_event
-from schemas.envelope import Envelope
-from schemas.events import EVENT_CLASSES
-from schemas.ids import uuid7_from
-from schemas.topics import TopicMap
+from devtrail.consumers import metrics
+from devtrail.consumers.clean import CleanRow, MalformedRowError, row_as_object
+from devtrail.consumers.deadletter import DeadLetter
+from devtrail.consumers.errors import is_retriable_db_error
+from devtrail.consumers.rules.api import AnyRule, PeriodicRule, Rule, RuleError
+from devtrail.consumers.rules.context import Batch, Invocation
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import EVENT_CLASSES
+from devtrail.schemas.ids import uuid7_from
+from devtrail.schemas.topics import TopicMap
 
 log = logging.getLogger(__name__)
 

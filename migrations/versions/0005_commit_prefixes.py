@@ -124,7 +124,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    previous = importlib.import_module("migrations.versions.0004_projections")
+    previous = importlib.import_module("devtrail.migrations.versions.0004_projections")
     for statement in previous._statements(previous.VIEWS):
         if any(statement.startswith(f"CREATE VIEW {name} AS") for name in _NAMES):
             op.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))

@@ -1,6 +1,6 @@
 """Analyst queries for one project over a window, served by indexes instead of whole scans
 
-Measured with ``python -m bench.analytics`` (docs/benchmarks.md): the views reading the
+Measured with ``python -m devtrail.bench.analytics`` (docs/benchmarks.md): the views reading the
 ``tasks`` projection and the cost views scanned every task and every cost row, whatever the
 project and window asked for. Now:
 

@@ -151,7 +151,7 @@ def _get(url: str) -> str:
 
 
 async def _emit_tasks(bootstrap: str, count: int) -> None:
-    from producers import EventProducer, ProducerSettings
+    from devtrail.producers import EventProducer, ProducerSettings
     from tests.factories import task_created
 
     async with EventProducer(ProducerSettings(kafka_bootstrap_servers=bootstrap)) as producer:
@@ -161,7 +161,7 @@ async def _emit_tasks(bootstrap: str, count: int) -> None:
 async def test_db_retention_drops_whole_old_partitions_and_says_which(database_url: str, tmp_path: Path) -> None:
     import asyncpg
 
-    from consumers.partitions import create_month_partition
+    from devtrail.consumers.partitions import create_month_partition
 
     db = await asyncpg.connect(database_url)
     try:

@@ -56,8 +56,8 @@ def test_the_readme_has_python_to_run() -> None:
 #: Spends $3 on LLM calls for a task, then completes it: the README's rule must flag it.
 EXPENSIVE_TASK = """
 import asyncio
-from producers import EventProducer, ProducerSettings
-from schemas.events import LlmCalled, LlmCalledPayload, TaskCompleted, TaskCompletedPayload
+from devtrail.producers import EventProducer, ProducerSettings
+from devtrail.schemas.events import LlmCalled, LlmCalledPayload, TaskCompleted, TaskCompletedPayload
 
 async def main() -> None:
     call = LlmCalledPayload(provider="anthropic", model="m", input_tokens=1000, output_tokens=50, cost_usd=1.0)

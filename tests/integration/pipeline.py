@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.faults import aggregate_mismatches
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.bench.faults import aggregate_mismatches
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
 from devtrail.settings import StackSettings
 
 

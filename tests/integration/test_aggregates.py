@@ -16,18 +16,25 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers.aggregates import AggregatesWriter
-from consumers.aggregates.claims import partition_name
-from consumers.aggregates.reduce import LATENCY_BOUNDS
-from consumers.aggregates.verify import aggregate_mismatches_by_table
-from consumers.checkpoint import WriterHost
-from consumers.clean import CLEAN_ROWS, CleanRow
-from consumers.projections import PROJECTIONS
-from consumers.sink import EventSink
-from producers import Workload
-from producers.stories import Stories
-from schemas.events import LinearIssueLink, LinkCreated, LlmCalled, LlmCalledPayload, TaskCreated, TaskCreatedPayload
-from schemas.ids import uuid7_from
+from devtrail.consumers.aggregates import AggregatesWriter
+from devtrail.consumers.aggregates.claims import partition_name
+from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
+from devtrail.consumers.aggregates.verify import aggregate_mismatches_by_table
+from devtrail.consumers.checkpoint import WriterHost
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow
+from devtrail.consumers.projections import PROJECTIONS
+from devtrail.consumers.sink import EventSink
+from devtrail.producers import Workload
+from devtrail.producers.stories import Stories
+from devtrail.schemas.events import (
+    LinearIssueLink,
+    LinkCreated,
+    LlmCalled,
+    LlmCalledPayload,
+    TaskCreated,
+    TaskCreatedPayload,
+)
+from devtrail.schemas.ids import uuid7_from
 from tests.integration.pipeline import clean
 
 pytestmark = pytest.mark.integration
@@ -270,8 +277,8 @@ async def test_delivery_weekly_gives_the_dora_figures_of_the_story(db: asyncpg.C
 async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_not_applied(
     db: asyncpg.Connection,
 ) -> None:
-    from consumers.aggregates.verify import rebuild_aggregates
-    from consumers.projections.rebuild import RebuildOptions
+    from devtrail.consumers.aggregates.verify import rebuild_aggregates
+    from devtrail.consumers.projections.rebuild import RebuildOptions
 
     rows = clean(list(Workload("rb", seed=4).events(3000)))
     applied, pending = rows[:2000], rows[2000:]
@@ -295,8 +302,8 @@ async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_n
 
 
 async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connection) -> None:
-    from consumers.aggregates.verify import rebuild_aggregates
-    from consumers.projections.rebuild import RebuildOptions
+    from devtrail.consumers.aggregates.verify import rebuild_aggregates
+    from devtrail.consumers.projections.rebuild import RebuildOptions
 
     now = datetime.now(UTC)
     events = [_llm_at(now - timedelta(days=d), 100) for d in (0, 0, 3, 3, 3)]

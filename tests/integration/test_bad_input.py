@@ -10,11 +10,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devtrail.producers import EventProducer
+from devtrail.schemas.envelope import Family
+from devtrail.schemas.events import AgentAction, AgentActionPayload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.envelope import Family
-from schemas.events import AgentAction, AgentActionPayload
 from tests.factories import llm_called, task_created
 from tests.integration.pipeline import counts, wait_for
 

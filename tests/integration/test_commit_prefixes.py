@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from devtrail.timeline import TASK, timeline
-from schemas.events import (
+from devtrail.schemas.events import (
     CommitPushed,
     CommitPushedPayload,
     DeploymentCompleted,
@@ -22,6 +21,7 @@ from schemas.events import (
     TaskCreated,
     TaskCreatedPayload,
 )
+from devtrail.timeline import TASK, timeline
 from tests.integration.pipeline import clean
 from tests.integration.test_projections import apply, at, env, pr_payload, store
 

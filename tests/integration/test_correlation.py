@@ -9,10 +9,10 @@ import asyncpg
 import orjson
 import pytest
 
+from devtrail.producers import EventProducer
+from devtrail.schemas.events import SessionStarted, SessionStartedPayload, TaskCreated, TaskCreatedPayload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.events import SessionStarted, SessionStartedPayload, TaskCreated, TaskCreatedPayload
 from tests.factories import llm_called
 from tests.integration.pipeline import wait_for
 

@@ -8,11 +8,11 @@ import random
 import asyncpg
 import pytest
 
-from consumers.clean import decode_rows
+from devtrail.consumers.clean import decode_rows
+from devtrail.producers import EventProducer, Workload
+from devtrail.schemas.ids import uuid7
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack, WorkerProcess
-from producers import EventProducer, Workload
-from schemas.ids import uuid7
 from tests.integration.pipeline import aggregate_matches_events, counts, read_values, wait_for
 
 pytestmark = pytest.mark.integration

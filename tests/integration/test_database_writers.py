@@ -8,10 +8,10 @@ import asyncpg
 import orjson
 import pytest
 
-from consumers.aggregator import HourlyEventCounts, rebuild_hourly_counts
-from consumers.clean import CleanRow
-from consumers.offsets import load_offsets, store_offsets
-from consumers.sink import EventSink
+from devtrail.consumers.aggregator import HourlyEventCounts, rebuild_hourly_counts
+from devtrail.consumers.clean import CleanRow
+from devtrail.consumers.offsets import load_offsets, store_offsets
+from devtrail.consumers.sink import EventSink
 from tests.factories import llm_called, task_created
 from tests.integration.pipeline import aggregate_matches_events, clean
 
@@ -85,7 +85,7 @@ async def test_migrations_downgrade_to_nothing_and_back(database_url: str, db: a
 
 
 async def test_partitions_are_created_ahead_and_idempotently(db: asyncpg.Connection) -> None:
-    from consumers.partitions import ensure_event_partitions
+    from devtrail.consumers.partitions import ensure_event_partitions
 
     await ensure_event_partitions(db, months_ahead=14)
     assert await ensure_event_partitions(db, months_ahead=14) == 0

@@ -8,13 +8,13 @@ import asyncpg
 import orjson
 import pytest
 
-from consumers.deadletter import DeadLetter
-from consumers.deadletter_store import DeadLetterStore, record_row
+from devtrail.consumers.deadletter import DeadLetter
+from devtrail.consumers.deadletter_store import DeadLetterStore, record_row
 from devtrail.dlq import discard_dead_letters, list_dead_letters, replay_dead_letters, show_dead_letter
+from devtrail.producers import EventProducer
+from devtrail.schemas.errors import EventValidationError
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.errors import EventValidationError
 from tests.factories import llm_called
 from tests.integration.pipeline import counts, wait_for
 

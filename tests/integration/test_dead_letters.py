@@ -6,10 +6,10 @@ import asyncpg
 import orjson
 import pytest
 
+from devtrail.producers import EventProducer
+from devtrail.schemas.codec import encode_event
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.codec import encode_event
 from tests.factories import llm_called, task_created
 from tests.integration.pipeline import counts, read_topic, wait_for
 

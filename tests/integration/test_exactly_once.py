@@ -7,9 +7,9 @@ import random
 import asyncpg
 import pytest
 
+from devtrail.producers import EventProducer, Workload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer, Workload
 from tests.integration.pipeline import aggregate_matches_events, counts, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Under steady load, with every kind of worker SIGKILLed at random moments (both
 processors at once too) and the broker paused, every acknowledged event is stored exactly
-once and the aggregate equals a GROUP BY. ``python -m bench.faults`` runs the same matrix
+once and the aggregate equals a GROUP BY. ``python -m devtrail.bench.faults`` runs the same matrix
 many times (the soak)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import DATABASE_MATRIX, FaultPlan, fault_stack, run_faults
+from devtrail.bench.faults import DATABASE_MATRIX, FaultPlan, fault_stack, run_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -28,7 +28,7 @@ async def test_database_crash_and_lock_under_steady_load(tmp_path: Path) -> None
     """PostgreSQL killed (immediate shutdown, asynchronous commit as by default) and back
     20 s later, ``events`` locked for 14 s, and PostgreSQL killed while writers wait on that
     lock: the workers wait, resume from the offsets the database kept, and nothing is lost
-    or counted twice. (``python -m bench.faults --matrix database``: 30 s and 20 s.)"""
+    or counted twice. (``python -m devtrail.bench.faults --matrix database``: 30 s and 20 s.)"""
     plan = FaultPlan(
         seed=12, unique=20_000, rate=1000, faults=DATABASE_MATRIX, faults_overlap=False, database_down_s=20, lock_s=14
     )

@@ -17,13 +17,13 @@ import asyncpg
 import orjson
 import pytest
 
-from consumers.aggregates import AggregatesWriter
-from consumers.checkpoint import WriterHost
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
-from consumers.processor.correlate import Correlator
-from consumers.projections import PROJECTIONS
-from consumers.sink import EventSink
-from producers.stories import Stories
+from devtrail.consumers.aggregates import AggregatesWriter
+from devtrail.consumers.checkpoint import WriterHost
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.consumers.processor.correlate import Correlator
+from devtrail.consumers.projections import PROJECTIONS
+from devtrail.consumers.sink import EventSink
+from devtrail.producers.stories import Stories
 from tests.unit.test_grafana_dashboard import dashboard, targets_of
 
 pytestmark = pytest.mark.integration

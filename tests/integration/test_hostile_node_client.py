@@ -38,13 +38,13 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from consumers.clean import EVENT_COLUMNS
+from devtrail.consumers.clean import EVENT_COLUMNS
+from devtrail.schemas.envelope import SCHEMA_VERSION, Family
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event, example_types
+from devtrail.schemas.ids import uuid7
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from schemas.envelope import SCHEMA_VERSION, Family
-from schemas.events import EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event, example_types
-from schemas.ids import uuid7
 from tests.integration.nodejs import NODE_DIR, kafkajs_modules
 from tests.integration.pipeline import wait_for
 

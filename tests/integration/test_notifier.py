@@ -18,12 +18,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from consumers.clean import EVENT_COLUMNS
+from devtrail.consumers.clean import EVENT_COLUMNS
+from devtrail.producers import EventProducer
+from devtrail.schemas.events import AlertRaised, AlertRaisedPayload, AlertSubject
+from devtrail.schemas.fields import Severity
 from devtrail.settings import StackSettings
 from devtrail.stack import ALL_ROLES, Stack
-from producers import EventProducer
-from schemas.events import AlertRaised, AlertRaisedPayload, AlertSubject
-from schemas.fields import Severity
 from tests.integration.pipeline import wait_for
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtrail.embedded import free_port
 from devtrail.http import serve
+from devtrail.producers import EventProducer, Workload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer, Workload
 from tests.integration.pipeline import counts, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -12,9 +12,9 @@ import asyncpg
 import jsonschema
 import pytest
 
+from devtrail.producers import ProducerSettings, SyncEventProducer, correlation
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import ProducerSettings, SyncEventProducer, correlation
 from tests.factories import task_created
 from tests.integration.pipeline import counts, wait_for
 

@@ -16,9 +16,9 @@ import os
 import asyncpg
 import pytest
 
+from devtrail.producers import EventProducer
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
 from tests.factories import llm_called, task_created
 from tests.integration.nodejs import NODE_DIR, kafkajs_modules
 from tests.integration.pipeline import counts, wait_for

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
-from consumers.partitions import (
+from devtrail.consumers.partitions import (
     add_months,
     create_month_partition,
     ensure_event_partitions,
@@ -20,8 +20,8 @@ from consumers.partitions import (
     months_ahead_of,
     partition_name,
 )
-from consumers.retention import maintain_event_partitions, maintain_events, plan_retention
-from consumers.sink import EventSink
+from devtrail.consumers.retention import maintain_event_partitions, maintain_events, plan_retention
+from devtrail.consumers.sink import EventSink
 from tests.factories import task_created
 from tests.integration.pipeline import clean, wait_for
 

@@ -13,10 +13,10 @@ import asyncpg
 import orjson
 import pytest
 
-from consumers.clean import OCCURRED_AT, encode_rows, event_to_row
+from devtrail.consumers.clean import OCCURRED_AT, encode_rows, event_to_row
+from devtrail.producers import EventProducer
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
 from tests.factories import task_created
 from tests.integration.pipeline import counts, read_topic, wait_for
 

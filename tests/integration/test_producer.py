@@ -8,9 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from devtrail.settings import StackSettings
-from devtrail.topics import ensure_topics
-from producers import (
+from devtrail.producers import (
     BufferFullError,
     DeliveryError,
     EventProducer,
@@ -19,9 +17,11 @@ from producers import (
     ProducerSettings,
     SyncEventProducer,
 )
-from schemas.codec import decode_message
-from schemas.envelope import Envelope
-from schemas.observation_events import ValidationOutcome, ValidationResult, ValidationResultPayload
+from devtrail.schemas.codec import decode_message
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.observation_events import ValidationOutcome, ValidationResult, ValidationResultPayload
+from devtrail.settings import StackSettings
+from devtrail.topics import ensure_topics
 from tests.factories import task_created
 from tests.integration.pipeline import read_values
 

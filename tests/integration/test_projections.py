@@ -10,13 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers.checkpoint import WriterHost
-from consumers.clean import CLEAN_ROWS, CleanRow
-from consumers.projections import PROJECTIONS
-from consumers.projections.errors import SinkBehindError
-from consumers.projections.rebuild import RebuildOptions, rebuild_projections
-from consumers.sink import EventSink
-from schemas.events import (
+from devtrail.consumers.checkpoint import WriterHost
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow
+from devtrail.consumers.projections import PROJECTIONS
+from devtrail.consumers.projections.errors import SinkBehindError
+from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections
+from devtrail.consumers.sink import EventSink
+from devtrail.schemas.events import (
     AgentRegistered,
     AgentRegisteredPayload,
     AgentUnregistered,

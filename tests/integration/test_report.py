@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers.aggregates.reduce import LATENCY_BOUNDS
+from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
+from devtrail.producers.stories import Stories, StoryTruth
 from devtrail.report import Report, gather
 from devtrail.report_html import BLUE, CHART_IDS, GREEN, RED
-from producers.stories import Stories, StoryTruth
 from tests.integration import chromium
 from tests.integration.pipeline import clean
 from tests.integration.test_aggregates import apply, store

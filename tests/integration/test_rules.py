@@ -15,10 +15,8 @@ import orjson
 import pytest
 
 from devtrail.dlq import RULE_NOT_REPLAYED, replay_dead_letters
-from devtrail.settings import StackSettings
-from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.events import (
+from devtrail.producers import EventProducer
+from devtrail.schemas.events import (
     AgentErrorPayload,
     AgentErrorReported,
     LlmCalledPayload,
@@ -31,6 +29,8 @@ from schemas.events import (
     TaskStarted,
     TaskStartedPayload,
 )
+from devtrail.settings import StackSettings
+from devtrail.stack import Stack
 from tests.factories import llm_called
 from tests.integration.pipeline import wait_for
 
@@ -132,7 +132,7 @@ async def test_requirement_completes_once_when_its_last_task_does_and_reopens_on
 
 RULES_MODULE = """
 from devtrail.rules import RuleContext, alert, rule
-from schemas.events import AlertSubject, TaskCompleted, TaskCreated, SystemNotice, SystemNoticePayload
+from devtrail.schemas.events import AlertSubject, TaskCompleted, TaskCreated, SystemNotice, SystemNoticePayload
 
 
 @rule(TaskCreated)
@@ -168,7 +168,7 @@ async def test_user_rules_from_the_setting_failing_slow_and_looping_rules(
     (tmp_path / "myrules.py").write_text(textwrap.dedent(RULES_MODULE))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     settings = stack_settings.model_copy(update={"rules": "myrules", "rules_max_depth": 3})
-    from schemas.events import SystemNotice, SystemNoticePayload
+    from devtrail.schemas.events import SystemNotice, SystemNoticePayload
 
     async with Stack(settings) as stack, EventProducer(stack.settings) as p:
         await p.emit_many([created(f"T-{i}", "R-9") for i in range(3)])

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import validate_event
-from schemas.errors import ContractError
-from schemas.events import EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event, example_types
-from schemas.jsonschema import schema_file_name
+from devtrail.schemas.codec import validate_event
+from devtrail.schemas.errors import ContractError
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event, example_types
+from devtrail.schemas.jsonschema import schema_file_name
 from tests.integration.nodejs import NODE_DIR, kafkajs_modules
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ import asyncpg
 import orjson
 import pytest
 
+from devtrail.producers import EventProducer
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.events import PullRequestOpened, PullRequestOpenedPayload, SessionStarted, SessionStartedPayload
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers import EventProducer
-from schemas.codec import encode_event
-from schemas.events import PullRequestOpened, PullRequestOpenedPayload, SessionStarted, SessionStartedPayload
 from tests.factories import task_created
 from tests.integration.pipeline import counts, read_values, wait_for
 

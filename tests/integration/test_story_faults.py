@@ -8,11 +8,11 @@ import asyncio
 import asyncpg
 import pytest
 
+from devtrail.producers import EventProducer
+from devtrail.producers.stories import Stories, shuffled_with_duplicates
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from devtrail.story_check import check_stories
-from producers import EventProducer
-from producers.stories import Stories, shuffled_with_duplicates
 from tests.integration.pipeline import wait_for
 
 pytestmark = pytest.mark.integration

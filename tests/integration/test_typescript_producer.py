@@ -35,12 +35,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
+from devtrail.producers.bundler import choose_partition
+from devtrail.schemas.codec import decode_message, validate_event
+from devtrail.schemas.examples import example_event, example_types
+from devtrail.schemas.ids import uuid7_millis
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from producers.bundler import choose_partition
-from schemas.codec import decode_message, validate_event
-from schemas.examples import example_event, example_types
-from schemas.ids import uuid7_millis
 from tests.integration.nodejs import NODE_DIR, kafkajs_modules
 from tests.integration.pipeline import wait_for
 

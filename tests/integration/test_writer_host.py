@@ -10,10 +10,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumers.checkpoint import CheckpointedConsumer, WriterHost
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
-from consumers.offsets import load_offsets
-from consumers.sink import EventSink
+from devtrail.consumers.checkpoint import CheckpointedConsumer, WriterHost
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.consumers.offsets import load_offsets
+from devtrail.consumers.sink import EventSink
 from devtrail.settings import StackSettings
 from devtrail.topics import ensure_topics
 from tests.factories import task_created

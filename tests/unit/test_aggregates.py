@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.aggregates.claims import Claims, id_day, partition_day, partition_name
-from consumers.aggregates.reduce import LATENCY_BOUNDS, latency_bin, reduce_rows
-from consumers.clean import EVENT_COLUMNS, CleanRow, MalformedRowError
-from schemas.ids import uuid7_from
+from devtrail.consumers.aggregates.claims import Claims, id_day, partition_day, partition_name
+from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS, latency_bin, reduce_rows
+from devtrail.consumers.clean import EVENT_COLUMNS, CleanRow, MalformedRowError
+from devtrail.schemas.ids import uuid7_from
 
 AT = datetime(2026, 11, 26, 13, 45, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ import asyncio
 
 from aiokafka.partitioner import murmur2
 
-from producers.bundler import Bundle, choose_partition
+from devtrail.producers.bundler import Bundle, choose_partition
 
 
 def test_partition_matches_the_java_client_murmur2() -> None:

@@ -6,12 +6,12 @@ import orjson
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-import schemas
-import schemas.events
-from schemas.codec import decode_message, encode_bundle, encode_event, has_nul_escape, validate_event
-from schemas.envelope import Envelope, Family
-from schemas.errors import EventValidationError
-from schemas.events import (
+import devtrail.schemas as schemas
+import devtrail.schemas.events
+from devtrail.schemas.codec import decode_message, encode_bundle, encode_event, has_nul_escape, validate_event
+from devtrail.schemas.envelope import Envelope, Family
+from devtrail.schemas.errors import EventValidationError
+from devtrail.schemas.events import (
     EVENT_ADAPTER,
     EVENT_CLASSES,
     EVENT_CLASSES_BY_TYPE,
@@ -24,8 +24,8 @@ from schemas.events import (
     LinkCreated,
     TaskStatus,
 )
-from schemas.examples import example_event, example_types
-from schemas.topics import TopicMap
+from devtrail.schemas.examples import example_event, example_types
+from devtrail.schemas.topics import TopicMap
 
 EVENT_TYPES = list(EVENT_CLASSES_BY_TYPE)
 
@@ -69,8 +69,8 @@ def test_every_family_has_its_input_topic() -> None:
 
 
 def test_public_classes_have_docstrings_and_are_exported() -> None:
-    for name in schemas.events.__all__:
-        value = getattr(schemas.events, name)
+    for name in devtrail.schemas.events.__all__:
+        value = getattr(devtrail.schemas.events, name)
         if isinstance(value, type):
             assert value.__doc__ and value.__doc__.strip(), name
         assert getattr(schemas, name) is value, name

@@ -7,8 +7,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from consumers.clean import CLEAN_ROWS, EVENT_COLUMNS, CleanRow, Malformed, MalformedRowError, encode_rows, event_to_row
-from schemas.events import LlmCalled, TaskCreated
+from devtrail.consumers.clean import (
+    CLEAN_ROWS,
+    EVENT_COLUMNS,
+    CleanRow,
+    Malformed,
+    MalformedRowError,
+    encode_rows,
+    event_to_row,
+)
+from devtrail.schemas.events import LlmCalled, TaskCreated
 from tests.factories import llm_called, task_created
 
 

@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.clean import EVENT_COLUMNS, decode_rows
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from schemas.codec import decode_message, encode_event, validate_event
-from schemas.envelope import Family
-from schemas.errors import EventValidationError
-from schemas.events import (
+from devtrail.consumers.clean import EVENT_COLUMNS, decode_rows
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.schemas.codec import decode_message, encode_event, validate_event
+from devtrail.schemas.envelope import Family
+from devtrail.schemas.errors import EventValidationError
+from devtrail.schemas.events import (
     EVENT_CLASSES_BY_TYPE,
     AuthorKind,
     CommitPushed,
@@ -26,9 +26,9 @@ from schemas.events import (
     PullRequestMergedPayload,
     Severity,
 )
-from schemas.examples import example_event
-from schemas.topics import TopicMap
-from schemas.wire import validate_message
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.topics import TopicMap
+from devtrail.schemas.wire import validate_message
 
 NEW_TYPES = ["pr.opened", "pr.merged", "pr.closed", "commit.pushed", "incident.opened", "incident.resolved"]
 

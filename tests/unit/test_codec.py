@@ -3,9 +3,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.codec import decode_message, encode_bundle, encode_event, join_encoded, validate_event
-from schemas.errors import DecodeError, EventValidationError
-from schemas.events import TaskCreated
+from devtrail.schemas.codec import decode_message, encode_bundle, encode_event, join_encoded, validate_event
+from devtrail.schemas.errors import DecodeError, EventValidationError
+from devtrail.schemas.events import TaskCreated
 from tests.factories import llm_called, task_created
 
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from producers.context import apply_context, caused_by, correlation, current_ids
+from devtrail.producers.context import apply_context, caused_by, correlation, current_ids
 from tests.factories import task_created
 
 

@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # no stubs installed
 
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from schemas.events import EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event
-from schemas.jsonschema import JSON_VALUE, PATTERN_END, event_schema
-from schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.jsonschema import JSON_VALUE, PATTERN_END, event_schema
+from devtrail.schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
 
 EVENT_TYPES = sorted(EVENT_CLASSES_BY_TYPE)
 SCHEMAS = {event_type: event_schema(cls) for event_type, cls in EVENT_CLASSES_BY_TYPE.items()}

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from consumers.clean import EVENT_COLUMNS, decode_rows
-from consumers.processor.correlate import (
+from devtrail.consumers.clean import EVENT_COLUMNS, decode_rows
+from devtrail.consumers.processor.correlate import (
     COMMIT_PR,
     LINEAR_TASK,
     PR_TASK,
@@ -20,9 +20,9 @@ from consumers.processor.correlate import (
     linear_keys,
     normalized_pull_request,
 )
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from schemas.code_events import (
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.schemas.code_events import (
     AuthorKind,
     CommitPushed,
     CommitPushedPayload,
@@ -31,11 +31,11 @@ from schemas.code_events import (
     PullRequestOpened,
     PullRequestOpenedPayload,
 )
-from schemas.codec import encode_event
-from schemas.deployment_events import DeploymentStarted, DeploymentStartedPayload
-from schemas.events import SessionStarted, SessionStartedPayload, TaskStarted, TaskStartedPayload
-from schemas.incident_events import IncidentOpened, IncidentOpenedPayload
-from schemas.link_events import GithubPullRequestLink, LinearIssueLink, LinkCreated
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.deployment_events import DeploymentStarted, DeploymentStartedPayload
+from devtrail.schemas.events import SessionStarted, SessionStartedPayload, TaskStarted, TaskStartedPayload
+from devtrail.schemas.incident_events import IncidentOpened, IncidentOpenedPayload
+from devtrail.schemas.link_events import GithubPullRequestLink, LinearIssueLink, LinkCreated
 from tests.factories import llm_called
 
 SHA_HEAD, SHA_MERGE, SHA_OTHER = "a" * 40, "b" * 40, "c" * 40

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from consumers.clean import MalformedRowError
-from consumers.errors import Verdict, is_retriable_db_error, judge
+from devtrail.consumers.clean import MalformedRowError
+from devtrail.consumers.errors import Verdict, is_retriable_db_error, judge
 
 
 @pytest.mark.parametrize(

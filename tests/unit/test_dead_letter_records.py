@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.clean import row_as_object
-from consumers.deadletter import MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES, DeadLetter
-from consumers.deadletter_store import DEAD_LETTER_COLUMNS, DeadLetterRow, record_row
-from schemas.errors import DecodeError, EventValidationError
-from schemas.wire import key_bound
+from devtrail.consumers.clean import row_as_object
+from devtrail.consumers.deadletter import MAX_ORIGINAL_BYTES, MAX_RECORD_BYTES, DeadLetter
+from devtrail.consumers.deadletter_store import DEAD_LETTER_COLUMNS, DeadLetterRow, record_row
+from devtrail.schemas.errors import DecodeError, EventValidationError
+from devtrail.schemas.wire import key_bound
 
 REFUSED_BY_POSTGRES = re.compile("[\x00\ud800-\udfff]")
 

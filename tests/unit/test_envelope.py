@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from consumers.clean import OCCURRED_AT, decode_rows, encode_clean, event_to_row
-from schemas.events import EVENT_ADAPTER, TaskCompleted, TaskCreated
-from schemas.ids import uuid7, uuid7_millis
+from devtrail.consumers.clean import OCCURRED_AT, decode_rows, encode_clean, event_to_row
+from devtrail.schemas.events import EVENT_ADAPTER, TaskCompleted, TaskCreated
+from devtrail.schemas.ids import uuid7, uuid7_millis
 from tests.factories import llm_called, task_created
 
 

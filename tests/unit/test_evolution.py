@@ -12,11 +12,11 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from consumers.clean import EVENT_ID, OCCURRED_AT, decode_rows, encode_clean, event_to_row
-from schemas.codec import decode_message, encode_event, validate_event
-from schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope
-from schemas.errors import EventValidationError
-from schemas.events import EVENT_CLASSES_BY_TYPE, TaskCreated, TaskCreatedPayload
+from devtrail.consumers.clean import EVENT_ID, OCCURRED_AT, decode_rows, encode_clean, event_to_row
+from devtrail.schemas.codec import decode_message, encode_event, validate_event
+from devtrail.schemas.envelope import SCHEMA_MAJOR, SCHEMA_VERSION, Envelope
+from devtrail.schemas.errors import EventValidationError
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE, TaskCreated, TaskCreatedPayload
 
 FIXTURES_1_0 = Path(__file__).parent / "fixtures" / "v1.0"
 FIXTURE_FILES = sorted(FIXTURES_1_0.glob("*.json"))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dev dependency
 from prometheus_client.metrics import MetricWrapperBase
 
-from consumers import metrics
+from devtrail.consumers import metrics
 from devtrail.http import WorkerCollector
 from devtrail.lag import LagCollector, LagMonitor, PartitionLag
 from devtrail.settings import StackSettings

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.clean import EVENT_COLUMNS, decode_rows
-from consumers.deadletter import MAX_RECORD_BYTES, DeadLetter
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
-from schemas.codec import encode_event
-from schemas.events import EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event
-from schemas.reasons import MAX_ERRORS, MAX_MESSAGE_CHARS
-from schemas.wire import validate_message
+from devtrail.consumers.clean import EVENT_COLUMNS, decode_rows
+from devtrail.consumers.deadletter import MAX_RECORD_BYTES, DeadLetter
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.reasons import MAX_ERRORS, MAX_MESSAGE_CHARS
+from devtrail.schemas.wire import validate_message
 from tests.factories import llm_called, task_created
 
 UUID = "01a2171e-1164-7bff-94a7-b0e4dd52132e"
@@ -437,7 +437,7 @@ def test_any_json_in_an_event_is_stored_or_dead_lettered(changes: dict[str, Any]
 
 
 def test_a_bug_on_one_message_dead_letters_it_and_the_rest_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    import consumers.processor.pipeline as pipeline
+    import devtrail.consumers.processor.pipeline as pipeline
 
     def broken(value: bytes) -> None:
         if b"boom" in value:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from consumers import metrics
+from devtrail.consumers import metrics
 from devtrail.http import LoopWatch, WorkerProbe, serve_probes, stack_health
 from devtrail.settings import StackSettings
 from devtrail.stack import WorkerProcess

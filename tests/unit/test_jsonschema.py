@@ -8,12 +8,24 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from schemas.catalog_markdown import DOCS_COMMAND, EXPORT_COMMAND, render_catalog_markdown, write_catalog_markdown
-from schemas.codec import validate_event
-from schemas.errors import EventValidationError
-from schemas.events import EVENT_CLASSES, EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event
-from schemas.jsonschema import DIALECT, INDEX_FILE, event_schema, export_schemas, rendered_schemas, schema_file_name
+from devtrail.schemas.catalog_markdown import (
+    DOCS_COMMAND,
+    EXPORT_COMMAND,
+    render_catalog_markdown,
+    write_catalog_markdown,
+)
+from devtrail.schemas.codec import validate_event
+from devtrail.schemas.errors import EventValidationError
+from devtrail.schemas.events import EVENT_CLASSES, EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.jsonschema import (
+    DIALECT,
+    INDEX_FILE,
+    event_schema,
+    export_schemas,
+    rendered_schemas,
+    schema_file_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_SCHEMAS = ROOT / "docs" / "schemas"

@@ -18,8 +18,8 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from consumers.clean import CleanRow, encode_clean, encode_rows, event_to_row
-from consumers.notify import (
+from devtrail.consumers.clean import CleanRow, encode_clean, encode_rows, event_to_row
+from devtrail.consumers.notify import (
     RETRY_AFTER_MAX_S,
     SIGNATURE_HEADER,
     Alert,
@@ -37,13 +37,13 @@ from consumers.notify import (
     signature,
     webhook_host,
 )
-from consumers.settings import NotifierSettings
+from devtrail.consumers.settings import NotifierSettings
 from devtrail.http import PIPELINE_ROLES, measured_roles
 from devtrail.lag import pipeline_groups
+from devtrail.schemas.events import AlertRaised, AlertRaisedPayload, AlertSubject, TaskCreated, TaskCreatedPayload
+from devtrail.schemas.fields import Severity
 from devtrail.settings import StackSettings
 from devtrail.stack import ALL_ROLES, worker_roles
-from schemas.events import AlertRaised, AlertRaisedPayload, AlertSubject, TaskCreated, TaskCreatedPayload
-from schemas.fields import Severity
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -174,7 +174,7 @@ def test_the_body_is_the_whole_event_with_its_payload_as_an_object() -> None:
 
 
 def _decoded(value: bytes) -> list[object]:
-    from consumers.clean import CLEAN_ROWS
+    from devtrail.consumers.clean import CLEAN_ROWS
 
     return list(CLEAN_ROWS.decode("t", 0, 0, value))
 

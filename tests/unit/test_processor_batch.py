@@ -6,10 +6,10 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.clean import decode_rows
-from consumers.processor.dedup import DedupEntry, DedupIndex
-from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
-from schemas.codec import encode_bundle, encode_event
+from devtrail.consumers.clean import decode_rows
+from devtrail.consumers.processor.dedup import DedupEntry, DedupIndex
+from devtrail.consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
+from devtrail.schemas.codec import encode_bundle, encode_event
 from tests.factories import llm_called, task_created
 
 
@@ -135,7 +135,7 @@ def test_an_event_over_the_size_limit_is_dead_lettered() -> None:
 
 
 def test_clean_messages_respect_row_count_and_size() -> None:
-    from consumers.clean import chunk_rows, decode_rows, event_to_row
+    from devtrail.consumers.clean import chunk_rows, decode_rows, event_to_row
 
     rows = [orjson.dumps(event_to_row(task_created(task_id=f"T{i}"))) for i in range(10)]
     messages = chunk_rows(rows, max_rows=4, max_bytes=1 << 20)
@@ -146,7 +146,7 @@ def test_clean_messages_respect_row_count_and_size() -> None:
 
 
 def test_clean_rows_keep_the_payload_as_json_text_and_follow_their_columns() -> None:
-    from consumers.clean import EVENT_COLUMNS, PAYLOAD, encode_clean, event_to_row
+    from devtrail.consumers.clean import EVENT_COLUMNS, PAYLOAD, encode_clean, event_to_row
 
     event = llm_called(tokens_in=42)
     [row] = decode_rows(encode_clean([event_to_row(event)]))
@@ -165,7 +165,7 @@ def test_bundles_respect_row_count_and_keep_the_order() -> None:
 
 
 def test_dead_letter_originals_are_capped() -> None:
-    from consumers.deadletter import MAX_ORIGINAL_BYTES
+    from devtrail.consumers.deadletter import MAX_ORIGINAL_BYTES
 
     outcome = process_batch([msg(b"z" * (MAX_ORIGINAL_BYTES + 10))], DedupIndex(60), 0.0)
     record = orjson.loads(outcome.dead_letters[0].to_json())
@@ -185,7 +185,7 @@ def test_index_memory_is_bounded_by_max_ids() -> None:
 
 
 def test_an_event_too_deep_to_encode_is_dead_lettered_not_raised() -> None:
-    from schemas.events import AgentAction, AgentActionPayload
+    from devtrail.schemas.events import AgentAction, AgentActionPayload
 
     base = AgentAction(source="t", agent_id="A", payload=AgentActionPayload(action="dig")).model_dump_json()
     deep = base.replace('"detail":{}', '"detail":' + '{"d":' * 1000 + '"x"' + "}" * 1000).encode()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from consumers.processor import transport
+from devtrail.consumers.processor import transport
 
 PARTITION = TP("devtrail.task", 0)
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, NotLeaderForPartitionError
 
-from producers import (
+from devtrail.producers import (
     BufferFullError,
     DeliveryError,
     EventProducer,
@@ -23,11 +23,11 @@ from producers import (
     ProducerSettings,
     SyncEventProducer,
 )
-from producers.bundler import choose_partition
-from schemas.codec import decode_message
-from schemas.envelope import Envelope
-from schemas.errors import EventValidationError
-from schemas.events import TaskCreatedPayload
+from devtrail.producers.bundler import choose_partition
+from devtrail.schemas.codec import decode_message
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.errors import EventValidationError
+from devtrail.schemas.events import TaskCreatedPayload
 from tests.factories import task_created
 
 CLOSED_PORT = "127.0.0.1:1"  # nothing listens: connecting fails at once

@@ -10,13 +10,13 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
-from consumers.projections.agents import reduce_agents
-from consumers.projections.correlations import candidate_issues, linked_entity, reduce_correlations
-from consumers.projections.merge import EventKey, merged
-from consumers.projections.sessions import reduce_sessions
-from consumers.projections.tasks import TASKS, reduce_tasks
-from schemas.events import (
+from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
+from devtrail.consumers.projections.agents import reduce_agents
+from devtrail.consumers.projections.correlations import candidate_issues, linked_entity, reduce_correlations
+from devtrail.consumers.projections.merge import EventKey, merged
+from devtrail.consumers.projections.sessions import reduce_sessions
+from devtrail.consumers.projections.tasks import TASKS, reduce_tasks
+from devtrail.schemas.events import (
     LinkKind,
     LlmCalled,
     LlmCalledPayload,

@@ -9,13 +9,13 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
-from schemas.events import EVENT_CLASSES_BY_TYPE
-from schemas.examples import example_event
-from schemas.jsonschema import event_schema
-from schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
-from schemas.topics import TopicMap
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import BatchOutcome, SourceMessage, process_batch
+from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
+from devtrail.schemas.examples import example_event
+from devtrail.schemas.jsonschema import event_schema
+from devtrail.schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
+from devtrail.schemas.topics import TopicMap
 
 
 def required_envelope_references(event_type: str) -> list[str]:

@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from consumers.partitions import (
+from devtrail.cli import _parser, cmd_db_retention
+from devtrail.consumers.partitions import (
     CreatedPartition,
     Partition,
     add_months,
@@ -16,8 +17,7 @@ from consumers.partitions import (
     partition_name,
     uncovered_months,
 )
-from consumers.retention import MaintenanceReport, expired_partitions, retention_cutoff
-from devtrail.cli import _parser, cmd_db_retention
+from devtrail.consumers.retention import MaintenanceReport, expired_partitions, retention_cutoff
 from devtrail.errors import SetupError
 from devtrail.settings import StackSettings
 

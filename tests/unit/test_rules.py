@@ -28,8 +28,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from consumers.clean import CleanRow, clean_row, event_to_row
-from consumers.rules.api import (
+from devtrail.consumers.clean import CleanRow, clean_row, event_to_row
+from devtrail.consumers.rules.api import (
     Cost,
     PeriodicRule,
     Requirement,
@@ -42,10 +42,10 @@ from consumers.rules.api import (
     rule,
     rules_in,
 )
-from consumers.rules.app import load_rules
-from consumers.rules.builtin import BUILTIN, builtin_rules
-from consumers.rules.context import Batch, BatchState, CostBook, Invocation
-from consumers.rules.engine import (
+from devtrail.consumers.rules.app import load_rules
+from devtrail.consumers.rules.builtin import BUILTIN, builtin_rules
+from devtrail.consumers.rules.context import Batch, BatchState, CostBook, Invocation
+from devtrail.consumers.rules.engine import (
     SOURCE_PREFIX,
     CausationDepthError,
     Emitted,
@@ -54,9 +54,9 @@ from consumers.rules.engine import (
     RulesEngine,
     derived_id,
 )
-from consumers.settings import RulesSettings
-from schemas.envelope import Envelope
-from schemas.events import (
+from devtrail.consumers.settings import RulesSettings
+from devtrail.schemas.envelope import Envelope
+from devtrail.schemas.events import (
     EVENT_CLASSES,
     EVENT_CLASSES_BY_TYPE,
     AgentErrorPayload,
@@ -77,9 +77,9 @@ from schemas.events import (
     TaskStatusChanged,
     TaskStatusChangedPayload,
 )
-from schemas.ids import uuid7_millis
-from schemas.task_events import TaskEnvelope
-from schemas.topics import TopicMap
+from devtrail.schemas.ids import uuid7_millis
+from devtrail.schemas.task_events import TaskEnvelope
+from devtrail.schemas.topics import TopicMap
 from tests.factories import llm_called
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -1427,7 +1427,7 @@ async def test_a_row_that_holds_no_event_is_skipped_and_the_batch_goes_on(caplog
 
     broken = clean(task_completed("T-0"))._replace(task_id=None)  # a task.completed without its task
     conn = FakeConn()
-    with caplog.at_level(logging.WARNING, logger="consumers.rules.engine"):
+    with caplog.at_level(logging.WARNING, logger="devtrail.consumers.rules.engine"):
         result = await make_engine(sees).apply(conn, [Message(3, 7, [broken, clean(task_completed("T-1"))])])
     assert seen == ["T-1"] and (result.invocations, result.failures, result.emitted) == (1, 0, [])
     assert f"clean row {broken.event_id} at 3/7 is not an event; skipped" in caplog.text
@@ -2007,7 +2007,7 @@ def test_a_module_declaring_a_rule_wrongly_is_refused(rules_dir: Path, fresh_mod
         rules_dir,
         """
         from devtrail.rules import rule
-        from schemas.events import TaskCompleted
+        from devtrail.schemas.events import TaskCompleted
 
         @rule(TaskCompleted)
         def not_async(event, ctx):
@@ -2031,7 +2031,7 @@ def test_rules_modules_load_after_the_builtin_ones(rules_dir: Path, fresh_module
         rules_dir,
         """
         from devtrail.rules import RuleContext, every, rule
-        from schemas.events import TaskCompleted
+        from devtrail.schemas.events import TaskCompleted
 
         @rule(TaskCompleted)
         async def mine(event: TaskCompleted, ctx: RuleContext) -> None:
@@ -2046,7 +2046,7 @@ def test_rules_modules_load_after_the_builtin_ones(rules_dir: Path, fresh_module
         rules_dir,
         """
         from devtrail.rules import rule
-        from schemas.events import SystemNotice
+        from devtrail.schemas.events import SystemNotice
 
         @rule(SystemNotice)
         async def theirs(event, ctx):
@@ -2066,7 +2066,7 @@ def test_rules_in_skips_the_rules_a_module_imports(rules_dir: Path, fresh_module
         rules_dir,
         """
         from devtrail.rules import rule
-        from schemas.events import TaskCompleted
+        from devtrail.schemas.events import TaskCompleted
 
         @rule(TaskCompleted)
         async def mine(event, ctx):
@@ -2077,7 +2077,7 @@ def test_rules_in_skips_the_rules_a_module_imports(rules_dir: Path, fresh_module
         rules_dir,
         f"""
         from devtrail.rules import rule
-        from schemas.events import SystemNotice
+        from devtrail.schemas.events import SystemNotice
         from {one} import mine
 
         @rule(SystemNotice)
@@ -2102,7 +2102,7 @@ def test_rules_in_keeps_a_rule_a_module_makes_from_an_imported_handler(
         rules_dir,
         f"""
         from devtrail.rules import rule
-        from schemas.events import SystemNotice, TaskCompleted
+        from devtrail.schemas.events import SystemNotice, TaskCompleted
         from {library} import shared
 
         on_completed = rule(TaskCompleted, name="on_completed")(shared)
@@ -2127,7 +2127,7 @@ def test_load_rules_refuses_a_user_rule_named_like_a_builtin(rules_dir: Path, fr
         rules_dir,
         """
         from devtrail.rules import rule
-        from schemas.events import SystemNotice
+        from devtrail.schemas.events import SystemNotice
 
         @rule(SystemNotice, name="error_burst")
         async def clash(event, ctx):

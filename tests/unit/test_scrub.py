@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.clean import CleanRow, decode_rows
-from consumers.deadletter import DeadLetter
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from consumers.scrub import KINDS, may_hold_secret, scrub_bytes, scrub_json, scrub_text
-from schemas.codec import encode_event
-from schemas.errors import DecodeError
+from devtrail.consumers.clean import CleanRow, decode_rows
+from devtrail.consumers.deadletter import DeadLetter
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.consumers.scrub import KINDS, may_hold_secret, scrub_bytes, scrub_json, scrub_text
+from devtrail.schemas.codec import encode_event
+from devtrail.schemas.errors import DecodeError
 from tests.factories import llm_called, task_created
 
 # Secrets of every kind, as they appear in the wild (none of them real).

@@ -39,8 +39,8 @@ def test_passwords_are_not_printed() -> None:
 def test_kafka_security_reaches_every_client() -> None:
     import faust
 
-    from consumers.processor.app import credentials as faust_credentials
-    from consumers.settings import ProcessorSettings
+    from devtrail.consumers.processor.app import credentials as faust_credentials
+    from devtrail.consumers.settings import ProcessorSettings
 
     settings = ProcessorSettings(
         kafka_security_protocol="SASL_PLAINTEXT",
@@ -65,7 +65,7 @@ def test_compression_is_zstd_unless_turned_off(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_processor_compresses_what_it_produces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from consumers.processor.app import build_app
+    from devtrail.consumers.processor.app import build_app
 
     assert build_app(StackSettings(processor_data_dir=tmp_path)).conf.producer_compression_type == "snappy"
     monkeypatch.setenv("DEVTRAIL_KAFKA_SHARED_COMPRESSION_TYPE", "gzip")

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from consumers.processor.correlate import Correlator, Enrichment
-from consumers.processor.dedup import DedupIndex
-from consumers.processor.pipeline import SourceMessage, process_batch
-from producers.stories import Stories, StoryTruth, event_types, shuffled_with_duplicates
-from producers.story_truth import DeploymentStatus, PullRequestStatus, RequirementStatus
-from schemas.codec import decode_message, encode_event, validate_event
-from schemas.envelope import EARLIEST_OCCURRED_AT, LATEST_OCCURRED_AT, Envelope
-from schemas.ids import uuid7_millis
-from schemas.references import ENVELOPE_REFERENCES
-from schemas.task_events import TaskStatus
+from devtrail.consumers.processor.correlate import Correlator, Enrichment
+from devtrail.consumers.processor.dedup import DedupIndex
+from devtrail.consumers.processor.pipeline import SourceMessage, process_batch
+from devtrail.producers.stories import Stories, StoryTruth, event_types, shuffled_with_duplicates
+from devtrail.producers.story_truth import DeploymentStatus, PullRequestStatus, RequirementStatus
+from devtrail.schemas.codec import decode_message, encode_event, validate_event
+from devtrail.schemas.envelope import EARLIEST_OCCURRED_AT, LATEST_OCCURRED_AT, Envelope
+from devtrail.schemas.ids import uuid7_millis
+from devtrail.schemas.references import ENVELOPE_REFERENCES
+from devtrail.schemas.task_events import TaskStatus
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CALL_TYPES = {"llm.called", "tool.called"}

@@ -1,0 +1,1 @@
+"""The Faust processor: validate, deduplicate, scrub, correlate, publish the clean topic."""
