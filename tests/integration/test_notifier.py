@@ -246,7 +246,7 @@ async def test_a_refused_alert_is_given_up_after_max_attempts_and_the_next_ones_
     assert keys.index(same_partition[0]) > max(i for i, key in enumerate(keys) if key == str(poison.event_id))
     assert counted.get("failed") == 1
     assert counted.get("retried") == 2
-    assert f"ERROR consumers.notify: notifier: gave up on alert {poison.event_id} after 3 attempts" in log
+    assert f"ERROR devtrail.consumers.notify: notifier: gave up on alert {poison.event_id} after 3 attempts" in log
 
 
 def delivered(receiver: Receiver, count: int) -> Callable[[], Awaitable[bool]]:

@@ -5,6 +5,7 @@ the pipeline stores."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 
+from devtrail.migrate import alembic_config
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from tests.integration.pipeline import wait_for
@@ -86,20 +89,29 @@ def _run(
 
 
 @pytest.fixture(scope="module")
-def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean virtual environment with the wheel of this checkout installed, no extra."""
-    base = tmp_path_factory.mktemp("sdk")
-    wheels = base / "wheels"
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this checkout, as `pip wheel` builds it for a service."""
+    wheels = tmp_path_factory.mktemp("wheels")
     build = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wheels, ROOT)
     assert "multiple top-level packages" not in build.stdout + build.stderr
-    (wheel,) = wheels.glob("devtrail-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    (built,) = wheels.glob("devtrail-*.whl")
+    with zipfile.ZipFile(built) as archive:
         tops = {name.split("/")[0] for name in archive.namelist()}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"devtrail"}, tops
+    return built
+
+
+def _venv_with(base: Path, requirement: str) -> Path:
     venv.create(base / "venv", with_pip=True, clear=True)
     python = base / "venv" / "bin" / "python"
-    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel)
+    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement)
     return python
+
+
+@pytest.fixture(scope="module")
+def sdk_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean virtual environment with the wheel of this checkout installed, no extra."""
+    return _venv_with(tmp_path_factory.mktemp("sdk"), str(wheel))
 
 
 def test_the_sdk_brings_only_what_emitting_needs(sdk_python: Path) -> None:
@@ -144,3 +156,48 @@ async def test_the_sdk_alone_publishes_an_event_the_pipeline_stores(
         await wait_for(stored, 60, f"the event of {task} stored")
     row = await db.fetchrow("SELECT event_type, source FROM events WHERE task_id = $1", task)
     assert (row["event_type"], row["source"]) == ("task.completed", "sdk-venv")
+
+
+async def test_the_pipeline_wheel_has_every_module_and_migrates_a_database(
+    wheel: Path, tmp_path: Path, postgres_admin_url: str
+) -> None:
+    """The ``pipeline`` extra from the same wheel: every module imports from the installed
+    files (not the checkout) and ``devtrail migrate`` finds its revisions there."""
+    python = await asyncio.to_thread(_venv_with, tmp_path, f"{wheel}[pipeline]")
+    modules = (await asyncio.to_thread(_run, python, "-c", IMPORT_ALL, cwd=tmp_path)).stdout.split()
+    assert "devtrail.consumers.rules.engine" in modules
+    assert "devtrail.consumers.aggregates.verify" in modules
+    assert "devtrail.migrations.versions" in modules
+    database = f"t_wheel_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_admin_url)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        base, _, query = postgres_admin_url.partition("?")
+        url = f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+        await asyncio.to_thread(_run, python.parent / "devtrail", "migrate", "--database-url", url, cwd=tmp_path)
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == _head()
+            assert await conn.fetchval("SELECT to_regclass('aggregates.claims') IS NOT NULL")
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+def _head() -> str | None:
+    """The newest revision of the checkout's migrations."""
+    return ScriptDirectory.from_config(alembic_config("postgresql://unused/")).get_current_head()
+
+
+#: Imports every module of the installed package.
+IMPORT_ALL = """
+import importlib, pkgutil, devtrail
+assert "site-packages" in devtrail.__file__, devtrail.__file__
+for module in pkgutil.walk_packages(devtrail.__path__, "devtrail."):
+    if module.name.startswith("devtrail.bench.") or module.name in ("devtrail.__main__", "devtrail.migrations.env"):
+        continue  # optional tools; a script that runs; alembic's, run only by alembic
+    importlib.import_module(module.name)
+    print(module.name)
+"""
