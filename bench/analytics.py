@@ -83,7 +83,9 @@ QUERIES: dict[str, str] = {
         SELECT * FROM analytics.cost_by_task
         WHERE task_id = (SELECT task_id FROM analytics.tasks WHERE project_id = $1 AND created_at >= $2 LIMIT 1)""",
     "delivery per week": """
-        SELECT * FROM analytics.delivery_weekly WHERE week >= $1::date ORDER BY week""",
+        SELECT * FROM analytics.delivery_weekly WHERE project_id = $1 AND week >= $2::date ORDER BY week""",
+    "delivery per week, every project": """
+        SELECT * FROM analytics.delivery_weekly_all WHERE week >= $1::date ORDER BY week""",
 }
 
 

@@ -9,8 +9,8 @@ docs/analytics.md advises: the distinct sessions of the window (``aggregates.ses
 and the LLM latency percentiles of the window per model, from the merged latency bins
 (``aggregates.llm_latency_daily``), never averaged from daily percentiles. Task durations per
 day are computed from ``analytics.tasks`` for the same reason (the view's percentiles are
-per agent). ``analytics.delivery_weekly`` has no project: with ``project`` set, the delivery
-section still covers every project (``Report.delivery_all_projects``).
+per agent). Delivery comes from ``analytics.delivery_weekly_all`` (every project) or, with
+``project``, ``analytics.delivery_weekly``.
 
 Encodings (JSON and CSV): money and rates are ``Decimal``s written as exact decimal numbers
 (JSON numbers, not strings); durations are seconds; days are ISO dates; a missing value is
@@ -168,7 +168,6 @@ class Report:
     tasks_by_day: tuple[TaskDay, ...]
     agents: tuple[AgentPerformance, ...]
     delivery: tuple[DeliveryWeek, ...]
-    delivery_all_projects: bool
 
 
 # The queries take $1 = the first day (date) and $2 = the project (NULL: all).
@@ -247,12 +246,20 @@ SELECT agent_id, sum(actions)::bigint AS actions, sum(events)::bigint AS events,
 FROM analytics.agent_performance_daily WHERE bucket >= $1 AND ($2::text IS NULL OR project_id = $2)
 GROUP BY agent_id ORDER BY sum(llm_cost_usd) DESC, agent_id"""
 
-# No project column in the view: only $1.
 DELIVERY = """
 SELECT week, author_kind, deployments, failed_deployments, deployments_per_day, lead_time_p50,
        change_failure_rate, incidents, incidents_resolved, time_to_restore_p50
-FROM analytics.delivery_weekly WHERE week >= date_trunc('week', $1::date)::date
+FROM {view} WHERE week >= date_trunc('week', $1::date)::date {project}
 ORDER BY week, author_kind = 'all' DESC, author_kind"""
+#: Over every project (``analytics.delivery_weekly_all``), or one (``analytics.delivery_weekly``).
+DELIVERY_ALL = DELIVERY.format(view="analytics.delivery_weekly_all", project="")
+DELIVERY_PROJECT = DELIVERY.format(view="analytics.delivery_weekly", project="AND project_id = $2")
+
+
+async def _delivery(conn: asyncpg.Connection, first_day: date, project: str | None) -> list[asyncpg.Record]:
+    if project is None:
+        return list(await conn.fetch(DELIVERY_ALL, first_day))
+    return list(await conn.fetch(DELIVERY_PROJECT, first_day, project))
 
 
 async def gather(conn: asyncpg.Connection, since: datetime, project: str | None, top: int = TOP_REQUIREMENTS) -> Report:
@@ -261,7 +268,7 @@ async def gather(conn: asyncpg.Connection, since: datetime, project: str | None,
     Args:
         conn: a connection to a migrated devtrail database.
         since: the window starts at the beginning of this moment's UTC day (an aware datetime).
-        project: only this project's figures (delivery excepted: its view has no project); None: all.
+        project: only this project's figures; None: all.
         top: requirements to list in "cost by requirement".
 
     Returns:
@@ -283,8 +290,7 @@ async def gather(conn: asyncpg.Connection, since: datetime, project: str | None,
         requirements_total=requirements[0]["total"] if requirements else 0,
         tasks_by_day=tasks,
         agents=tuple(AgentPerformance(**r) for r in await conn.fetch(AGENTS, *args)),
-        delivery=tuple(DeliveryWeek(**r) for r in await conn.fetch(DELIVERY, first_day)),
-        delivery_all_projects=project is not None,
+        delivery=tuple(DeliveryWeek(**r) for r in await _delivery(conn, first_day, project)),
     )
 
 
@@ -463,7 +469,7 @@ def _delivery_table(report: Report) -> TextTable:
          format_duration(w.time_to_restore_p50))
         for w in report.delivery
     )  # fmt: skip
-    title = "Delivery per week" + (" (all projects)" if report.delivery_all_projects else "")
+    title = "Delivery per week"
     columns = ("week", "authored by", "deploys", "failed", "lead time", "failure rate", "incidents", "restore")
     return TextTable(title, columns, rows)
 

@@ -302,9 +302,7 @@ def _delivery(report: Report, tables: dict[str, TextTable]) -> str:
     if any(v is not None for v in lead + restore):
         times = [Series("lead time for changes, p50", BLUE, lead), Series("time to restore, p50", PURPLE, restore)]
         charts += [lines_svg(labels, times, height=180), _legend(times)]
-    title = "Delivery per week" + (
-        " (all projects: deployments have no project)" if report.delivery_all_projects else ""
-    )
+    title = "Delivery per week"
     return _figure("chart-delivery", title, charts, tables["delivery"])
 
 

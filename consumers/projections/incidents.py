@@ -1,7 +1,7 @@
 """``projections.incidents`` from ``incident.opened`` and ``incident.resolved``.
 
 The cause (deployment, commit), the severity and the environment may be known only at
-resolution: each is the latest one given, by key. ``resolved_at``, the resolution and the
+resolution: each is the latest one given, by key (the project too). ``resolved_at``, the resolution and the
 fixing deployment are those of the latest ``incident.resolved``.
 """
 
@@ -22,17 +22,20 @@ ENVIRONMENT = Latest("environment", (text("environment"),))
 DEPLOYMENT = Latest("deployment", (text("deployment_id"),))
 COMMIT = Latest("commit", (text("commit_sha"),))
 RESOLVED = Latest("resolved", (text("resolution"), text("fixed_by_deployment_id")))
+PROJECT = Latest("project_ref", (text("project_id"),))
 
 INCIDENTS = Table(
     "projections.incidents",
     key=(text("incident_id"),),
-    rules=(OPENED, SEVERITY, ENVIRONMENT, DEPLOYMENT, COMMIT, RESOLVED),
+    rules=(OPENED, SEVERITY, ENVIRONMENT, DEPLOYMENT, COMMIT, RESOLVED, PROJECT),
 )
 
 
-def _add(p: IncidentOpenedPayload | IncidentResolvedPayload, key: EventKey, out: Reduction, patch: Patch) -> None:
+def _add(event: IncidentOpened | IncidentResolved, key: EventKey, out: Reduction, patch: Patch) -> None:
+    p: IncidentOpenedPayload | IncidentResolvedPayload = event.payload
     severity = p.severity.value if p.severity is not None else None
     for rule, value in (
+        (PROJECT, event.project_id),
         (SEVERITY, severity),
         (ENVIRONMENT, p.environment),
         (DEPLOYMENT, p.deployment_id),
@@ -44,12 +47,12 @@ def _add(p: IncidentOpenedPayload | IncidentResolvedPayload, key: EventKey, out:
 
 
 def incident_opened(event: IncidentOpened, key: EventKey, out: Reduction) -> None:
-    _add(event.payload, key, out, OPENED.set(key, event.payload.title))
+    _add(event, key, out, OPENED.set(key, event.payload.title))
 
 
 def incident_resolved(event: IncidentResolved, key: EventKey, out: Reduction) -> None:
     p = event.payload
-    _add(p, key, out, RESOLVED.set(key, p.resolution, p.fixed_by_deployment_id))
+    _add(event, key, out, RESOLVED.set(key, p.resolution, p.fixed_by_deployment_id))
 
 
 HANDLERS: dict[type[Envelope], Handler[Reduction]] = {

@@ -262,8 +262,18 @@ async def test_delivery_weekly_gives_the_dora_figures_of_the_story(db: asyncpg.C
     rows = clean(story())
     await store(db, rows)
     await apply(db, rows, [len(rows)])
-    found = {r["author_kind"]: dict(r) for r in await db.fetch("SELECT * FROM analytics.delivery_weekly")}
+    per_project = [dict(r) for r in await db.fetch("SELECT * FROM analytics.delivery_weekly")]
+    assert {r.pop("project_id") for r in per_project} == {"P1"}  # every event of the story names P1
+    everywhere = [dict(r) for r in await db.fetch("SELECT * FROM analytics.delivery_weekly_all")]
+    assert sorted(per_project, key=str) == sorted(everywhere, key=str)  # one project: the same figures
+    found = {r["author_kind"]: r for r in everywhere}
     assert set(found) == {"both", "all"}  # PR and first commit by an agent, the merge commit by a person
+    production = await db.fetch("SELECT * FROM analytics.production_deployments ORDER BY deployment_id")
+    assert [(r["deployment_id"], r["project_id"], r["caused_failure"]) for r in production] == [
+        ("D1", "P1", True),
+        ("D2", "P1", True),
+    ]
+    assert production[1]["lead_time"] == timedelta(minutes=23)
     for row in found.values():
         assert row["week"] == date(2026, 11, 16)
         assert (row["deployments"], row["failed_deployments"]) == (1, 1)  # D2 succeeded, D1 failed
@@ -272,6 +282,36 @@ async def test_delivery_weekly_gives_the_dora_figures_of_the_story(db: asyncpg.C
         assert row["change_failure_rate"] == 1  # D1 failed, D2 caused INC-1
         assert (row["incidents"], row["incidents_resolved"]) == (1, 1)
         assert row["time_to_restore_p50"] == timedelta(minutes=5)
+
+
+async def test_the_migration_fills_the_project_of_deployments_and_incidents_already_stored(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Deployments and incidents projected before revision 0010 get the project their stored
+    events name: the same values the writers set."""
+    import asyncio
+
+    from devtrail import migrate
+    from tests.integration.test_projections import story
+
+    rows = clean(story())
+    await store(db, rows)
+    await apply(db, rows, [len(rows)])
+    columns = "project_id, project_ref_at, project_ref_event_id"
+    written = [
+        list(await db.fetch(f"SELECT {columns} FROM projections.{t} ORDER BY 2, 3")) for t in TABLES_WITH_PROJECT
+    ]
+    assert all(r["project_id"] == "P1" for table in written for r in table) and all(written)
+    await asyncio.to_thread(migrate.downgrade, database_url, "0009")
+    assert await db.fetchval("SELECT to_regclass('analytics.delivery_weekly_all')") is None
+    assert await db.fetchval("SELECT count(*) FROM analytics.delivery_weekly") == 2  # 0009's: no project
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    filled = [list(await db.fetch(f"SELECT {columns} FROM projections.{t} ORDER BY 2, 3")) for t in TABLES_WITH_PROJECT]
+    assert filled == written
+    assert await db.fetchval("SELECT count(*) FROM analytics.delivery_weekly WHERE project_id = 'P1'") == 2
+
+
+TABLES_WITH_PROJECT = ("deployments", "incidents")
 
 
 async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_not_applied(

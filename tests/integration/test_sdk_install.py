@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -92,7 +93,14 @@ def _run(
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from this checkout, as `pip wheel` builds it for a service."""
     wheels = tmp_path_factory.mktemp("wheels")
-    build = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wheels, ROOT)
+    source = tmp_path_factory.mktemp("source")  # a copy: the build writes build/ where it runs
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("devtrail", "schemas", "producers", "consumers", "migrations", "bench"):
+        shutil.copytree(
+            ROOT / folder, source / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "results")
+        )
+    build = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wheels, source)
     assert "multiple top-level packages" not in build.stdout + build.stderr
     (built,) = wheels.glob("devtrail-*.whl")
     with zipfile.ZipFile(built) as archive:

@@ -79,12 +79,11 @@ def full() -> Report:
                 date(2026, 11, 16), "agent", 2, 0, Decimal("0.286"), timedelta(hours=10), Decimal("0"), 0, 0, None
             ),
         ),
-        delivery_all_projects=True,
     )
 
 
 def empty() -> Report:
-    return Report(WINDOW, Summary(0, 0, 0, 0, 0, 0, Decimal(0), 0, 0, 0), (), (), (), 0, (), (), (), False)
+    return Report(WINDOW, Summary(0, 0, 0, 0, 0, 0, Decimal(0), 0, 0, 0), (), (), (), 0, (), (), ())
 
 
 def test_every_chart_draws_shapes_and_only_its_own_svg() -> None:
@@ -138,7 +137,6 @@ def test_charts_of_zeros_and_one_day_draw_without_dividing_by_zero() -> None:
         (TaskDay(DAY, 0, 0, 1, 0, 0, Decimal(1), timedelta(0), timedelta(0)),),
         (),
         (),
-        False,
     )
     document = render_html(zeros)
     assert "nan" not in document.lower().replace("span", "") and "inf" not in document.lower()
@@ -156,7 +154,7 @@ def test_json_keeps_costs_exact_and_durations_in_seconds() -> None:
     assert out["models"][1]["latency_p95_ms"] is None
     assert out["delivery"][0]["lead_time_p50"] == 72000
     assert set(out) == {"window", "summary", "events_by_day", "models", "requirements", "requirements_total",
-                        "tasks_by_day", "agents", "delivery", "delivery_all_projects"}  # fmt: skip
+                        "tasks_by_day", "agents", "delivery"}  # fmt: skip
 
 
 def test_json_of_an_empty_report_has_empty_sections() -> None:
@@ -204,7 +202,7 @@ def test_terminal_shows_the_figures_and_never_obeys_the_data() -> None:
     assert "[bold]x" in text  # rich markup in an id is shown, not applied
     assert "a&b\\x1b[31m" in text  # the escape is shown, never sent to the terminal
     assert "\x1b[31m[bold]" not in text
-    assert "Delivery per week (all projects)" in text
+    assert "Delivery per week" in text
 
 
 def test_terminal_says_which_sections_are_empty() -> None:

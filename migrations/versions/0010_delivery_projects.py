@@ -1,0 +1,170 @@
+"""Delivery per project: deployments and incidents keep their project; DORA per project
+
+- ``projections.deployments`` and ``projections.incidents`` gain ``project_id`` (the latest of
+  their events that named one, by key, as the tasks' project), filled here from ``events``;
+- ``analytics.production_deployments``: one row per finished production deployment, with its
+  project, week, who authored the change, lead time and whether it caused a failure (the
+  rows ``delivery_weekly`` counts, for drilling down);
+- ``analytics.delivery_weekly`` is per project (``project_id``; NULL: deployments that named
+  none); ``analytics.delivery_weekly_all`` keeps the figures over every project. A filter on
+  ``project_id`` and ``week`` reaches the deployments and incidents before the lookups of
+  pull requests and commits.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+TABLES = {"deployments": "deployment_id", "incidents": "incident_id"}
+
+PRODUCTION_DEPLOYMENTS = """
+CREATE VIEW analytics.production_deployments AS
+SELECT d.deployment_id, pd.project_id, d.environment, d.status,
+       coalesce(d.completed_at, d.failed_at, d.started_at) AS at,
+       (date_trunc('week', coalesce(d.completed_at, d.failed_at, d.started_at) AT TIME ZONE 'UTC'))::date AS week,
+       d.pull_request,
+       coalesce(k.author_kind, 'unknown') AS author_kind,
+       k.first_commit_at,
+       CASE WHEN d.status = 'succeeded' THEN d.completed_at - k.first_commit_at END AS lead_time,
+       d.status = 'failed' OR EXISTS (SELECT 1 FROM projections.incidents i WHERE i.deployment_id = d.deployment_id)
+           AS caused_failure
+FROM analytics.deployments d
+JOIN projections.deployments pd ON pd.deployment_id = d.deployment_id
+LEFT JOIN projections.pull_requests p ON p.repository || '#' || p.number::text = d.pull_request
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN count(x.kind) = 0 THEN NULL
+                WHEN bool_and(x.kind = 'person') THEN 'person'
+                WHEN bool_and(x.kind = 'agent') THEN 'agent'
+                ELSE 'both' END AS author_kind,
+           coalesce(min(x.authored_at), min(x.opened_at)) AS first_commit_at
+    FROM (SELECT p.author_kind AS kind, NULL::timestamptz AS authored_at, p.opened_at
+          UNION ALL
+          SELECT c.author_kind, c.authored_at, NULL FROM projections.commits c
+          WHERE c.repository = p.repository AND c.pr_number = p.number
+          UNION ALL
+          SELECT c.author_kind, c.authored_at, NULL FROM projections.commits c
+          WHERE c.pr_number IS NULL AND c.repository = p.repository
+            AND ((left(c.sha, 7) = left(p.head_sha, 7) AND projections.same_commit(p.head_sha, c.sha))
+                 OR (left(c.sha, 7) = left(p.merge_sha, 7) AND projections.same_commit(p.merge_sha, c.sha)))
+         ) x
+    WHERE p.number IS NOT NULL
+) k ON true
+WHERE lower(d.environment) IN ('production', 'prod') AND d.status IN ('succeeded', 'failed')
+"""
+
+#: The facts both delivery views count: production deployments, and incidents in production
+#: or caused by a production deployment (time to restore).
+_FACTS = """
+    SELECT 'deployment' AS fact, week, project_id, author_kind, status, caused_failure, lead_time,
+           NULL::interval AS time_to_restore
+    FROM analytics.production_deployments
+    UNION ALL
+    SELECT 'incident', (date_trunc('week', i.opened_at AT TIME ZONE 'UTC'))::date,
+           coalesce(i.project_id, dp.project_id), coalesce(dp.author_kind, 'unknown'), NULL, NULL, NULL,
+           i.resolved_at - i.opened_at
+    FROM projections.incidents i
+    LEFT JOIN analytics.production_deployments dp ON dp.deployment_id = i.deployment_id
+    WHERE lower(i.environment) IN ('production', 'prod') OR dp.deployment_id IS NOT NULL
+"""
+
+_FIGURES = """
+       count(*) FILTER (WHERE fact = 'deployment' AND status = 'succeeded') AS deployments,
+       count(*) FILTER (WHERE fact = 'deployment' AND status = 'failed') AS failed_deployments,
+       round(count(*) FILTER (WHERE fact = 'deployment' AND status = 'succeeded') / 7.0, 3) AS deployments_per_day,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lead_time) AS lead_time_p50,
+       round(count(*) FILTER (WHERE fact = 'deployment' AND caused_failure)::numeric
+             / NULLIF(count(*) FILTER (WHERE fact = 'deployment'), 0), 4) AS change_failure_rate,
+       count(*) FILTER (WHERE fact = 'incident') AS incidents,
+       count(*) FILTER (WHERE fact = 'incident' AND time_to_restore IS NOT NULL) AS incidents_resolved,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_restore) AS time_to_restore_p50"""
+
+DELIVERY = f"""
+CREATE VIEW analytics.delivery_weekly AS
+SELECT week, project_id, coalesce(author_kind, 'all') AS author_kind,{_FIGURES}
+FROM ({_FACTS}) facts
+GROUP BY GROUPING SETS ((week, project_id, author_kind), (week, project_id))
+"""
+
+DELIVERY_ALL = f"""
+CREATE VIEW analytics.delivery_weekly_all AS
+SELECT week, coalesce(author_kind, 'all') AS author_kind,{_FIGURES}
+FROM ({_FACTS}) facts
+GROUP BY GROUPING SETS ((week, author_kind), (week))
+"""
+
+COMMENTS = {
+    "analytics.production_deployments": "One row per finished production deployment: project, week, who authored "
+    "the change, lead time, whether it caused a failure.",
+    "analytics.delivery_weekly": "DORA per week and project of production deployments, by who authored the change "
+    "(person, agent, both, unknown; all).",
+    "analytics.delivery_weekly_all": "DORA per week of production deployments over every project, by who authored "
+    "the change (person, agent, both, unknown; all).",
+}
+
+
+def _backfill(table: str, key: str) -> str:
+    """The latest project any of the entity's stored events named (the projection's rule)."""
+    family = table.removesuffix("s")
+    return f"""
+UPDATE projections.{table} t
+SET project_id = x.project_id, project_ref_at = x.occurred_at, project_ref_event_id = x.event_id
+FROM (
+    SELECT DISTINCT ON (payload ->> '{key}') payload ->> '{key}' AS id, project_id, occurred_at, event_id
+    FROM events WHERE event_type LIKE '{family}.%' AND project_id IS NOT NULL
+    ORDER BY payload ->> '{key}', occurred_at DESC, event_id DESC
+) x
+WHERE t.{key} = x.id
+"""
+
+
+def upgrade() -> None:
+    for table, key in TABLES.items():
+        op.execute(
+            f"ALTER TABLE projections.{table} ADD COLUMN project_id text, "
+            "ADD COLUMN project_ref_at timestamptz, ADD COLUMN project_ref_event_id uuid"
+        )
+        op.execute(_backfill(table, key))
+    op.execute("DROP VIEW analytics.delivery_weekly")
+    for statement in (PRODUCTION_DEPLOYMENTS, DELIVERY, DELIVERY_ALL):
+        op.execute(statement)
+    for view, comment in COMMENTS.items():
+        quoted = comment.replace("'", "''")
+        op.execute(f"COMMENT ON VIEW {view} IS '{quoted}'")
+
+
+def downgrade() -> None:
+    op.execute("DROP VIEW analytics.delivery_weekly_all")
+    op.execute("DROP VIEW analytics.delivery_weekly")
+    op.execute("DROP VIEW analytics.production_deployments")
+    previous = _revision_0009()
+    op.execute(previous.DELIVERY)
+    quoted = previous.COMMENTS["analytics.delivery_weekly"].replace("'", "''")
+    op.execute(f"COMMENT ON VIEW analytics.delivery_weekly IS '{quoted}'")
+    for table in TABLES:
+        op.execute(
+            f"ALTER TABLE projections.{table} DROP COLUMN project_id, DROP COLUMN project_ref_at, "
+            "DROP COLUMN project_ref_event_id"
+        )
+
+
+def _revision_0009() -> ModuleType:
+    path = Path(__file__).with_name("0009_analytics_speed.py")
+    spec = importlib.util.spec_from_file_location("migration_0009", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
