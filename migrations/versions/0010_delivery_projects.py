@@ -65,45 +65,91 @@ LEFT JOIN LATERAL (
 WHERE lower(d.environment) IN ('production', 'prod') AND d.status IN ('succeeded', 'failed')
 """
 
+#: The production deployment an incident names, looked up per incident (LIMIT 1 keeps the
+#: planner from hashing every deployment first).
+_DEPLOYMENT_OF_INCIDENT = """
+        SELECT p.deployment_id, p.project_id, p.author_kind FROM analytics.production_deployments p
+        WHERE p.deployment_id = i.deployment_id LIMIT 1"""
+
 #: The facts both delivery views count: production deployments, and incidents in production
-#: or caused by a production deployment (time to restore).
-_FACTS = """
+#: or caused by a production deployment (time to restore). An incident counts toward its own
+#: project, else its deployment's: two branches, so that a filter on the project reaches
+#: ``projections.incidents`` itself.
+_FACTS = f"""
     SELECT 'deployment' AS fact, week, project_id, author_kind, status, caused_failure, lead_time,
            NULL::interval AS time_to_restore
     FROM analytics.production_deployments
     UNION ALL
     SELECT 'incident', (date_trunc('week', i.opened_at AT TIME ZONE 'UTC'))::date,
-           coalesce(i.project_id, dp.project_id), coalesce(dp.author_kind, 'unknown'), NULL, NULL, NULL,
-           i.resolved_at - i.opened_at
+           i.project_id, coalesce(dp.author_kind, 'unknown'), NULL, NULL, NULL, i.resolved_at - i.opened_at
     FROM projections.incidents i
-    LEFT JOIN analytics.production_deployments dp ON dp.deployment_id = i.deployment_id
-    WHERE lower(i.environment) IN ('production', 'prod') OR dp.deployment_id IS NOT NULL
+    LEFT JOIN LATERAL ({_DEPLOYMENT_OF_INCIDENT}) dp ON true
+    WHERE i.project_id IS NOT NULL AND (lower(i.environment) IN ('production', 'prod') OR dp.deployment_id IS NOT NULL)
+    UNION ALL
+    SELECT 'incident', (date_trunc('week', i.opened_at AT TIME ZONE 'UTC'))::date,
+           dp.project_id, coalesce(dp.author_kind, 'unknown'), NULL, NULL, NULL, i.resolved_at - i.opened_at
+    FROM projections.incidents i
+    LEFT JOIN LATERAL ({_DEPLOYMENT_OF_INCIDENT}) dp ON true
+    WHERE i.project_id IS NULL AND (lower(i.environment) IN ('production', 'prod') OR dp.deployment_id IS NOT NULL)
 """
 
-_FIGURES = """
-       count(*) FILTER (WHERE fact = 'deployment' AND status = 'succeeded') AS deployments,
-       count(*) FILTER (WHERE fact = 'deployment' AND status = 'failed') AS failed_deployments,
-       round(count(*) FILTER (WHERE fact = 'deployment' AND status = 'succeeded') / 7.0, 3) AS deployments_per_day,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY lead_time) AS lead_time_p50,
-       round(count(*) FILTER (WHERE fact = 'deployment' AND caused_failure)::numeric
-             / NULLIF(count(*) FILTER (WHERE fact = 'deployment'), 0), 4) AS change_failure_rate,
-       count(*) FILTER (WHERE fact = 'incident') AS incidents,
-       count(*) FILTER (WHERE fact = 'incident' AND time_to_restore IS NOT NULL) AS incidents_resolved,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_restore) AS time_to_restore_p50"""
+#: Who authored the change, and ``all``: one row per kind present in the group.
+KINDS = ("all", "person", "agent", "both", "unknown")
 
-DELIVERY = f"""
-CREATE VIEW analytics.delivery_weekly AS
-SELECT week, project_id, coalesce(author_kind, 'all') AS author_kind,{_FIGURES}
-FROM ({_FACTS}) facts
-GROUP BY GROUPING SETS ((week, project_id, author_kind), (week, project_id))
+
+def _figures(kind: str) -> str:
+    """The DORA figures of the facts of author kind ``kind`` (``all``: every fact), as FILTERed
+    aggregates, so that one GROUP BY gives every kind's row: no GROUPING SETS, which would
+    keep a filter on ``project_id`` or ``week`` from reaching the tables."""
+
+    def when(*conditions: str) -> str:
+        return " AND ".join(conditions if kind == "all" else (f"author_kind = '{kind}'", *conditions)) or "true"
+
+    return f"""ROW(
+        count(*) FILTER (WHERE {when()}),
+        count(*) FILTER (WHERE {when("fact = 'deployment'", "status = 'succeeded'")}),
+        count(*) FILTER (WHERE {when("fact = 'deployment'", "status = 'failed'")}),
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY lead_time) FILTER (WHERE {when()}),
+        count(*) FILTER (WHERE {when("fact = 'deployment'", "caused_failure")}),
+        count(*) FILTER (WHERE {when("fact = 'deployment'")}),
+        count(*) FILTER (WHERE {when("fact = 'incident'")}),
+        count(*) FILTER (WHERE {when("fact = 'incident'", "time_to_restore IS NOT NULL")}),
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_restore) FILTER (WHERE {when()})
+    )::analytics.delivery_figures AS {kind}_figures"""
+
+
+def _delivery(view: str, keys: tuple[str, ...]) -> str:
+    grouped = ", ".join(keys)
+    kinds = ",\n    ".join(_figures(kind) for kind in KINDS)
+    rows = ", ".join(f"('{kind}', g.{kind}_figures)" for kind in KINDS)
+    return f"""
+CREATE VIEW analytics.{view} AS
+SELECT {", ".join("g." + key for key in keys)}, k.author_kind,
+       (k.f).deployments, (k.f).failed_deployments, round((k.f).deployments / 7.0, 3) AS deployments_per_day,
+       (k.f).lead_time_p50,
+       round((k.f).caused_failure::numeric / NULLIF((k.f).deployment_facts, 0), 4) AS change_failure_rate,
+       (k.f).incidents, (k.f).incidents_resolved, (k.f).time_to_restore_p50
+FROM (
+    SELECT {grouped},
+    {kinds}
+    FROM ({_FACTS}) facts
+    GROUP BY {grouped}
+) g
+CROSS JOIN LATERAL (VALUES {rows}) AS k(author_kind, f)
+WHERE (k.f).facts > 0
 """
 
-DELIVERY_ALL = f"""
-CREATE VIEW analytics.delivery_weekly_all AS
-SELECT week, coalesce(author_kind, 'all') AS author_kind,{_FIGURES}
-FROM ({_FACTS}) facts
-GROUP BY GROUPING SETS ((week, author_kind), (week))
+
+FIGURES_TYPE = """
+CREATE TYPE analytics.delivery_figures AS (
+    facts bigint, deployments bigint, failed_deployments bigint, lead_time_p50 interval,
+    caused_failure bigint, deployment_facts bigint, incidents bigint, incidents_resolved bigint,
+    time_to_restore_p50 interval
+)
 """
+
+DELIVERY = _delivery("delivery_weekly", ("week", "project_id"))
+DELIVERY_ALL = _delivery("delivery_weekly_all", ("week",))
 
 COMMENTS = {
     "analytics.production_deployments": "One row per finished production deployment: project, week, who authored "
@@ -138,7 +184,7 @@ def upgrade() -> None:
         )
         op.execute(_backfill(table, key))
     op.execute("DROP VIEW analytics.delivery_weekly")
-    for statement in (PRODUCTION_DEPLOYMENTS, DELIVERY, DELIVERY_ALL):
+    for statement in (PRODUCTION_DEPLOYMENTS, FIGURES_TYPE, DELIVERY, DELIVERY_ALL):
         op.execute(statement)
     for view, comment in COMMENTS.items():
         quoted = comment.replace("'", "''")
@@ -149,6 +195,7 @@ def downgrade() -> None:
     op.execute("DROP VIEW analytics.delivery_weekly_all")
     op.execute("DROP VIEW analytics.delivery_weekly")
     op.execute("DROP VIEW analytics.production_deployments")
+    op.execute("DROP TYPE analytics.delivery_figures")
     previous = _revision_0009()
     op.execute(previous.DELIVERY)
     quoted = previous.COMMENTS["analytics.delivery_weekly"].replace("'", "''")
