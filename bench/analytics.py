@@ -116,14 +116,14 @@ async def load(conn: asyncpg.Connection, events: int, days: int) -> dict[str, An
     return {"events": stored, "load_seconds": round(timer.seconds, 1), "project": f"{stories.project_prefix}1"}
 
 
-async def rebuilds(conn: asyncpg.Connection) -> dict[str, Any]:
+async def rebuilds(conn: asyncpg.Connection, url: str) -> dict[str, Any]:
     options = RebuildOptions(sink_group="none", writers_group="none", clean_topic="none", batch_events=20_000)
     timer = Timer()
     projections = await rebuild_projections(conn, options)
     projections_s = timer.seconds
     say(f"analytics: projections rebuilt: {projections.lines()[0]}")
     timer = Timer()
-    aggregates = await rebuild_aggregates(conn, options)
+    aggregates = await rebuild_aggregates(url, options)
     say(f"analytics: aggregates rebuilt: {aggregates.lines()[0]}")
     await conn.execute("ANALYZE")
     return {
@@ -192,7 +192,7 @@ async def measure(admin_url: str, events: int, days: int) -> dict[str, Any]:
     try:
         figures: dict[str, Any] = {"days": days}
         figures |= await load(conn, events, days)
-        figures |= await rebuilds(conn)
+        figures |= await rebuilds(conn, url)
         figures["queries"] = await queries(conn, figures["project"])
         worst = max(q["p95_ms"] for q in figures["queries"].values())
         figures["worst_query_p95_ms"] = worst

@@ -371,13 +371,9 @@ def cmd_aggregates_rebuild(args: argparse.Namespace) -> int:
     progress = Progress()
 
     async def run() -> list[str]:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            report = await rebuild_aggregates(
-                conn, options, args.since, settings.aggregates_dedup_days, progress=progress.update
-            )
-        finally:
-            await conn.close()
+        report = await rebuild_aggregates(
+            settings.database_url, options, args.since, settings.aggregates_dedup_days, progress=progress.update
+        )
         return report.lines()
 
     try:

@@ -263,7 +263,7 @@ class Stack:
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
                 counted = await rebuild_hourly_counts(conn)
                 await rebuild_aggregates(
-                    conn,
+                    self.settings.database_url,
                     RebuildOptions(
                         sink_group=self.settings.sink_group,
                         writers_group=self.settings.writers_group,

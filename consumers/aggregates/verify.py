@@ -239,7 +239,7 @@ def _day(since: datetime | None) -> date | None:
 
 
 async def rebuild_aggregates(
-    conn: asyncpg.Connection,
+    database_url: str,
     options: RebuildOptions,
     since: datetime | None = None,
     dedup_days: int = 7,
@@ -252,8 +252,12 @@ async def rebuild_aggregates(
     1. ``LOCK`` the claims and the tables ``IN EXCLUSIVE MODE``, in the order the writer
        writes them: readers go on (they see the old rows until the commit), the writer
        host's next batch waits;
-    2. wait until the sink has stored everything the writers applied (``wait_for_sink``);
-    3. delete the rows from that day on and insert their truth (``TRUTH``);
+    2. wait until the sink has stored everything the writers applied (``wait_for_sink``, on
+       a second connection: the transaction has not taken its snapshot yet);
+    3. delete the rows from that day on and insert their truth (``TRUTH``). The transaction
+       is REPEATABLE READ: every table and the claims see the same stored events, while the
+       sink goes on storing (what it stores meanwhile is neither counted nor claimed: the
+       writers count it);
     4. claim every stored event from that day on, so that the writers, catching up, count
        none of them again; a full rebuild also forgets the claims of events not in ``events``
        (lost with an in-memory broker, or dropped by retention), so that if they are sent
@@ -268,15 +272,39 @@ async def rebuild_aggregates(
     report = AggregatesRebuildReport(since=day)
     today = today or datetime.now(UTC).date()
     claims = Claims(dedup_days)
-    first, last = claims.window(today)
     started = time.monotonic()
     since_sql = "true" if day is None else f"e.occurred_at >= '{day.isoformat()}T00:00:00+00:00'::timestamptz"
-    async with conn.transaction():
+    conn = await asyncpg.connect(database_url)
+    waiter = await asyncpg.connect(database_url)
+    try:
+        await _rebuild(conn, waiter, options, report, since_sql, claims, today, say, started)
+    finally:
+        await waiter.close()
+        await conn.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _rebuild(
+    conn: asyncpg.Connection,
+    waiter: asyncpg.Connection,
+    options: RebuildOptions,
+    report: AggregatesRebuildReport,
+    since_sql: str,
+    claims: Claims,
+    today: date,
+    say: Progress,
+    started: float,
+) -> None:
+    day = report.since
+    first, last = claims.window(today)
+    # The snapshot is taken by the first query after the LOCK (neither LOCK nor SET takes one).
+    async with conn.transaction(isolation="repeatable_read"):
         await conn.execute(f"SET LOCAL lock_timeout = {int(options.wait_timeout_s * 1000)}")
         say("locking the aggregate tables (the writers pause at their next batch; readers go on)...")
         tables = ", ".join(f"aggregates.{t.table}" for t in TRUTH)
         await conn.execute(f"LOCK TABLE aggregates.claims, aggregates.claims_late, {tables} IN EXCLUSIVE MODE")
-        await wait_for_sink(conn, options, say)
+        await wait_for_sink(waiter, options, say)
         report.waited_s = time.monotonic() - started
         midnight = None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
         for truth in TRUTH:
@@ -307,5 +335,3 @@ async def rebuild_aggregates(
         report.events = int(await conn.fetchval(f"SELECT count(*) FROM events e WHERE {since_sql}"))
         report.table_seconds["claims"] = round(time.monotonic() - timer, 2)
         say(f"claimed {report.events:,} stored events ({report.table_seconds['claims']:.1f}s)")
-    report.seconds = time.monotonic() - started
-    return report

@@ -8,6 +8,7 @@ aggregate here with a GROUP BY over ``events`` (``consumers.aggregates.verify``)
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -315,7 +316,7 @@ TABLES_WITH_PROJECT = ("deployments", "incidents")
 
 
 async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_not_applied(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, database_url: str
 ) -> None:
     from devtrail.consumers.aggregates.verify import rebuild_aggregates
     from devtrail.consumers.projections.rebuild import RebuildOptions
@@ -331,7 +332,7 @@ async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_n
         "DELETE FROM aggregates.llm_usage_daily WHERE ctid IN (SELECT ctid FROM aggregates.llm_usage_daily LIMIT 1)"
     )
     options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
-    report = await rebuild_aggregates(db, options)
+    report = await rebuild_aggregates(database_url, options)
     assert report.events == 3000 and report.rows["activity_hourly"] > 0
     mismatches = await aggregate_mismatches_by_table(db)
     assert mismatches == dict.fromkeys(mismatches, 0)
@@ -341,7 +342,45 @@ async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_n
     assert await total(db, "SELECT sum(events) FROM aggregates.activity_daily") == 3000
 
 
-async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connection) -> None:
+async def test_a_rebuild_while_the_sink_stores_counts_and_claims_the_same_events(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Every table and the claims come from one snapshot of ``events``: what the sink stores
+    during the rebuild is neither counted nor claimed, and the writers count it after."""
+    from devtrail.consumers.aggregates.verify import rebuild_aggregates
+    from devtrail.consumers.projections.rebuild import RebuildOptions
+
+    stories = Stories("race", seed=9, session_calls=(3, 9)).events(12_000)
+    rows = clean(stories + list(Workload("race", seed=9).events(12_000)))
+    random.Random(9).shuffle(rows)
+    before, during = rows[:16_000], rows[16_000:]
+    await store(db, before)
+    sink = await asyncpg.connect(database_url)
+    stored_during = 0
+
+    async def keep_storing() -> None:
+        nonlocal stored_during
+        for start in range(0, len(during), 40):
+            await store(sink, during[start : start + 40])
+            stored_during += len(during[start : start + 40])
+            await asyncio.sleep(0.002)
+
+    options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
+    storing = asyncio.create_task(keep_storing())
+    try:
+        await asyncio.sleep(0.02)
+        report = await rebuild_aggregates(database_url, options)
+    finally:
+        await storing
+        await sink.close()
+    assert stored_during > 0 and 16_000 <= report.events < len(rows)  # the sink was busy meanwhile
+    await apply(db, rows, [900])  # the writers, catching up with everything
+    mismatches = await aggregate_mismatches_by_table(db)
+    assert mismatches == dict.fromkeys(mismatches, 0)
+    assert await total(db, "SELECT sum(events) FROM aggregates.activity_daily") == len(rows)
+
+
+async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connection, database_url: str) -> None:
     from devtrail.consumers.aggregates.verify import rebuild_aggregates
     from devtrail.consumers.projections.rebuild import RebuildOptions
 
@@ -352,7 +391,7 @@ async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connect
     await apply(db, rows, [5])
     await db.execute("UPDATE aggregates.llm_usage_daily SET calls = calls + 100")
     options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
-    report = await rebuild_aggregates(db, options, since=now - timedelta(days=1))
+    report = await rebuild_aggregates(database_url, options, since=now - timedelta(days=1))
     assert report.events == 2
     days = {r["bucket"]: r["calls"] for r in await db.fetch("SELECT bucket, calls FROM aggregates.llm_usage_daily")}
     assert days == {now.date(): 2, (now - timedelta(days=3)).date(): 103}  # the older day kept as it was
