@@ -185,22 +185,27 @@ async def aggregate_mismatches_by_table(conn: asyncpg.Connection) -> dict[str, i
 
 Progress = Callable[[str], None]
 
-#: The UUIDv7's UTC day, in SQL (``consumers.aggregates.claims.id_day``); NULL for other ids.
+#: The UUIDv7's UTC day, in SQL (``consumers.aggregates.claims.id_day``): the version nibble
+#: and the first 48 bits (Unix milliseconds) read as bytes; NULL for other ids.
+_ID_BYTES = "uuid_send(e.event_id)"
+_ID_MILLIS = " | ".join(f"(get_byte({_ID_BYTES}, {i})::bigint << {8 * (5 - i)})" for i in range(6))
 _ID_DAY = (
-    "CASE WHEN substr(e.event_id::text, 15, 1) = '7' THEN (to_timestamp("
-    "('x' || substr(replace(e.event_id::text, '-', ''), 1, 12))::bit(48)::bigint / 1000.0)"
-    " AT TIME ZONE 'UTC')::date END"
+    f"CASE WHEN get_byte({_ID_BYTES}, 6) >> 4 = 7"
+    f" THEN (to_timestamp(({_ID_MILLIS}) / 1000.0) AT TIME ZONE 'UTC')::date END"
 )
-_CLAIM_STORED = f"""
+#: The stored events a rebuild counts, with their ids' day, read once (in parallel).
+_STORED_IDS = f"""
+CREATE TEMP TABLE rebuild_ids ON COMMIT DROP AS
+SELECT e.event_id, {_ID_DAY} AS id_day FROM events e WHERE {{since}}
+"""
+_CLAIM_STORED = """
 INSERT INTO aggregates.claims (id_day, event_id)
-SELECT d.id_day, d.event_id FROM (SELECT {_ID_DAY} AS id_day, e.event_id FROM events e WHERE {{since}}) d
-WHERE d.id_day BETWEEN $1 AND $2
+SELECT id_day, event_id FROM rebuild_ids WHERE id_day BETWEEN $1 AND $2
 ON CONFLICT DO NOTHING
 """
-_CLAIM_STORED_LATE = f"""
+_CLAIM_STORED_LATE = """
 INSERT INTO aggregates.claims_late (event_id, claimed_on)
-SELECT d.event_id, $3::date FROM (SELECT {_ID_DAY} AS id_day, e.event_id FROM events e WHERE {{since}}) d
-WHERE d.id_day IS NULL OR d.id_day NOT BETWEEN $1 AND $2
+SELECT event_id, $3::date FROM rebuild_ids WHERE id_day IS NULL OR id_day NOT BETWEEN $1 AND $2
 ON CONFLICT DO NOTHING
 """
 _FORGET_UNSTORED = [
@@ -316,12 +321,19 @@ async def _rebuild(
                 await conn.execute(
                     f"DELETE FROM aggregates.{truth.table} WHERE bucket >= $1", midnight if hourly else day
                 )
+            columns = ", ".join(truth.columns)
             if truth.rebuild_select is not None:  # from the hours just rebuilt
                 since_hours = "true" if midnight is None else f"bucket >= '{midnight.isoformat()}'::timestamptz"
                 select = truth.rebuild_select.format(since=since_hours)
             else:
-                select = truth.select.format(since=since_sql)
-            inserted = await conn.execute(f"INSERT INTO aggregates.{truth.table} ({', '.join(truth.columns)}) {select}")
+                # Computed into a temporary table first: CREATE TABLE AS may use parallel workers
+                # (INSERT ... SELECT may not), and the rows then go in key order (about 2x).
+                staged = f"rebuild_{truth.table}"
+                await conn.execute(
+                    f"CREATE TEMP TABLE {staged} ON COMMIT DROP AS {truth.select.format(since=since_sql)}"
+                )
+                select = f"SELECT {columns} FROM {staged} ORDER BY {', '.join(truth.key)}"
+            inserted = await conn.execute(f"INSERT INTO aggregates.{truth.table} ({columns}) {select}")
             report.rows[truth.table] = int(inserted.split()[-1])
             report.table_seconds[truth.table] = round(time.monotonic() - timer, 2)
             say(f"{truth.table}: {report.rows[truth.table]:,} rows ({report.table_seconds[truth.table]:.1f}s)")
@@ -330,8 +342,9 @@ async def _rebuild(
         if day is None:
             for statement in _FORGET_UNSTORED:
                 await conn.execute(statement)
-        await conn.execute(_CLAIM_STORED.format(since=since_sql), first, last)
-        await conn.execute(_CLAIM_STORED_LATE.format(since=since_sql), first, last, today)
-        report.events = int(await conn.fetchval(f"SELECT count(*) FROM events e WHERE {since_sql}"))
+        stored = await conn.execute(_STORED_IDS.format(since=since_sql))
+        await conn.execute(_CLAIM_STORED, first, last)
+        await conn.execute(_CLAIM_STORED_LATE, first, last, today)
+        report.events = int(stored.split()[-1])
         report.table_seconds["claims"] = round(time.monotonic() - timer, 2)
         say(f"claimed {report.events:,} stored events ({report.table_seconds['claims']:.1f}s)")

@@ -380,6 +380,26 @@ async def test_a_rebuild_while_the_sink_stores_counts_and_claims_the_same_events
     assert await total(db, "SELECT sum(events) FROM aggregates.activity_daily") == len(rows)
 
 
+async def test_the_rebuild_reads_an_ids_day_as_the_writer_does(db: asyncpg.Connection) -> None:
+    from devtrail.consumers.aggregates.claims import id_day
+    from devtrail.consumers.aggregates.verify import _ID_DAY
+
+    ids = [
+        str(uuid7_from(int(datetime(2026, 11, 26, 23, 59, 59, 999_000, tzinfo=UTC).timestamp() * 1000), 1)),
+        str(uuid7_from(int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000), 2)),
+        "00000000-0000-7000-8000-000000000000",  # the epoch
+        "01890a5d-ac96-774b-0cce-b302099a8057",  # version 7, another variant
+        "01890a5d-ac96-474b-bcce-b302099a8057",  # version 4
+    ]
+    sql = f"SELECT ({_ID_DAY.replace('e.event_id', '$1::uuid')})::text"
+    for event_id in ids:
+        day = id_day(event_id)
+        assert await db.fetchval(sql, event_id) == (day.isoformat() if day else None), event_id
+    # Year 10889: no Python date (None, claimed late), a day far outside any window in SQL (late too).
+    assert id_day("ffffffff-ffff-7fff-bfff-ffffffffffff") is None
+    assert await db.fetchval(sql, "ffffffff-ffff-7fff-bfff-ffffffffffff") == "10889-08-02"
+
+
 async def test_rebuild_since_a_day_leaves_the_days_before_it(db: asyncpg.Connection, database_url: str) -> None:
     from devtrail.consumers.aggregates.verify import rebuild_aggregates
     from devtrail.consumers.projections.rebuild import RebuildOptions
