@@ -2,7 +2,7 @@
 
 ``python -m devtrail.bench.analytics [--events N] [--days D] [--database-url URL] [--json FILE]``:
 
-1. writes ``--events`` story events (``producers.stories``: requirements, tasks, agent
+1. writes ``--events`` story events (``devtrail.producers.stories``: requirements, tasks, agent
    sessions of 20 to 60 calls, pull requests, deployments, incidents) spread over ``--days``
    days, and stores them with the sink's COPY (no Kafka: this measures PostgreSQL);
 2. rebuilds the projections and the aggregates from ``events`` (``devtrail projections

@@ -323,7 +323,7 @@ async def _wait_drained(conn: asyncpg.Connection, acknowledged: set[UUID], timeo
 async def aggregate_mismatches(conn: asyncpg.Connection, analyst: bool = True) -> int:
     """Keys of ``event_counts_hourly`` that differ from a GROUP BY over ``events``, plus, with
     ``analyst`` (the ``aggregates`` writer runs), those of every analyst aggregate
-    (``consumers.aggregates.verify``)."""
+    (``devtrail.consumers.aggregates.verify``)."""
     hourly = int(
         await conn.fetchval(
             """

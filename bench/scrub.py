@@ -4,7 +4,7 @@
 ``N`` events each, sent in bundles of 50 as producers send them:
 
 * ``loadgen``: the load generator's events (task lifecycles with LLM and tool calls);
-* ``stories``: development stories (``producers.stories``: pull requests, commits, links...);
+* ``stories``: development stories (``devtrail.producers.stories``: pull requests, commits, links...);
 * ``leaky``: the stories with a secret (an API key, a password assignment or a bearer
   token) planted in the free text of one event in ten.
 

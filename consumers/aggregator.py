@@ -1,6 +1,6 @@
 """Aggregators: tables of counts that stay exact under redelivery, crashes and duplicates.
 
-An aggregator applies a batch in one transaction (see ``consumers.checkpoint``):
+An aggregator applies a batch in one transaction (see ``devtrail.consumers.checkpoint``):
 
 1. claim the batch's event ids in ``aggregate_applied`` for this aggregate; only ids
    not claimed before count (fast path: plain COPY; on a unique violation, a staging

@@ -47,7 +47,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
 EVENT_ID, OCCURRED_AT, EVENT_TYPE = 0, 1, 2
 PROJECT_ID, AGENT_ID = 5, 6
 PAYLOAD, ATTRIBUTION = 12, 13
-#: Positions of the references enrichment may fill in (``consumers.processor.correlate``).
+#: Positions of the references enrichment may fill in (``devtrail.consumers.processor.correlate``).
 REFERENCE_POSITIONS = {"project_id": 5, "agent_id": 6, "session_id": 7, "task_id": 8, "requirement_id": 9}
 
 Row = list[Any]
@@ -150,7 +150,7 @@ class CleanRow(NamedTuple):
     attribution: str | None = None
 
     def event(self) -> Any:
-        """The typed event (``schemas.events.Event``) this row holds.
+        """The typed event (``devtrail.schemas.events.Event``) this row holds.
 
         Raises:
             MalformedRowError: the row does not hold a valid event (a writer of the clean
@@ -218,7 +218,7 @@ def _utc(stamp: Any) -> datetime:
 
 
 class CleanRowFormat:
-    """Reads clean messages as ``CleanRow``s (a ``consumers.checkpoint.RowFormat``)."""
+    """Reads clean messages as ``CleanRow``s (a ``devtrail.consumers.checkpoint.RowFormat``)."""
 
     @staticmethod
     def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[CleanRow | Malformed]:

@@ -4,7 +4,7 @@ A record must reach the dead-letter topic whatever the input was: an event with 
 unknown fields has 150,000 errors and may be megabytes long, and a record that large
 would be refused by the broker and stop the partition. So a record keeps the head of the
 original (``MAX_ORIGINAL_BYTES``) with its full length and SHA-256, the first errors
-(``schemas.reasons.MAX_ERRORS``, each bounded) with their total, and is never larger
+(``devtrail.schemas.reasons.MAX_ERRORS``, each bounded) with their total, and is never larger
 than ``MAX_RECORD_BYTES``.
 """
 
@@ -104,7 +104,7 @@ class DeadLetter:
         The original's head (``MAX_ORIGINAL_BYTES``) is in ``original_base64`` and, when it
         is UTF-8 text, in ``original``; ``original_size`` and ``original_sha256`` describe
         the whole of it, ``original_truncated`` says whether the head is all of it. Secrets in
-        the original and in the error texts are replaced first (``consumers.scrub``): what
+        the original and in the error texts are replaced first (``devtrail.consumers.scrub``): what
         these describe is the scrubbed original.
         """
         found: Counter[str] = Counter()
@@ -148,7 +148,7 @@ def _named(raw: Any, key: str) -> str | None:
 
 
 def _bounded(error: dict[str, object]) -> dict[str, object]:
-    """An error entry as ``schemas.reasons.entry`` bounds it (entries from elsewhere too)."""
+    """An error entry as ``devtrail.schemas.reasons.entry`` bounds it (entries from elsewhere too)."""
     loc = error.get("loc")
     return entry(
         loc if isinstance(loc, list | tuple) else (), str(error.get("msg", "")), str(error.get("type", "unknown"))

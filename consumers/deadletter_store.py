@@ -201,7 +201,7 @@ class UnencodableRecordError(ContractError):
 
 
 class DeadLetterRecordFormat:
-    """Reads the dead-letter topic as ``dead_letters`` rows (a ``consumers.checkpoint.RowFormat``)."""
+    """Reads the dead-letter topic as ``dead_letters`` rows (a ``devtrail.consumers.checkpoint.RowFormat``)."""
 
     @staticmethod
     def decode(topic: str, partition: int, offset: int, value: bytes | None) -> list[DeadLetterRow]:
@@ -223,7 +223,7 @@ DEAD_LETTER_RECORDS = DeadLetterRecordFormat()
 
 
 class DeadLetterStore:
-    """``Writer`` of ``dead_letters`` (see ``consumers.checkpoint.host``)."""
+    """``Writer`` of ``dead_letters`` (see ``devtrail.consumers.checkpoint.host``)."""
 
     name = "dead_letters"
 

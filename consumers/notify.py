@@ -121,7 +121,7 @@ def severity_passes(severity: str, minimum: str) -> bool:
 def alert_body(row: CleanRow, payload: dict[str, Any]) -> bytes:
     """The request body: the event as one JSON object.
 
-    The envelope's fields by name (``consumers.clean.EVENT_COLUMNS``, ``occurred_at`` in ISO
+    The envelope's fields by name (``devtrail.consumers.clean.EVENT_COLUMNS``, ``occurred_at`` in ISO
     8601 UTC), ``payload`` as an object; ``attribution``, JSON text on the clean topic, as an
     object too (``null`` for an event stored as sent).
     """

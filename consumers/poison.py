@@ -1,6 +1,6 @@
 """Finding the rows a database write refuses, so that the rest of the batch goes through.
 
-A batch that fails on its data (``consumers.errors.judge`` says ``REFUSED``: a value
+A batch that fails on its data (``devtrail.consumers.errors.judge`` says ``REFUSED``: a value
 PostgreSQL will not take, a constraint, a row too large) is split in halves, each in its
 own savepoint, until the refused rows stand alone. They are returned with the reason and
 dead-lettered; the batch's other rows are written. Any other error (connection lost, a

@@ -4,7 +4,7 @@ Retention drops whole partitions whose every row is older than the cut-off (thei
 bound is at or before it); it never deletes rows one by one. The partition holding the
 cut-off is kept whole, so rows live up to about a month longer than the retention age.
 Rows of ``events_default`` are first moved into partitions of their months
-(``consumers.partitions``), so old rows that arrived late are dropped with their month's
+(``devtrail.consumers.partitions``), so old rows that arrived late are dropped with their month's
 partition too; the default partition never ages rows of its own.
 
 One upkeep pass (``maintain_events``) does both, in this order; the sink runs a pass every

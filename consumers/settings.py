@@ -56,13 +56,13 @@ class ProcessorSettings(ConsumerSettings):
         processor_data_dir: Faust's local data directory.
         replication_factor: replication of the topics Faust creates (changelog).
         correlation: learn the link graph and fill in missing references
-            (``consumers.processor.correlate``); off stores events exactly as sent.
+            (``devtrail.consumers.processor.correlate``); off stores events exactly as sent.
         links_catch_up_timeout_s: how long a starting processor waits to have read the
             links topic before it processes anyway (events processed before are enriched
             less; the ``analytics`` views still attribute them).
         scrub_secrets: replace API keys, tokens, private keys, JWTs, passwords and
             connection-string passwords in payloads before events leave the processors
-            (``consumers.scrub``); dead letters are scrubbed whatever this says.
+            (``devtrail.consumers.scrub``); dead letters are scrubbed whatever this says.
     """
 
     processor_group: str = "devtrail-processor"
@@ -135,7 +135,7 @@ class WritersSettings(CheckpointSettings):
 
     Attributes:
         writers_group: its consumer group (and the key of its stored offsets).
-        writers: which writers it runs, comma-separated names of ``consumers.writers.WRITERS``,
+        writers: which writers it runs, comma-separated names of ``devtrail.consumers.writers.WRITERS``,
             or ``all``. Scale out by running more workers of the same group, not by splitting
             writers across groups: each group reads the whole clean topic.
         aggregates_dedup_days: how long the ``aggregates`` writer remembers which events it
@@ -231,7 +231,7 @@ class RulesSettings(WritersSettings):
 
 
 class NotifierSettings(ConsumerSettings):
-    """The webhook notifier (``devtrail run notifier``, ``consumers.notify``): ``alert.raised``
+    """The webhook notifier (``devtrail run notifier``, ``devtrail.consumers.notify``): ``alert.raised``
     events of the clean topic POSTed as JSON to a URL.
 
     Attributes:

@@ -37,7 +37,7 @@ _MERGE = (
 
 
 class EventSink:
-    """``Writer`` of the ``events`` table (see ``consumers.checkpoint.host``).
+    """``Writer`` of the ``events`` table (see ``devtrail.consumers.checkpoint.host``).
 
     A ``CleanRow`` is the COPY record itself (``EVENT_COLUMNS`` order, the time parsed, the
     payload JSON text that asyncpg's jsonb codec sends as it is, never re-encoded).

@@ -1,6 +1,6 @@
 """The writers the writer host runs on the clean topic: projections and aggregates.
 
-Adding one is a module with a ``Writer`` (``consumers.checkpoint.host``) and one line
+Adding one is a module with a ``Writer`` (``devtrail.consumers.checkpoint.host``) and one line
 here; ``devtrail run writers`` runs them all in one consumer, in this order, each in its
 own savepoint. A writer added to a running deployment starts from the host's offsets:
 fill its tables from ``events`` first (``devtrail projections rebuild``).

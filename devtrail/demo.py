@@ -1,7 +1,7 @@
 """``devtrail demo``: a realistic workload through the whole pipeline, checked exactly once.
 
 It produces N unique events from the load generator (or, with ``stories``, whole development
-stories of at least N events: ``producers.stories``), re-sends a share of them unchanged
+stories of at least N events: ``devtrail.producers.stories``), re-sends a share of them unchanged
 (same ``event_id``, as a retrying client would), optionally sends invalid messages, then
 waits until the events table and the hourly aggregate hold every unique event once.
 """

@@ -56,7 +56,7 @@ def run_sink() -> None:
 
 
 def run_writers() -> None:
-    """The writer host: projections and aggregates (``consumers.writers``)."""
+    """The writer host: projections and aggregates (``devtrail.consumers.writers``)."""
     from devtrail.consumers.writers import build_writers
 
     settings = WritersSettings()
@@ -133,14 +133,15 @@ def run_dead_letter_store() -> None:
 
 
 def run_rules() -> None:
-    """The rules worker: built-in rules and the ``DEVTRAIL_RULES`` modules (``consumers.rules``)."""
+    """The rules worker: built-in rules and the ``DEVTRAIL_RULES`` modules (``devtrail.consumers.rules``)."""
     from devtrail.consumers.rules.app import run_worker
 
     run_worker(RulesSettings())
 
 
 def run_notifier() -> None:
-    """The webhook notifier: ``alert.raised`` events POSTed to ``DEVTRAIL_NOTIFIER_WEBHOOK_URL`` (``consumers.notify``).
+    """The webhook notifier (``devtrail.consumers.notify``): ``alert.raised`` events POSTed to
+    ``DEVTRAIL_NOTIFIER_WEBHOOK_URL``.
 
     Raises:
         SetupError: no webhook URL is configured.

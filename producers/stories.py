@@ -10,7 +10,7 @@ and a merge (a failed task's pull request is closed). The last merged change is 
 fails; an incident names that deployment; a hotfix task, its pull request and a second
 deployment fix it. Requirements whose tasks all completed are completed last.
 
-``Stories.truth`` is recorded from these decisions (``producers.story_truth``), never by
+``Stories.truth`` is recorded from these decisions (``devtrail.producers.story_truth``), never by
 reading the events back. Deterministic: the same prefix, seed and start give the same events,
 ids included (UUIDv7 built from each event's ``occurred_at`` and the seeded generator).
 """

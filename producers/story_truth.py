@@ -1,4 +1,4 @@
-"""What the development stories of ``producers.stories`` imply: the truth to check the pipeline against.
+"""What the development stories of ``devtrail.producers.stories`` imply: the truth to check the pipeline against.
 
 Every value here is recorded from the generator's own decisions, never by reading the events
 back through devtrail code, so a test or the demo can compare what the pipeline made of the
@@ -144,7 +144,7 @@ class PrTruth:
     """One pull request.
 
     Attributes:
-        pr_id: ``owner/repo#N``, as ``consumers.processor.correlate.pull_request_id`` names it.
+        pr_id: ``owner/repo#N``, as ``devtrail.consumers.processor.correlate.pull_request_id`` names it.
         matched_by: how its ``pr.opened`` finds the task: ``branch`` (the branch names the
             Linear key, in lower case) or ``title`` (only the title names it). Its later
             events are matched ``explicit``: the processor links the pull request to the task.

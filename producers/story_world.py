@@ -1,4 +1,4 @@
-"""What the stories of ``producers.stories`` are made of: projects, agents, people, subjects, time and ids."""
+"""What the stories of ``devtrail.producers.stories`` are made of: projects, agents, people, subjects, time and ids."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The devtrail event contract: envelope, event types, codec, topic map.
 
-Every event class and payload of ``schemas.events`` is re-exported here.
+Every event class and payload of ``devtrail.schemas.events`` is re-exported here.
 """
 
 from devtrail.schemas import events

@@ -1,6 +1,6 @@
 """The event catalog as Markdown (``docs/events.md``), rendered from the classes.
 
-Tables come from the same JSON Schemas that ``schemas.jsonschema`` exports, so the page,
+Tables come from the same JSON Schemas that ``devtrail.schemas.jsonschema`` exports, so the page,
 the schema files and the validators cannot disagree.
 """
 

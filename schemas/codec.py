@@ -5,10 +5,10 @@ bound for the same partition into one array, so a processor pays its per-message
 once per bundle instead of once per event.
 
 What is accepted is stored as sent, or rejected with reasons a person reads
-(``schemas.reasons``): types are strict on the wire, ``event_id`` and ``occurred_at`` must
+(``devtrail.schemas.reasons``): types are strict on the wire, ``event_id`` and ``occurred_at`` must
 be sent, and repeated keys, NaN, Infinity, numbers out of range and strings holding NUL
-(PostgreSQL cannot store it) or a lone surrogate are rejected (``schemas.wire``).
-``schemas.wire.validate_message`` is the fast path for whole messages; ``decode_message``
+(PostgreSQL cannot store it) or a lone surrogate are rejected (``devtrail.schemas.wire``).
+``devtrail.schemas.wire.validate_message`` is the fast path for whole messages; ``decode_message``
 and ``validate_event`` take a close look and say why. ``encode_event`` refuses to encode
 a string holding NUL, and ``EVENT_ADAPTER.validate_json`` / ``EVENT_LIST_ADAPTER.validate_json``
 reject one in JSON bytes.
@@ -50,7 +50,7 @@ def decode_message(value: bytes | None, marks: list[str] | None = None) -> list[
     Args:
         value: the message value.
         marks: if given, receives a note for each repeated key and each number JSON cannot
-            hold (``schemas.wire.decode_exact``); with none, ``validate_event(raw, plain=True)``
+            hold (``devtrail.schemas.wire.decode_exact``); with none, ``validate_event(raw, plain=True)``
             takes a shorter way for valid events.
 
     Returns:
@@ -78,7 +78,7 @@ def validate_event(raw: Any, plain: bool = False) -> Event:
     Args:
         raw: one value returned by ``decode_message`` (or any JSON-like value).
         plain: ``decode_message`` noted no marks for the message ``raw`` came from, so a
-            valid event is found the short way (``schemas.wire.plain_event``).
+            valid event is found the short way (``devtrail.schemas.wire.plain_event``).
 
     Raises:
         EventValidationError: with at most ``MAX_ERRORS`` readable errors (paths, messages,
@@ -111,7 +111,7 @@ _UNVALIDATABLE = frozenset({"too_deep", "not_json"})
 
 
 def _wire_errors(raw: dict[str, Any], prefix: JsonPath) -> tuple[list[ErrorEntry], int]:
-    """The first ``MAX_ERRORS`` things the wire forbids in ``raw`` (``schemas.wire``), and their total."""
+    """The first ``MAX_ERRORS`` things the wire forbids in ``raw`` (``devtrail.schemas.wire``), and their total."""
     errors: list[ErrorEntry] = []
     total = 0
     for problem in wire_problems(raw, prefix):

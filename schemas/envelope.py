@@ -36,7 +36,7 @@ LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=UTC)
 # ``re`` (the ``jsonschema`` package) read them alike: ``[0-9]``, not ``\d`` (Unicode digits in
 # Rust and Python, ASCII in JavaScript); whitespace spelled out, not ``\s`` (three engines,
 # three sets). The exported schemas also end each pattern where Python's ``$`` would let a
-# trailing newline through (``schemas.jsonschema``).
+# trailing newline through (``devtrail.schemas.jsonschema``).
 #: Whitespace as Unicode defines it (``White_Space``), for character classes.
 WHITESPACE = r"\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 

@@ -28,7 +28,7 @@ class EventValidationError(ContractError):
 
     Attributes:
         errors: pydantic-style error list (``loc``, ``msg``, ``type``) that says where and why;
-            the first ones only (``schemas.reasons.MAX_ERRORS``).
+            the first ones only (``devtrail.schemas.reasons.MAX_ERRORS``).
         total: how many errors there were in all.
     """
 

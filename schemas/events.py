@@ -351,7 +351,7 @@ Event = Annotated[
     Field(discriminator="event_type"),
 ]
 
-#: Validates one event; ``validate_json`` also rejects strings holding NUL (``schemas.nul``).
+#: Validates one event; ``validate_json`` also rejects strings holding NUL (``devtrail.schemas.nul``).
 EVENT_ADAPTER: TypeAdapter[Event] = NulRejectingAdapter(Event)
 #: Validates a bundle; ``validate_json`` also rejects strings holding NUL.
 EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = NulRejectingAdapter(list[Event])

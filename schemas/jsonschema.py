@@ -7,8 +7,8 @@ little more than the Python classes ask for: the classes fill in ``event_id`` an
 ``event_id``), and every discriminator (``event_type``, a link's ``kind``) is required.
 
 A schema accepts exactly what the processor accepts, but for the rules it cannot state
-(``schemas.schema_limits``), which its ``description`` lists. Patterns mean the same in
-ajv (JavaScript), Python's ``jsonschema`` and pydantic-core (see ``schemas.envelope``).
+(``devtrail.schemas.schema_limits``), which its ``description`` lists. Patterns mean the same in
+ajv (JavaScript), Python's ``jsonschema`` and pydantic-core (see ``devtrail.schemas.envelope``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ DEFAULT_BASE_URI = f"urn:devtrail:schemas:v{SCHEMA_MAJOR}:"
 INDEX_FILE = "index.json"
 #: Envelope fields a JSON producer must always send.
 PRODUCER_REQUIRED = ("event_id", "event_type", "occurred_at")
-#: Rejects strings holding NUL (PostgreSQL cannot store it, see ``schemas.codec``) or a lone
-#: UTF-16 surrogate (no character; ``schemas.wire``); added to every string and key. A
+#: Rejects strings holding NUL (PostgreSQL cannot store it, see ``devtrail.schemas.codec``) or a lone
+#: UTF-16 surrogate (no character; ``devtrail.schemas.wire``); added to every string and key. A
 #: surrogate pair is one character to Python and to a JavaScript ``u`` pattern, so it passes.
 NO_NUL: dict[str, Any] = {"not": {"pattern": "[\\u0000\\ud800-\\udfff]"}}
 #: How an exported pattern ends: ``$`` is the end in JavaScript and in pydantic-core, but Python's

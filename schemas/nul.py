@@ -75,7 +75,7 @@ class NulRejectingAdapter(TypeAdapter[T]):  # type: ignore[misc]  # @final only 
     """A ``TypeAdapter`` whose ``validate_json`` also rejects strings holding NUL.
 
     The check runs on the JSON bytes before pydantic parses them, so it costs a memchr.
-    ``validate_python`` cannot see bytes and does not check; ``schemas.codec`` covers it.
+    ``validate_python`` cannot see bytes and does not check; ``devtrail.schemas.codec`` covers it.
     """
 
     def validate_json(self, data: str | bytes | bytearray, /, *args: Any, **kwargs: Any) -> T:

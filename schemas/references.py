@@ -1,7 +1,7 @@
 """What each event type is about, and how it names it: the references it requires.
 
 An event names the entity it is about either in the envelope (``task_id``, ``agent_id``,
-...: the event classes make the field required, e.g. ``schemas.task_events.TaskEnvelope``)
+...: the event classes make the field required, e.g. ``devtrail.schemas.task_events.TaskEnvelope``)
 or in its payload (``deployment_id``, a pull request's ``repository`` and ``number``, ...).
 The few types that require neither are listed in ``UNBOUND_TYPES`` with the reason;
 docs/events.md shows the table ("References") and the tests keep the three in step.

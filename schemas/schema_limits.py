@@ -1,6 +1,6 @@
 """The rules the processor enforces that the exported JSON Schemas cannot state.
 
-Everything else the processor checks, the schemas say too (``schemas.jsonschema``), and
+Everything else the processor checks, the schemas say too (``devtrail.schemas.jsonschema``), and
 ``tests/unit/test_contract_agreement.py`` holds both to it. What is listed here is stated in
 words instead: in the ``description`` of each schema and in docs/events.md ("Beyond the
 JSON Schemas"). An event that breaks one of these rules passes a JSON Schema validator and

@@ -70,7 +70,7 @@ def validate_message(value: bytes) -> list[Event] | None:
     """The events of a message when they are valid exactly as sent; ``None`` to look closer.
 
     ``None`` does not mean invalid: a message with a key written ``"key" : value`` may be
-    fine. ``decode_exact`` and ``schemas.codec.validate_event`` give the verdict and reasons.
+    fine. ``decode_exact`` and ``devtrail.schemas.codec.validate_event`` give the verdict and reasons.
     """
     if (b"e-" in value or b"E-" in value) and _TINY_EXPONENT.search(value):
         return None

@@ -1,8 +1,8 @@
 """The analysts' aggregates: one writer of the writer host keeping every table of schema ``aggregates``.
 
 Per batch, in the writer host's transaction (with the offsets): claim the batch's events
-once for every aggregate (``consumers.aggregates.claims``: bounded, see there), then add the
-new ones to each table with one upsert per table (``consumers.aggregates.reduce``). The
+once for every aggregate (``devtrail.consumers.aggregates.claims``: bounded, see there), then add the
+new ones to each table with one upsert per table (``devtrail.consumers.aggregates.reduce``). The
 Python work is done beforehand in the host's preparing thread; when the claim finds copies
 counted before, the batch is reduced again without them. Exact under redelivery (offsets in
 the same transaction), crashes in the middle of a transaction (nothing of it stays) and

@@ -40,7 +40,7 @@ _USAGE = (
     " sum(coalesce((e.payload ->> 'cost_usd')::numeric, 0)) AS cost_usd"
 )
 #: The latency bin in SQL: ``width_bucket`` counts the bounds <= the latency, a binary search,
-#: as ``consumers.aggregates.reduce.latency_bin`` does with ``bisect_right``.
+#: as ``devtrail.consumers.aggregates.reduce.latency_bin`` does with ``bisect_right``.
 _BIN = (  # braces doubled: the statements go through str.format
     "width_bucket((e.payload ->> 'latency_ms')::bigint, '{{"
     + ",".join(str(bound) for bound in LATENCY_BOUNDS)
@@ -185,7 +185,7 @@ async def aggregate_mismatches_by_table(conn: asyncpg.Connection) -> dict[str, i
 
 Progress = Callable[[str], None]
 
-#: The UUIDv7's UTC day, in SQL (``consumers.aggregates.claims.id_day``): the version nibble
+#: The UUIDv7's UTC day, in SQL (``devtrail.consumers.aggregates.claims.id_day``): the version nibble
 #: and the first 48 bits (Unix milliseconds) read as bytes; NULL for other ids.
 _ID_BYTES = "uuid_send(e.event_id)"
 _ID_MILLIS = " | ".join(f"(get_byte({_ID_BYTES}, {i})::bigint << {8 * (5 - i)})" for i in range(6))

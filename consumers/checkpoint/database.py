@@ -1,7 +1,7 @@
 """The consumer's one database connection, and the retry policy around it.
 
 A write either commits within ``db_write_timeout_s`` or is abandoned; an error worth
-retrying (``consumers.errors.judge``) closes the connection, and ``wait_until_back`` tries
+retrying (``devtrail.consumers.errors.judge``) closes the connection, and ``wait_until_back`` tries
 again with backoff until PostgreSQL accepts a connection. The caller decides what to read
 again (the consumer seeks to the offsets the database holds).
 """

@@ -6,7 +6,7 @@ Contract of a ``Writer``:
   its own, with the rows of one batch (possibly including rows it applied before: a
   replay after a crash, or an upstream duplicate). It must be idempotent per event and
   return how many events took effect for the first time.
-* If PostgreSQL refuses the data (``consumers.errors.judge`` says ``REFUSED``), the host
+* If PostgreSQL refuses the data (``devtrail.consumers.errors.judge`` says ``REFUSED``), the host
   calls it again on halves of the batch until the refused rows stand alone; those rows are
   dead-lettered *for that writer*, and the other writers still apply them.
 * Any other error is raised: a lost connection is retried by the consumer; a bug (a
@@ -22,7 +22,7 @@ of adding up. ``write(conn, rows)`` must stay equivalent to ``apply(conn, prepar
 it is what refused rows are isolated with, and what runs when nothing was prepared.
 
 Adding a projection or an aggregate is one module with a ``Writer`` and one line in
-``consumers.writers.WRITERS``.
+``devtrail.consumers.writers.WRITERS``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every processor keeps the whole graph in memory: which task a session works on, 
 requirement and project a task belongs to, which task a Linear issue or a pull request
 is linked to, which pull request a commit belongs to, which commit a deployment ships.
 It learns links from the events it validates (``links_of``) and from the other
-processors, through the links topic (``consumers.processor.links``), so a link made on
+processors, through the links topic (``devtrail.consumers.processor.links``), so a link made on
 one partition enriches events on every other.
 
 An event missing a reference the graph knows leaves the processor with it filled in
@@ -14,7 +14,7 @@ producer sent are never changed. Enrichment is what the graph knows *when the ev
 processed*: an event processed before the link that explains it is left as sent, and the
 ``analytics`` views attribute it from the stored links at query time (docs/analytics.md).
 
-Memory: one dict entry per link, about 110 bytes with its two ids (``bench.graph_memory``
+Memory: one dict entry per link, about 110 bytes with its two ids (``devtrail.bench.graph_memory``
 measures it). The links topic holds each link once per processor that learned it first
 (a restarted processor learns the topic back before it processes, so it does not publish
 again what the topic holds): it grows with the links, not with the events, and is kept

@@ -1,6 +1,6 @@
 """One processor batch, without I/O: decode, validate, deduplicate.
 
-Kept free of Faust so that it can be tested and measured alone; ``consumers.processor.app``
+Kept free of Faust so that it can be tested and measured alone; ``devtrail.consumers.processor.app``
 does the reading, publishing and acknowledging around it.
 """
 
@@ -60,13 +60,13 @@ class BatchOutcome:
     """What a batch turned into.
 
     Attributes:
-        bundles: clean messages (``consumers.clean``) by source partition, which is the
+        bundles: clean messages (``devtrail.consumers.clean``) by source partition, which is the
             clean topic's partition too. The models are not kept: holding tens of thousands
             of them alive makes the garbage collector cost more than validation.
         accepted: events in ``bundles``.
         dead_letters: rejected messages and events, with reasons.
         entries: dedup entries to record, one per source partition number with accepted ids
-            (the input topics' partition p share one: see ``consumers.processor.dedup``).
+            (the input topics' partition p share one: see ``devtrail.consumers.processor.dedup``).
         duplicates: events dropped because their id was seen within the window.
         received: events decoded, by type (``unknown`` for a type not in the catalog).
         links: links the batch's events taught the correlator that it did not hold (to
@@ -138,8 +138,8 @@ def process_batch(
         bundle_rows: rows per clean message at most.
         bundle_bytes: bytes per clean message, about (one larger event travels alone).
         correlator: the link graph: learns the events' links and fills in the references
-            they miss (``consumers.processor.correlate``); ``None`` stores events as sent.
-        scrub: replace secrets in payloads (``consumers.scrub``) before they leave; an event
+            they miss (``devtrail.consumers.processor.correlate``); ``None`` stores events as sent.
+        scrub: replace secrets in payloads (``devtrail.consumers.scrub``) before they leave; an event
             whose redacted payload its type no longer accepts is dead-lettered (``secret``).
         topic_families: input topic -> the family it is for; a valid event of another family
             read from it is dead-lettered (``wrong_topic``). ``None``: no check.

@@ -1,8 +1,8 @@
 """Projections: tables of current state (tasks, requirements, sessions, agents, pull requests,
 commits, deployments, incidents, correlations) kept from the clean topic by the writer host,
-and rebuilt from ``events`` on demand (``consumers.projections.rebuild``).
+and rebuilt from ``events`` on demand (``devtrail.consumers.projections.rebuild``).
 
-Each writer merges a batch with order-independent rules (``consumers.projections.merge``), so
+Each writer merges a batch with order-independent rules (``devtrail.consumers.projections.merge``), so
 its tables are the same whatever order, duplicates or batch boundaries the events come in.
 Analysts read them through the ``analytics`` views (docs/analytics.md).
 """

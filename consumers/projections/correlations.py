@@ -9,7 +9,7 @@ One row per link ``(entity_kind, entity_id) -> (linked_kind, linked_id)``, with 
 * ``link.created``: the envelope's task (else requirement, session, project) -> the payload's
   kind and id (``explicit``); a GitHub pull request is named ``owner/repo#N``;
 * ``task.created``: task -> its parent task (``parent``);
-* pull requests: PR -> a Linear key (``ENG-42``, any case, as ``consumers.processor.correlate``
+* pull requests: PR -> a Linear key (``ENG-42``, any case, as ``devtrail.consumers.processor.correlate``
   finds them) in its branch (``branch``), else in its title (``title``): candidates, which the
   views use only when a ``link.created`` names the same key; PR -> its head and merge
   commits (``commit``);
@@ -17,7 +17,7 @@ One row per link ``(entity_kind, entity_id) -> (linked_kind, linked_id)``, with 
 * deployments: deployment -> commit (``commit``), -> PR when started with a number and a
   repository (``explicit``); incidents: incident -> deployment, -> commit (``explicit``).
 
-Events are read as sent (``consumers.projections.batch``): references correlation filled in
+Events are read as sent (``devtrail.consumers.projections.batch``): references correlation filled in
 are not links. Nothing is inferred here across links (a task's pull request through a Linear
 issue): the ``analytics`` views follow links at query time, so a link arriving late explains
 the events before it too.

@@ -12,7 +12,7 @@ One transaction:
    move on meanwhile (they wait for the lock); the sink does.
 3. ``DELETE`` the projection rows (not ``TRUNCATE``, which would block the readers).
 4. Replay ``events`` in ``(occurred_at, event_id)`` order, through a server-side cursor, in
-   batches, through the same writers (``consumers.poison.write_isolating``, as the writer
+   batches, through the same writers (``devtrail.consumers.poison.write_isolating``, as the writer
    host: a row PostgreSQL refuses is skipped for that writer, and counted).
 5. Commit.
 

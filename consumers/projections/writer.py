@@ -1,4 +1,4 @@
-"""The base of the projection writers (``consumers.checkpoint.Writer``s of the clean topic)."""
+"""The base of the projection writers (``devtrail.consumers.checkpoint.Writer``s of the clean topic)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ class ProjectionWriter(ABC):
     ``prepare`` reduces the batch in Python to one patch per row of each table (``reduce``)
     and encodes them as column arrays; ``apply`` merges each table's patches with one
     statement (``Table.upsert_sql``). The writer host prepares the next batch in a thread while
-    the current one is written (``consumers.checkpoint.PreparingWriter``). Idempotent per
+    the current one is written (``devtrail.consumers.checkpoint.PreparingWriter``). Idempotent per
     event: a row applied twice, in one batch or two, changes nothing the second time.
-    Called by the writer host inside the batch's transaction (see ``consumers.checkpoint.host``):
+    Called by the writer host inside the batch's transaction (see ``devtrail.consumers.checkpoint.host``):
     nothing is durable when it returns.
     """
 

@@ -12,7 +12,7 @@ A rule reacts to events of the classes it names (subclasses included), dispatche
 A periodic rule runs on a timer, with no event (``@every(60)``). Both receive a
 ``RuleContext``: the projections (read once they include the event), a state store of the
 rule's own that survives restarts, ``emit`` for derived events, and the clock. What the
-runtime guarantees is in ``consumers.rules.engine`` and docs/rules.md.
+runtime guarantees is in ``devtrail.consumers.rules.engine`` and docs/rules.md.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def rule(
         raise RuleError("@rule needs at least one event class, e.g. @rule(TaskCompleted)")
     for cls in event_classes:
         if not (isinstance(cls, type) and issubclass(cls, Envelope)):
-            raise RuleError(f"@rule takes event classes (from schemas.events), got {cls!r}")
+            raise RuleError(f"@rule takes event classes (from devtrail.schemas.events), got {cls!r}")
 
     def decorate(func: Handler) -> Rule:
         module = sys._getframe(1).f_globals.get("__name__")  # where the rule is made, not where func is

@@ -6,7 +6,7 @@ Per batch of clean-topic messages:
    (their offsets in ``consumer_offsets`` reach it): a rule never reads a state older
    than its event.
 2. Run the rules in one transaction with their state, their outbox rows and the batch's
-   offsets (``consumers.rules.engine``), retried whole if the database goes away.
+   offsets (``devtrail.consumers.rules.engine``), retried whole if the database goes away.
 3. Publish the outbox to Kafka, wait for the acknowledgements, mark the rows published.
 4. Only then return the batch to Faust (acknowledged; its offsets may be committed).
 

@@ -4,7 +4,7 @@ Reads are made for the whole batch: the first ``ctx.task()`` of a batch loads ev
 batch's events name, the first ``ctx.tasks_of_requirement()`` every task of every requirement
 they name, and a rule that declares ``state_key`` has its keys for the batch loaded in one
 statement. State needs no lock of its own: a batch holds its group's lock. The projections
-include the whole batch before any rule runs (``consumers.rules.app``), so one snapshot
+include the whole batch before any rule runs (``devtrail.consumers.rules.app``), so one snapshot
 serves every event of it.
 
 Reads never run in a savepoint: they cannot fail by themselves, and they are shielded from

@@ -38,7 +38,7 @@ depends_on = None
 
 #: Upper bounds (milliseconds, exclusive) of the latency bins: bin ``i`` holds
 #: ``LATENCY_BOUNDS[i-1] <= latency < LATENCY_BOUNDS[i]``; the last bin is open. The same list
-#: is ``consumers.aggregates.reduce.LATENCY_BOUNDS`` (a test checks they agree).
+#: is ``devtrail.consumers.aggregates.reduce.LATENCY_BOUNDS`` (a test checks they agree).
 LATENCY_BOUNDS: tuple[int, ...] = ()
 
 

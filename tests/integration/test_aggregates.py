@@ -2,8 +2,8 @@
 bounded claims, percentiles from mergeable bins, cost attributed through late links.
 
 The pipeline-level checks (workers SIGKILLed under load, a paused broker) are the fault tests
-(``tests/integration/test_faults.py``, ``bench.faults``): their final check compares every
-aggregate here with a GROUP BY over ``events`` (``consumers.aggregates.verify``).
+(``tests/integration/test_faults.py``, ``devtrail.bench.faults``): their final check compares every
+aggregate here with a GROUP BY over ``events`` (``devtrail.consumers.aggregates.verify``).
 """
 
 from __future__ import annotations

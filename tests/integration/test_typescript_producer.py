@@ -8,7 +8,7 @@ which makes events of every type with its ``newEvent`` and sends them with its `
 bundled and one per message, plus one event on another family's topic. Then:
 
 - every event is in ``events`` as it was sent, and its UUIDv7 ``event_id`` is of its time;
-- every message on the input topics sits on the partition ``producers.bundler.choose_partition``
+- every message on the input topics sits on the partition ``devtrail.producers.bundler.choose_partition``
   picks for its key, its key is the one ``Envelope.partition_key()`` gives each event it holds,
   and it holds exactly the events the recipe should have bundled together, in order;
 - kafkajs' ``DefaultPartitioner`` agrees with the SDK and with Kafka's murmur2 test vectors,

@@ -6,7 +6,7 @@ times, numeric strings, out-of-range numbers, missing and unknown fields, bad pa
 formats, over-long strings, NUL characters, lone surrogates, ...). Each is sent as JSON bytes
 to the processor's core (``process_batch``, as the processor calls it per message) and
 checked by Python's ``jsonschema`` (draft 2020-12, with its format checker) on the same JSON
-text. They may disagree only on the rules ``schemas.schema_limits`` lists (the schemas say
+text. They may disagree only on the rules ``devtrail.schemas.schema_limits`` lists (the schemas say
 them in words), and then only one way: the schema accepts, the processor refuses.
 
 Deterministic: ``derandomize=True`` and a fixed number of examples per test.

@@ -119,7 +119,7 @@ def _stub_stack() -> Stack:
 @cache
 def exported_series() -> dict[str, frozenset[str]]:
     """Every series name devtrail's ``/metrics`` can show, with its label names: the metrics of
-    ``consumers.metrics`` and the supervisor's collectors (fed one reading so their labels show)."""
+    ``devtrail.consumers.metrics`` and the supervisor's collectors (fed one reading so their labels show)."""
     wrappers = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
     families = {m._name: (str(m._type), frozenset(m._labelnames)) for m in wrappers}
     monitor = LagMonitor(StackSettings(), [], interval_s=1)

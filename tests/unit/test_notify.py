@@ -1,4 +1,4 @@
-"""The webhook notifier's decisions, body and signature, without Kafka (``consumers.notify``)."""
+"""The webhook notifier's decisions, body and signature, without Kafka (``devtrail.consumers.notify``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Secret scrubbing (``consumers.scrub``): what it replaces, what it leaves alone, and that
+"""Secret scrubbing (``devtrail.consumers.scrub``): what it replaces, what it leaves alone, and that
 neither the clean rows nor the dead letters of the processors carry a secret."""
 
 from __future__ import annotations

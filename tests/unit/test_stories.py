@@ -1,4 +1,4 @@
-"""Development stories (``producers.stories``): valid events, in causal order, whose truth is what the
+"""Development stories (``devtrail.producers.stories``): valid events, in causal order, whose truth is what the
 events imply and what the processor's correlation makes of them."""
 
 from __future__ import annotations
