@@ -59,6 +59,8 @@ QUERIES: dict[str, str] = {
     "LLM latency percentiles per day": """
         SELECT bucket, model, latency_p50_ms, latency_p95_ms, latency_p99_ms FROM analytics.llm_usage_daily
         WHERE project_id = $1 AND bucket >= $2::date""",
+    "LLM latency percentiles over the window": """
+        SELECT * FROM analytics.llm_latency($2, project => $1)""",
     "sessions per day": """
         SELECT bucket, sum(sessions) FROM analytics.sessions_daily
         WHERE project_id = $1 AND bucket >= $2::date GROUP BY 1""",

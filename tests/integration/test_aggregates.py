@@ -161,6 +161,20 @@ async def test_latency_percentiles_come_from_merged_bins_within_five_percent(db:
     # The day's percentiles are those of all its calls (merged bins), not an average of the hours'.
     assert daily["latency_p50_ms"] == _bin_upper(nearest_rank(everything, 50))
     assert daily["latency_p99_ms"] == _bin_upper(nearest_rank(everything, 99))
+    # Any window: the hours starting in [since's hour, until), merged, per provider and model.
+    window = sorted(ms for h, values in latencies.items() if 5 <= h < 16 for ms in values)  # hours 6, 9, 12, 15
+    found = await db.fetch(
+        "SELECT * FROM analytics.llm_latency($1, $2, 'P1')",
+        day + timedelta(hours=5, minutes=30),
+        day + timedelta(hours=16),
+    )
+    assert [(r["provider"], r["model"], r["calls"]) for r in found] == [("anthropic", "m1", len(window))]
+    for column, percent in (("latency_p50_ms", 50), ("latency_p95_ms", 95), ("latency_p99_ms", 99)):
+        assert found[0][column] == _bin_upper(nearest_rank(window, percent)), column
+    assert await db.fetch("SELECT * FROM analytics.llm_latency($1, $2, 'P2')", day, day + timedelta(days=1)) == []
+    assert (await db.fetchrow("SELECT calls FROM analytics.llm_latency($1, agent => 'A1')", day))["calls"] == len(
+        everything
+    )
 
 
 def _event_id(day: date, n: int) -> Any:
