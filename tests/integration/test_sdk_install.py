@@ -133,6 +133,8 @@ def test_the_sdk_brings_only_what_emitting_needs(sdk_python: Path) -> None:
     tops = {line.split("/")[0] for line in record.read_text().splitlines() if "/" in line}
     assert {top for top in tops if not top.endswith(".dist-info") and top != ".."} == {"devtrail"}, tops
     elsewhere = sdk_python.parents[2]  # not the checkout, whose folders would be importable from there
+    sdk_modules = _run(sdk_python, "-c", IMPORT_SDK, cwd=elsewhere).stdout.split()
+    assert {"devtrail.producers.producer", "devtrail.producers.sync", "devtrail.schemas.events"} <= set(sdk_modules)
     for name in ("schemas", "producers", "consumers", "migrations", "bench"):
         done = _run(sdk_python, "-c", f"import {name}", check=False, cwd=elsewhere)
         assert "ModuleNotFoundError" in done.stderr, f"{name} is importable"
@@ -198,6 +200,15 @@ def _head() -> str | None:
     """The newest revision of the checkout's migrations."""
     return ScriptDirectory.from_config(alembic_config("postgresql://unused/")).get_current_head()
 
+
+#: Imports every module of the SDK (``devtrail.producers``, ``devtrail.schemas``): none may need the pipeline.
+IMPORT_SDK = """
+import importlib, pkgutil, devtrail.producers, devtrail.schemas
+for package in (devtrail.producers, devtrail.schemas):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+        print(module.name)
+"""
 
 #: Imports every module of the installed package.
 IMPORT_ALL = """
