@@ -23,6 +23,8 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import op
 
 revision = "0009"
@@ -104,18 +106,10 @@ WHERE e.event_type = 'llm.called' AND e.task_id IS NULL
 """
 
 
-DELIVERY = """
-CREATE VIEW analytics.delivery_weekly AS
-WITH deploys AS (
-    SELECT d.deployment_id, d.status, d.completed_at,
-           coalesce(d.completed_at, d.failed_at, d.started_at) AS at,
-           coalesce(k.author_kind, 'unknown') AS author_kind,
-           k.first_commit_at,
-           d.status = 'failed' OR EXISTS (SELECT 1 FROM projections.incidents i WHERE i.deployment_id = d.deployment_id)
-               AS caused_failure
-    FROM analytics.deployments d
-    LEFT JOIN projections.pull_requests p ON p.repository || '#' || p.number::text = d.pull_request
-    LEFT JOIN LATERAL (
+#: Who authored a deployment's pull request ``p`` and its commits (``k.author_kind``: person,
+#: agent, both; NULL without one) and when its first commit was made (``k.first_commit_at``).
+#: Migration 0010 uses it too.
+PULL_REQUEST_AUTHORS = """    LEFT JOIN LATERAL (
         SELECT CASE WHEN count(x.kind) = 0 THEN NULL
                     WHEN bool_and(x.kind = 'person') THEN 'person'
                     WHEN bool_and(x.kind = 'agent') THEN 'agent'
@@ -132,7 +126,20 @@ WITH deploys AS (
                      OR (left(c.sha, 7) = left(p.merge_sha, 7) AND projections.same_commit(p.merge_sha, c.sha)))
              ) x
         WHERE p.number IS NOT NULL
-    ) k ON true
+    ) k ON true"""
+
+DELIVERY = f"""
+CREATE VIEW analytics.delivery_weekly AS
+WITH deploys AS (
+    SELECT d.deployment_id, d.status, d.completed_at,
+           coalesce(d.completed_at, d.failed_at, d.started_at) AS at,
+           coalesce(k.author_kind, 'unknown') AS author_kind,
+           k.first_commit_at,
+           d.status = 'failed' OR EXISTS (SELECT 1 FROM projections.incidents i WHERE i.deployment_id = d.deployment_id)
+               AS caused_failure
+    FROM analytics.deployments d
+    LEFT JOIN projections.pull_requests p ON p.repository || '#' || p.number::text = d.pull_request
+{PULL_REQUEST_AUTHORS}
     WHERE lower(d.environment) IN ('production', 'prod') AND d.status IN ('succeeded', 'failed')
 ), restores AS (
     SELECT i.incident_id, i.opened_at AS at, i.resolved_at - i.opened_at AS time_to_resolve,
@@ -169,15 +176,7 @@ GROUP BY GROUPING SETS ((week, author_kind), (week))
 def _views_of_0008(*names: str) -> list[str]:
     """Migration 0008's statements creating the views ``names`` (the cost views depend on
     ``llm_cost_attributed`` and are created again as they were)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).with_name("0008_aggregates.py")
-    spec = importlib.util.spec_from_file_location("migration_0008", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("devtrail.migrations.versions.0008_aggregates")
     statements: list[str] = module._statements(module.VIEWS + module.DELIVERY)
     return [s for s in statements if any(f"CREATE VIEW analytics.{name} AS" in s for name in names)]
 

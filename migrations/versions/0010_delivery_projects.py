@@ -17,9 +17,7 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+import importlib
 
 from alembic import op
 
@@ -30,7 +28,10 @@ depends_on = None
 
 TABLES = {"deployments": "deployment_id", "incidents": "incident_id"}
 
-PRODUCTION_DEPLOYMENTS = """
+#: Revision 0009: its pull request authors lookup, and its delivery view for the downgrade.
+_PREVIOUS = importlib.import_module("devtrail.migrations.versions.0009_analytics_speed")
+
+PRODUCTION_DEPLOYMENTS = f"""
 CREATE VIEW analytics.production_deployments AS
 SELECT d.deployment_id, pd.project_id, d.environment, d.status,
        coalesce(d.completed_at, d.failed_at, d.started_at) AS at,
@@ -44,24 +45,7 @@ SELECT d.deployment_id, pd.project_id, d.environment, d.status,
 FROM analytics.deployments d
 JOIN projections.deployments pd ON pd.deployment_id = d.deployment_id
 LEFT JOIN projections.pull_requests p ON p.repository || '#' || p.number::text = d.pull_request
-LEFT JOIN LATERAL (
-    SELECT CASE WHEN count(x.kind) = 0 THEN NULL
-                WHEN bool_and(x.kind = 'person') THEN 'person'
-                WHEN bool_and(x.kind = 'agent') THEN 'agent'
-                ELSE 'both' END AS author_kind,
-           coalesce(min(x.authored_at), min(x.opened_at)) AS first_commit_at
-    FROM (SELECT p.author_kind AS kind, NULL::timestamptz AS authored_at, p.opened_at
-          UNION ALL
-          SELECT c.author_kind, c.authored_at, NULL FROM projections.commits c
-          WHERE c.repository = p.repository AND c.pr_number = p.number
-          UNION ALL
-          SELECT c.author_kind, c.authored_at, NULL FROM projections.commits c
-          WHERE c.pr_number IS NULL AND c.repository = p.repository
-            AND ((left(c.sha, 7) = left(p.head_sha, 7) AND projections.same_commit(p.head_sha, c.sha))
-                 OR (left(c.sha, 7) = left(p.merge_sha, 7) AND projections.same_commit(p.merge_sha, c.sha)))
-         ) x
-    WHERE p.number IS NOT NULL
-) k ON true
+{_PREVIOUS.PULL_REQUEST_AUTHORS}
 WHERE lower(d.environment) IN ('production', 'prod') AND d.status IN ('succeeded', 'failed')
 """
 
@@ -196,22 +180,11 @@ def downgrade() -> None:
     op.execute("DROP VIEW analytics.delivery_weekly")
     op.execute("DROP VIEW analytics.production_deployments")
     op.execute("DROP TYPE analytics.delivery_figures")
-    previous = _revision_0009()
-    op.execute(previous.DELIVERY)
-    quoted = previous.COMMENTS["analytics.delivery_weekly"].replace("'", "''")
+    op.execute(_PREVIOUS.DELIVERY)
+    quoted = _PREVIOUS.COMMENTS["analytics.delivery_weekly"].replace("'", "''")
     op.execute(f"COMMENT ON VIEW analytics.delivery_weekly IS '{quoted}'")
     for table in TABLES:
         op.execute(
             f"ALTER TABLE projections.{table} DROP COLUMN project_id, DROP COLUMN project_ref_at, "
             "DROP COLUMN project_ref_event_id"
         )
-
-
-def _revision_0009() -> ModuleType:
-    path = Path(__file__).with_name("0009_analytics_speed.py")
-    spec = importlib.util.spec_from_file_location("migration_0009", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
