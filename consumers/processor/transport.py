@@ -10,6 +10,12 @@
   that does not fill within ``HOLE_REREAD_S`` (messages dropped with a buffer cleared at a
   rebalance) is read again from the committed position. Input topics are neither
   compacted nor written in transactions, so their offsets have no real holes.
+- A partition whose committed position stays behind its end for ``HOLE_REREAD_S`` with
+  nothing of it processed in the meantime is read again from the committed position too:
+  the hole check above needs a later offset processed, and when the messages dropped were
+  the last ones written (the load had stopped), nothing later ever comes. Reading a batch
+  again that was only slow (a broker paused for longer) costs duplicates, which the dedup
+  index and the sink remove; never reading it again would lose it.
 
 Why each of these exists, with the measurements: docs/faults.md and docs/benchmarks.md.
 """
@@ -69,11 +75,46 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's consumer, committing only offsets that were processed (see the module doc)."""
 
     _hole_since: dict[Any, float]
+    _behind_since: dict[Any, tuple[int, float]]  # tp -> (committed position, since when it is behind)
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         loop: asyncio.AbstractEventLoop = self.loop
         self._hole_since = {}
+        self._behind_since = {}
         return _ConsumerThread(self, loop=loop, beacon=self.beacon)
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
+        """Faust calls this on every commit (each second): check for stalled partitions first."""
+        self._reread_stalled(time.monotonic())
+        return super()._filter_tps_with_pending_acks(topics)
+
+    def _reread_stalled(self, now: float) -> None:
+        """Read again the partitions whose unprocessed messages nobody is processing."""
+        for tp in self.assignment():
+            if self._is_changelog_tp(tp) or tp in self._paused_partitions or self._acked.get(tp):
+                self._behind_since.pop(tp, None)  # acknowledged offsets: the hole check's case
+                continue
+            start: int = self._committed_offset.get(tp) or 0
+            try:
+                end = self.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet, or no longer assigned
+                end = None
+            if end is None or end <= start:
+                self._behind_since.pop(tp, None)
+                continue
+            behind = self._behind_since.get(tp)
+            if behind is None or behind[0] != start:
+                self._behind_since[tp] = (start, now)
+                continue
+            if now - behind[1] < HOLE_REREAD_S:
+                continue
+            log.warning(
+                "%s: offsets %d..%d not processed for %.0fs and nothing of them in progress; reading again from %d",
+                tp, start, end - 1, now - behind[1], start,
+            )  # fmt: skip
+            metrics.INPUT_HOLES_REREAD.labels(tp.topic).inc()
+            del self._behind_since[tp]
+            asyncio.ensure_future(self.seek(tp, start))  # noqa: RUF006 - Faust's seek logs its own failure
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Offsets not read are not processed: never record them as such."""
