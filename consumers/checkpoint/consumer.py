@@ -36,7 +36,7 @@ from typing import Generic
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from devtrail.consumers import metrics
 from devtrail.consumers.checkpoint.batch import PendingBatch
@@ -49,6 +49,9 @@ from devtrail.consumers.offsets import load_offsets, store_offsets
 from devtrail.consumers.settings import CheckpointSettings
 
 log = logging.getLogger(__name__)
+
+#: How often a batch old enough to be written when caught up looks again (the write before may be over).
+_CAUGHT_UP_RECHECK_MS = 10
 
 
 class CheckpointedConsumer(Generic[R]):
@@ -130,6 +133,10 @@ class CheckpointedConsumer(Generic[R]):
             async with self._db_lock:
                 await self._seek_to_stored_offsets()
         wait_ms = max(1, int(s.batch_max_wait_ms - self._batch.age_ms())) if self._batch else s.batch_max_wait_ms
+        caught_up_in = s.batch_caught_up_wait_ms - self._batch.age_ms()
+        if self._batch and s.batch_caught_up_wait_ms < s.batch_max_wait_ms:
+            # look again when the batch may be written if caught up, or soon after, when the write before may be over
+            wait_ms = min(wait_ms, max(_CAUGHT_UP_RECHECK_MS, int(caught_up_in)))
         generation = self._generation
         fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=s.fetch_max_messages)
         if generation != self._generation:
@@ -139,7 +146,16 @@ class CheckpointedConsumer(Generic[R]):
         for tp, messages in fetched.items():
             for message in messages:
                 self._batch.add(tp, message.offset, message.value)
-        if self._batch and (len(self._batch.rows) >= s.batch_max_events or self._batch.age_ms() >= s.batch_max_wait_ms):
+        if self._batch and (
+            len(self._batch.rows) >= s.batch_max_events
+            or self._batch.age_ms() >= s.batch_max_wait_ms
+            or (
+                self._batch.age_ms() >= s.batch_caught_up_wait_ms
+                and s.batch_caught_up_wait_ms < s.batch_max_wait_ms
+                and not self._writing()
+                and await self._caught_up()
+            )
+        ):
             # Double buffering: the next batch is read, decoded and prepared while this one is written.
             # The batch stays ``self._batch`` until its write starts: a rebalance meanwhile flushes it.
             self._start_preparing(self._batch)
@@ -147,6 +163,21 @@ class CheckpointedConsumer(Generic[R]):
             if self._needs_seek:
                 return  # the database went away meanwhile: this batch is read again after the seek
             self._inflight = asyncio.create_task(self._flush_locked(self._take_batch()))
+
+    def _writing(self) -> bool:
+        return self._inflight is not None and not self._inflight.done()
+
+    async def _caught_up(self) -> bool:
+        """Whether everything the assigned partitions held at the last fetch has been read."""
+        assert self._consumer is not None
+        try:
+            for tp in self._consumer.assignment():
+                end = self._consumer.highwater(tp)
+                if end is None or await self._consumer.position(tp) < end:
+                    return False
+        except (IllegalStateError, AssertionError):  # a partition revoked meanwhile: a rebalance is on
+            return False
+        return True
 
     def _take_batch(self) -> PendingBatch[R]:
         batch, self._batch = self._batch, self._new_batch()

@@ -10,6 +10,12 @@
   that does not fill within ``HOLE_REREAD_S`` (messages dropped with a buffer cleared at a
   rebalance) is read again from the committed position. Input topics are neither
   compacted nor written in transactions, so their offsets have no real holes.
+- Every message fetched is handed to the stream: Faust's "read offset" filter (drop any
+  message below the highest offset handed over so far) is off. After a seek back (a
+  rebalance, a hole read again) a message fetched before the seek and handed over after
+  it raised that mark again, and the filter then dropped the whole range read again: the
+  hole came back, 15 s later each time. Without it such a message is processed twice at
+  worst, which the dedup index and the sink absorb.
 - A partition whose committed position stays behind its end for ``HOLE_REREAD_S`` with
   nothing of it processed in the meantime is read again from the committed position too:
   the hole check above needs a later offset processed, and when the messages dropped were
@@ -71,6 +77,19 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mi
         return {**committed, **beginnings}
 
 
+class _NoReadOffsets(dict[Any, int | None]):
+    """Faust's read offsets, always unknown: every fetched message is delivered (see the module doc)."""
+
+    def __getitem__(self, tp: Any) -> None:
+        return None
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        pass
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's consumer, committing only offsets that were processed (see the module doc)."""
 
@@ -81,6 +100,7 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         loop: asyncio.AbstractEventLoop = self.loop
         self._hole_since = {}
         self._behind_since = {}
+        self._read_offset = _NoReadOffsets()
         return _ConsumerThread(self, loop=loop, beacon=self.beacon)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
