@@ -133,10 +133,10 @@ class CheckpointedConsumer(Generic[R]):
             async with self._db_lock:
                 await self._seek_to_stored_offsets()
         wait_ms = max(1, int(s.batch_max_wait_ms - self._batch.age_ms())) if self._batch else s.batch_max_wait_ms
-        caught_up_in = s.batch_caught_up_wait_ms - self._batch.age_ms()
-        if self._batch and s.batch_caught_up_wait_ms < s.batch_max_wait_ms:
+        early = s.batch_caught_up_wait_ms
+        if self._batch and early is not None and early < s.batch_max_wait_ms:
             # look again when the batch may be written if caught up, or soon after, when the write before may be over
-            wait_ms = min(wait_ms, max(_CAUGHT_UP_RECHECK_MS, int(caught_up_in)))
+            wait_ms = min(wait_ms, max(_CAUGHT_UP_RECHECK_MS, int(early - self._batch.age_ms())))
         generation = self._generation
         fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=s.fetch_max_messages)
         if generation != self._generation:
@@ -149,12 +149,7 @@ class CheckpointedConsumer(Generic[R]):
         if self._batch and (
             len(self._batch.rows) >= s.batch_max_events
             or self._batch.age_ms() >= s.batch_max_wait_ms
-            or (
-                self._batch.age_ms() >= s.batch_caught_up_wait_ms
-                and s.batch_caught_up_wait_ms < s.batch_max_wait_ms
-                and not self._writing()
-                and await self._caught_up()
-            )
+            or (early is not None and self._batch.age_ms() >= early and not self._writing() and await self._caught_up())
         ):
             # Double buffering: the next batch is read, decoded and prepared while this one is written.
             # The batch stays ``self._batch`` until its write starts: a rebalance meanwhile flushes it.

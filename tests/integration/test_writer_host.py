@@ -4,6 +4,7 @@ own, refusals isolated per writer, a bug in a writer stopping the consumer loudl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import orjson
@@ -158,3 +159,34 @@ async def test_the_consumer_stops_loudly_on_a_bug_and_does_not_commit_past_it(
     stored = await load_offsets(db, "g-bug", [s.topics.clean])
     assert max(stored.values(), default=0) <= 2  # T0 and T1 at most; never past T2
     assert await db.fetchval("SELECT count(*) FROM events WHERE task_id = 'T2'") == 0
+
+
+async def test_a_caught_up_batch_is_written_without_waiting_for_the_longest_wait(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    """``batch_caught_up_wait_ms``: once everything there is has been read, a batch is written
+    without waiting for ``batch_max_wait_ms`` (a minute here, longer than the test may take)."""
+    s = stack_settings.model_copy(update={"batch_max_wait_ms": 60_000, "batch_caught_up_wait_ms": 50})
+    await ensure_topics(s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for i in range(3):
+            row = orjson.dumps(event_to_row(task_created(task_id=f"C{i}")))
+            await producer.send_and_wait(s.topics.clean, encode_rows([row]), partition=i % 2)
+    finally:
+        await producer.stop()
+    consumer = CheckpointedConsumer(s, WriterHost("sink", CLEAN_ROWS, [EventSink()]), "g-caught-up", s.topics.clean)
+    running = asyncio.create_task(consumer.run(asyncio.Event()))
+    try:
+        for _ in range(300):
+            if await db.fetchval("SELECT count(*) FROM events WHERE task_id LIKE 'C%'") == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await db.fetchval("SELECT count(*) FROM events WHERE task_id LIKE 'C%'") == 3
+        stored = await load_offsets(db, "g-caught-up", [s.topics.clean])
+        assert sum(stored.values()) == 3
+    finally:
+        running.cancel()  # a graceful stop would wait out the minute-long fetch
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
