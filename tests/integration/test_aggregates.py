@@ -32,6 +32,8 @@ from devtrail.schemas.events import (
     LinkCreated,
     LlmCalled,
     LlmCalledPayload,
+    SessionStarted,
+    SessionStartedPayload,
     TaskCreated,
     TaskCreatedPayload,
 )
@@ -267,6 +269,67 @@ async def test_cost_is_attributed_to_the_task_when_the_link_arrives_after_the_ca
     assert (issue["calls"], issue["cost_usd"]) == (4, 1)
     requirement = await db.fetchrow("SELECT * FROM analytics.cost_by_requirement WHERE requirement_id = 'R1'")
     assert (requirement["calls"], requirement["tasks"]) == (4, 1)
+    mismatches = await aggregate_mismatches_by_table(db)
+    assert mismatches == dict.fromkeys(mismatches, 0)
+
+
+async def test_cost_without_a_requirement_on_the_calls_gets_the_tasks_else_the_sessions(
+    db: asyncpg.Connection,
+) -> None:
+    """The three ways a day's cost of a task finds its requirement (migration 0012's branches):
+    on the calls, through the task, through the session; each found by a lookup too."""
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+
+    def call(task_id: str, session_id: str, requirement_id: str | None, cost: float) -> LlmCalled:
+        return LlmCalled(
+            source="agent",
+            occurred_at=t0,
+            project_id="P1",
+            task_id=task_id,
+            session_id=session_id,
+            requirement_id=requirement_id,
+            payload=LlmCalledPayload(provider="p", model="m", input_tokens=10, output_tokens=1, cost_usd=cost),
+        )
+
+    def task(task_id: str, requirement_id: str | None) -> TaskCreated:
+        return TaskCreated(
+            source="svc",
+            occurred_at=t0,
+            task_id=task_id,
+            requirement_id=requirement_id,
+            project_id="P1",
+            payload=TaskCreatedPayload(title=task_id),
+        )
+
+    events = [
+        call("T1", "S1", "R1", 0.5),  # on the call
+        call("T2", "S2", None, 0.25),  # through its task
+        task("T2", "R2"),
+        call("T3", "S3", None, 2.0),  # its task has none: through its session
+        task("T3", None),
+        SessionStarted(
+            source="agent",
+            occurred_at=t0,
+            session_id="S3",
+            requirement_id="R3",
+            project_id="P1",
+            payload=SessionStartedPayload(),
+        ),
+        call("T4", "S4", None, 4.0),  # none anywhere: no requirement
+    ]
+    rows = clean(events)
+    await store(db, rows)
+    await apply(db, rows, [len(rows)])
+    by_requirement = {
+        r["requirement_id"]: (r["calls"], r["cost_usd"])
+        for r in await db.fetch("SELECT * FROM analytics.cost_by_requirement")
+    }
+    assert by_requirement == {"R1": (1, Decimal("0.5")), "R2": (1, Decimal("0.25")), "R3": (1, Decimal("2.0"))}
+    for requirement, figures in by_requirement.items():
+        one = await db.fetchrow("SELECT * FROM analytics.cost_by_requirement WHERE requirement_id = $1", requirement)
+        assert (one["calls"], one["cost_usd"]) == figures
+    no_requirement = await db.fetchrow("SELECT * FROM analytics.cost_by_task WHERE task_id = 'T4'")
+    assert (no_requirement["requirement_id"], no_requirement["cost_usd"]) == (None, Decimal("4.0"))
     mismatches = await aggregate_mismatches_by_table(db)
     assert mismatches == dict.fromkeys(mismatches, 0)
 

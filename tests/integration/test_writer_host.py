@@ -138,19 +138,24 @@ async def test_a_bug_in_a_writer_raises_and_leaves_nothing(db: asyncpg.Connectio
     assert await db.fetchval("SELECT count(*) FROM events") == 0
 
 
-async def test_the_consumer_stops_loudly_on_a_bug_and_does_not_commit_past_it(
-    stack_settings: StackSettings, db: asyncpg.Connection
-) -> None:
-    s = stack_settings.model_copy(update={"batch_max_events": 1, "batch_max_wait_ms": 20})
+async def publish_clean_tasks(s: StackSettings, task_ids: list[str], partitions: int) -> None:
+    """One clean message per ``task.created`` of ``task_ids``, spread over the first ``partitions``."""
     await ensure_topics(s)
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
     await producer.start()
     try:
-        for i in range(4):
-            row = orjson.dumps(event_to_row(task_created(task_id=f"T{i}")))
-            await producer.send_and_wait(s.topics.clean, encode_rows([row]), partition=0)
+        for i, task_id in enumerate(task_ids):
+            row = orjson.dumps(event_to_row(task_created(task_id=task_id)))
+            await producer.send_and_wait(s.topics.clean, encode_rows([row]), partition=i % partitions)
     finally:
         await producer.stop()
+
+
+async def test_the_consumer_stops_loudly_on_a_bug_and_does_not_commit_past_it(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    s = stack_settings.model_copy(update={"batch_max_events": 1, "batch_max_wait_ms": 20})
+    await publish_clean_tasks(s, [f"T{i}" for i in range(4)], partitions=1)
     consumer = CheckpointedConsumer(
         s, WriterHost("writers", CLEAN_ROWS, [EventSink(), Buggy()]), "g-bug", s.topics.clean
     )
@@ -167,15 +172,7 @@ async def test_a_caught_up_batch_is_written_without_waiting_for_the_longest_wait
     """``batch_caught_up_wait_ms``: once everything there is has been read, a batch is written
     without waiting for ``batch_max_wait_ms`` (a minute here, longer than the test may take)."""
     s = stack_settings.model_copy(update={"batch_max_wait_ms": 60_000, "batch_caught_up_wait_ms": 50})
-    await ensure_topics(s)
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for i in range(3):
-            row = orjson.dumps(event_to_row(task_created(task_id=f"C{i}")))
-            await producer.send_and_wait(s.topics.clean, encode_rows([row]), partition=i % 2)
-    finally:
-        await producer.stop()
+    await publish_clean_tasks(s, [f"C{i}" for i in range(3)], partitions=2)
     consumer = CheckpointedConsumer(s, WriterHost("sink", CLEAN_ROWS, [EventSink()]), "g-caught-up", s.topics.clean)
     running = asyncio.create_task(consumer.run(asyncio.Event()))
     try:
