@@ -80,10 +80,12 @@ QUERIES: dict[str, str] = {
         GROUP BY task_id ORDER BY cost_usd DESC LIMIT 20""",
     "cost of one requirement, all time": """
         SELECT * FROM analytics.cost_by_requirement WHERE requirement_id = (
-            SELECT requirement_id FROM analytics.requirements WHERE project_id = $1 AND created_at >= $2 LIMIT 1)""",
+            SELECT requirement_id FROM analytics.requirements WHERE project_id = $1 AND created_at >= $2
+            ORDER BY created_at DESC LIMIT 1)""",
     "cost of one task": """
         SELECT * FROM analytics.cost_by_task
-        WHERE task_id = (SELECT task_id FROM analytics.tasks WHERE project_id = $1 AND created_at >= $2 LIMIT 1)""",
+        WHERE task_id = (SELECT task_id FROM analytics.tasks WHERE project_id = $1 AND created_at >= $2
+                         ORDER BY created_at DESC LIMIT 1)""",
     "delivery per week": """
         SELECT * FROM analytics.delivery_weekly WHERE project_id = $1 AND week >= $2::date ORDER BY week""",
     "delivery per week, every project": """
