@@ -179,6 +179,37 @@ async def test_latency_percentiles_come_from_merged_bins_within_five_percent(db:
     )
 
 
+async def test_a_windows_latency_from_daily_and_hourly_bins_equals_the_hours_merged(db: asyncpg.Connection) -> None:
+    """Migration 0013 reads whole UTC days from the daily bins: over random windows (partial
+    days at either end, none whole, starting on the hour or at midnight) every figure equals
+    0011's merge of the window's hourly bins."""
+    import importlib
+
+    rng = random.Random(13)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
+    events = [
+        _llm_at(start + timedelta(minutes=rng.randrange(4 * 24 * 60)), int(rng.lognormvariate(6, 1))).model_copy(
+            update={"project_id": rng.choice(["P1", "P2"]), "agent_id": rng.choice(["A1", "A2"])}
+        )
+        for _ in range(3000)
+    ]
+    rows = clean(events)
+    await store(db, rows)
+    await apply(db, rows, [len(rows)])
+    hourly_only = importlib.import_module("devtrail.migrations.versions.0011_latency_window").FUNCTION
+    await db.execute(hourly_only.replace("analytics.llm_latency(", "pg_temp.hours_merged(", 1))
+    for _ in range(40):
+        since = start + timedelta(minutes=rng.randrange(-600, 4 * 24 * 60))
+        if rng.random() < 0.3:
+            since = since.replace(minute=0, hour=rng.choice([0, since.hour]))
+        until = since + timedelta(minutes=rng.choice([rng.randrange(1, 300), rng.randrange(60, 4 * 24 * 60)]))
+        who = (rng.choice([None, "P1", "P2"]), rng.choice([None, "A1"]))
+        sql = "SELECT * FROM {}($1, $2, $3, $4) ORDER BY provider, model"
+        expected = await db.fetch(sql.format("pg_temp.hours_merged"), since, until, *who)
+        found = await db.fetch(sql.format("analytics.llm_latency"), since, until, *who)
+        assert [tuple(r) for r in found] == [tuple(r) for r in expected], (since, until, who)
+
+
 def _event_id(day: date, n: int) -> Any:
     millis = int(datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp() * 1000)
     return uuid7_from(millis, n)
