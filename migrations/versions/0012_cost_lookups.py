@@ -61,17 +61,7 @@ LEFT JOIN projections.tasks t ON t.task_id = c.task_id
 LEFT JOIN projections.sessions s ON s.session_id = NULLIF(c.session_id, '')
 WHERE c.project_id <> '' AND c.requirement_id = '' AND t.requirement_id IS NULL
 UNION ALL
-SELECT c.bucket, c.task_id,
-       coalesce(NULLIF(c.requirement_id, ''), t.requirement_id, s.requirement_id),
-       coalesce(t.project_id, r.project_id, s.project_id),
-       c.calls, c.input_tokens, c.output_tokens, c.cached_tokens, c.cost_usd
-FROM aggregates.llm_cost_daily c
-LEFT JOIN projections.tasks t ON t.task_id = c.task_id
-LEFT JOIN projections.sessions s ON s.session_id = NULLIF(c.session_id, '')
-LEFT JOIN projections.requirements r
-  ON r.requirement_id = coalesce(NULLIF(c.requirement_id, ''), t.requirement_id, s.requirement_id)
-WHERE c.project_id = ''
-UNION ALL
+{without_project}UNION ALL
 SELECT (e.occurred_at AT TIME ZONE 'UTC')::date, st.task_id,
        coalesce(e.requirement_id, t.requirement_id, s.requirement_id),
        coalesce(e.project_id, t.project_id, r.project_id, s.project_id),
@@ -105,6 +95,16 @@ def _of_0009() -> object:
     return importlib.import_module("devtrail.migrations.versions.0009_analytics_speed")
 
 
+def attributed() -> str:
+    """The view: the three branches above, 0009's rows without a project as they were, the calls."""
+    of_0009: str = _of_0009().LLM_COST_ATTRIBUTED  # type: ignore[attr-defined]
+    first, second = (i := of_0009.index("UNION ALL\n")), of_0009.index("UNION ALL\n", i + 1)
+    without_project = of_0009[first + len("UNION ALL\n") : second]
+    if "WHERE c.project_id = ''" not in without_project:
+        raise RuntimeError("migration 0009's view is not the one 0012 was written against")
+    return LLM_COST_ATTRIBUTED.replace("{without_project}", without_project)
+
+
 def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute(
@@ -124,7 +124,7 @@ def upgrade() -> None:
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {table}_project_created ON projections.{table} "
                 "(project_id, created_at)"
             )
-    _replace_cost_views(LLM_COST_ATTRIBUTED)
+    _replace_cost_views(attributed())
 
 
 def downgrade() -> None:

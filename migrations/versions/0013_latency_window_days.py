@@ -39,23 +39,12 @@ _FIRST_DAY_STARTS = f"({_FIRST_DAY}::timestamp AT TIME ZONE 'UTC')"
 _AFTER_LAST_DAY = f"greatest(({_LAST_DAY} + 1)::timestamp AT TIME ZONE 'UTC', {_FIRST_DAY_STARTS})"
 _WHO = "(project IS NULL OR l.project_id = project) AND (agent IS NULL OR l.agent_id = agent)"
 
-FUNCTION = f"""
-CREATE OR REPLACE FUNCTION analytics.llm_latency(
-    since timestamptz, until timestamptz DEFAULT now(), project text DEFAULT NULL, agent text DEFAULT NULL
-)
-RETURNS TABLE (
-    provider text, model text, calls bigint, latency_p50_ms bigint, latency_p95_ms bigint, latency_p99_ms bigint
-)
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT x.provider, x.model, max(x.total)::bigint,
-           min(b.upper_ms) FILTER (WHERE x.cum >= 0.50 * x.total),
-           min(b.upper_ms) FILTER (WHERE x.cum >= 0.95 * x.total),
-           min(b.upper_ms) FILTER (WHERE x.cum >= 0.99 * x.total)
-    FROM (
-        SELECT m.provider, m.model, m.bin,
-               sum(sum(m.calls)) OVER (PARTITION BY m.provider, m.model ORDER BY m.bin) AS cum,
-               sum(sum(m.calls)) OVER (PARTITION BY m.provider, m.model) AS total
-        FROM (
+#: Where 0011 read the window's hourly bins; the rest of its function stays as it was.
+_HOURS_OF_0011 = """        FROM aggregates.llm_latency_hourly l
+        WHERE l.bucket >= date_trunc('hour', since) AND l.bucket < until
+          AND (project IS NULL OR l.project_id = project) AND (agent IS NULL OR l.agent_id = agent)
+"""
+_DAYS_AND_HOURS = f"""        FROM (
             SELECT l.provider, l.model, l.bin, l.calls FROM aggregates.llm_latency_daily l
             WHERE l.bucket BETWEEN {_FIRST_DAY} AND {_LAST_DAY} AND {_WHO}
             UNION ALL
@@ -64,13 +53,18 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             UNION ALL
             SELECT l.provider, l.model, l.bin, l.calls FROM aggregates.llm_latency_hourly l
             WHERE l.bucket >= {_AFTER_LAST_DAY} AND l.bucket < until AND {_WHO}
-        ) m
-        GROUP BY m.provider, m.model, m.bin
-    ) x
-    JOIN aggregates.latency_bins b ON b.bin = x.bin
-    GROUP BY x.provider, x.model
-$$
+        ) l
 """  # noqa: S608 - built from this module's constants
+
+
+def function() -> str:
+    """0011's ``CREATE FUNCTION``, replacing it, with the bins read from days and hours."""
+    of_0011: str = importlib.import_module("devtrail.migrations.versions.0011_latency_window").FUNCTION
+    if _HOURS_OF_0011 not in of_0011:
+        raise RuntimeError("migration 0011's function is not the one 0013 was written against")
+    replaced = of_0011.replace(_HOURS_OF_0011, _DAYS_AND_HOURS)
+    return replaced.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
 
 COMMENT = (
     f"COMMENT ON FUNCTION {SIGNATURE} IS 'LLM latency p50/p95/p99 per provider and model over a window, "
@@ -79,7 +73,7 @@ COMMENT = (
 
 
 def upgrade() -> None:
-    op.execute(FUNCTION)
+    op.execute(function())
     op.execute(COMMENT)
 
 
