@@ -46,8 +46,10 @@ def test_demo_reports_exactly_once_as_json(short_data_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     report = orjson.loads(result.stdout.strip().splitlines()[-1])
-    unique = report["unique"]  # whole stories: at least the events asked for
-    assert 4000 <= unique < 4200
+    unique = report["unique"]  # whole stories: at least the events asked for, less than one story more
+    # (the demo's seed is random; over 300 seeds the last story added 0-275 events past 4,000:
+    # 200 here failed CI-like runs about once in 30)
+    assert 4000 <= unique < 4000 + 1000
     assert report["stored"] == report["aggregated"] == unique
     assert report["duplicates_sent"] == round(unique * 0.1)
     assert report["produced"] == unique + report["duplicates_sent"]
