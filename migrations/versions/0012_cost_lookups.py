@@ -62,23 +62,20 @@ LEFT JOIN projections.sessions s ON s.session_id = NULLIF(c.session_id, '')
 WHERE c.project_id <> '' AND c.requirement_id = '' AND t.requirement_id IS NULL
 UNION ALL
 {without_project}UNION ALL
-SELECT (e.occurred_at AT TIME ZONE 'UTC')::date, st.task_id,
-       coalesce(e.requirement_id, t.requirement_id, s.requirement_id),
-       coalesce(e.project_id, t.project_id, r.project_id, s.project_id),
-       1, (e.payload ->> 'input_tokens')::bigint, (e.payload ->> 'output_tokens')::bigint,
-       coalesce((e.payload ->> 'cached_tokens')::bigint, 0), coalesce((e.payload ->> 'cost_usd')::numeric, 0)
-FROM events e
-LEFT JOIN LATERAL (
-    SELECT c.linked_id AS task_id
-    FROM projections.correlations c
-    WHERE c.entity_kind = 'session' AND c.entity_id = e.session_id AND c.linked_kind = 'task'
-    ORDER BY c.first_seen <= e.occurred_at DESC,
-             CASE WHEN c.first_seen <= e.occurred_at THEN c.first_seen END DESC,
-             c.first_seen, c.linked_id
-    LIMIT 1
-) st ON true
-LEFT JOIN projections.tasks t ON t.task_id = st.task_id
-LEFT JOIN LATERAL (
+{calls}"""
+
+
+def _of_0009() -> object:
+    return importlib.import_module("devtrail.migrations.versions.0009_analytics_speed")
+
+
+#: 0009's joins of the calls' sessions and requirements, and the per-call lookups replacing them.
+_JOINS_OF_0009 = (
+    "LEFT JOIN projections.sessions s ON s.session_id = e.session_id\n"
+    "LEFT JOIN projections.requirements r\n"
+    "  ON r.requirement_id = coalesce(e.requirement_id, t.requirement_id, s.requirement_id)\n"
+)
+_LOOKUPS = """LEFT JOIN LATERAL (
     SELECT s.requirement_id, s.project_id FROM projections.sessions s WHERE s.session_id = e.session_id
     OFFSET 0  -- a lookup per call, not a join of all sessions (see the module doc)
 ) s ON true
@@ -87,22 +84,21 @@ LEFT JOIN LATERAL (
     WHERE r.requirement_id = coalesce(e.requirement_id, t.requirement_id, s.requirement_id)
     OFFSET 0
 ) r ON true
-WHERE e.event_type = 'llm.called' AND e.task_id IS NULL
 """
 
 
-def _of_0009() -> object:
-    return importlib.import_module("devtrail.migrations.versions.0009_analytics_speed")
-
-
 def attributed() -> str:
-    """The view: the three branches above, 0009's rows without a project as they were, the calls."""
+    """The view: the three branches above, then 0009's rows without a project and its calls (these
+    with per-call lookups)."""
     of_0009: str = _of_0009().LLM_COST_ATTRIBUTED  # type: ignore[attr-defined]
     first, second = (i := of_0009.index("UNION ALL\n")), of_0009.index("UNION ALL\n", i + 1)
     without_project = of_0009[first + len("UNION ALL\n") : second]
-    if "WHERE c.project_id = ''" not in without_project:
+    calls = of_0009[second + len("UNION ALL\n") :]
+    if "WHERE c.project_id = ''" not in without_project or _JOINS_OF_0009 not in calls:
         raise RuntimeError("migration 0009's view is not the one 0012 was written against")
-    return LLM_COST_ATTRIBUTED.replace("{without_project}", without_project)
+    return LLM_COST_ATTRIBUTED.replace("{without_project}", without_project).replace(
+        "{calls}", calls.replace(_JOINS_OF_0009, _LOOKUPS)
+    )
 
 
 def upgrade() -> None:
