@@ -15,7 +15,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,34 @@ def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
             "--data-dir), or set DEVTRAIL_DATABASE_URL (or --database-url)"
         )
     return settings
+
+
+@contextlib.contextmanager
+def _readable_database(args: argparse.Namespace, command: str) -> Iterator[StackSettings]:
+    """The settings of a command that reads (or marks) rows: the configured database, else the running
+    ``devtrail up``'s, else the embedded PostgreSQL of the data directory started alone for the command
+    (no broker, no workers: what ``devtrail demo`` or an earlier ``up`` left there), stopped after it."""
+    from devtrail import migrate
+    from devtrail.embedded import EmbeddedPostgres
+
+    settings = _with_running_stack(args)
+    if not settings.embedded_postgres:
+        yield settings
+        return
+    cluster = settings.data_dir / "postgres"
+    if not (cluster / "PG_VERSION").exists():
+        raise SetupError(
+            f"{command} needs the database, and {settings.data_dir} holds none yet: run `devtrail demo` or "
+            "`devtrail up` (from this directory, or with the same --data-dir), or set DEVTRAIL_DATABASE_URL "
+            "(or --database-url)"
+        )
+    server = EmbeddedPostgres(cluster)
+    url = asyncio.run(server.start())
+    try:
+        migrate.upgrade(url)
+        yield settings.model_copy(update={"database_url": url})
+    finally:
+        server.stop()
 
 
 def _redact(url: str) -> str:
@@ -161,9 +189,9 @@ def _print_summary(r: dict[str, Any]) -> None:
         *_story_lines(r),
         f"  {verdict}",
         "",
-        "  The rows stay in PostgreSQL under the data directory (the broker's topics do not):",
-        "  `devtrail up --data-dir DIR` prints its database URL; `devtrail dlq list --database-url URL`",
-        "  then lists the dead letters with their reasons.",
+        "  The rows stay in PostgreSQL under the data directory (the broker's topics do not). From the",
+        "  same directory, with nothing running: `devtrail report`, `devtrail dlq list` (dead letters",
+        "  with their reasons), `devtrail timeline ...` and `devtrail psql` read them.",
         "",
     ]
     out.write("\n".join(lines) + "\n")
@@ -218,12 +246,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dlq(args: argparse.Namespace) -> int:
-    """List, show, replay or discard dead letters."""
+def _dlq_in_database(args: argparse.Namespace, settings: StackSettings, ids: list[int]) -> int:
+    """``dlq list``, ``show`` and ``discard``: they need only the database."""
     from devtrail import dlq
 
-    settings = _database_settings(args, "dlq")
-    ids = [*(args.ids or []), *(args.id or [])]
     if args.action == "list":
         asyncio.run(dlq.list_dead_letters(settings, args.kind, args.all, args.limit))
         return 0
@@ -233,15 +259,25 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if not asyncio.run(dlq.show_dead_letter(settings, ids[0])):
             raise SetupError(f"no dead letter has id {ids[0]} (see `devtrail dlq list --all`)")
         return 0
-    if args.action == "discard":
-        if not ids or not args.reason:
-            raise SetupError('dlq discard takes ids and --reason "why nobody will fix them" (the reason is kept)')
-        marked = asyncio.run(dlq.discard_dead_letters(settings, ids, args.reason))
-        print(f"discarded {len(marked)}: {marked}")
-        missing = sorted(set(ids) - set(marked))
-        if missing:
-            print(f"not discarded (no such id, or discarded before): {missing}")
-        return 0 if not missing else 1
+    if not ids or not args.reason:
+        raise SetupError('dlq discard takes ids and --reason "why nobody will fix them" (the reason is kept)')
+    marked = asyncio.run(dlq.discard_dead_letters(settings, ids, args.reason))
+    print(f"discarded {len(marked)}: {marked}")
+    missing = sorted(set(ids) - set(marked))
+    if missing:
+        print(f"not discarded (no such id, or discarded before): {missing}")
+    return 0 if not missing else 1
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List, show, replay or discard dead letters."""
+    from devtrail import dlq
+
+    ids = [*(args.ids or []), *(args.id or [])]
+    if args.action != "replay":
+        with _readable_database(args, "dlq") as settings:
+            return _dlq_in_database(args, settings, ids)
+    settings = _database_settings(args, "dlq")
     if settings.embedded_kafka:
         raise SetupError("dlq replay publishes to Kafka: set DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS (or --kafka)")
     fixes = dlq.load_fixes(args.fix) if args.fix else None
@@ -395,16 +431,15 @@ def cmd_aggregates_verify(args: argparse.Namespace) -> int:
 
     from devtrail.consumers.aggregates.verify import aggregate_mismatches_by_table
 
-    settings = _database_settings(args, "aggregates verify")
-
-    async def run() -> dict[str, int]:
-        conn = await asyncpg.connect(settings.database_url)
+    async def run(url: str) -> dict[str, int]:
+        conn = await asyncpg.connect(url)
         try:
             return await aggregate_mismatches_by_table(conn)
         finally:
             await conn.close()
 
-    found = asyncio.run(run())
+    with _readable_database(args, "aggregates verify") as settings:
+        found = asyncio.run(run(settings.database_url))
     for name, count in found.items():
         print(f"{name:<22} {'ok' if count == 0 else f'{count} keys differ'}")
     if any(found.values()):
@@ -436,16 +471,15 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
     from devtrail.timeline import KINDS, render, timeline
 
-    settings = _database_settings(args, "timeline")
-
-    async def read() -> list[Any]:
-        conn = await asyncpg.connect(settings.database_url)
+    async def read(url: str) -> list[Any]:
+        conn = await asyncpg.connect(url)
         try:
             return await timeline(conn, KINDS[args.kind], args.id, args.limit)
         finally:
             await conn.close()
 
-    events = asyncio.run(read())
+    with _readable_database(args, "timeline") as settings:
+        events = asyncio.run(read(settings.database_url))
     if args.json:
         print(orjson.dumps([e.as_dict() for e in events]).decode())
     else:
@@ -461,16 +495,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from devtrail.report import Report, gather, render_terminal, to_json, write_csv
     from devtrail.report_html import render_html
 
-    settings = _database_settings(args, "report")
-
-    async def read() -> Report:
-        conn = await asyncpg.connect(settings.database_url)
+    async def read(url: str) -> Report:
+        conn = await asyncpg.connect(url)
         try:
             return await gather(conn, args.since, args.project)
         finally:
             await conn.close()
 
-    report = asyncio.run(read())
+    with _readable_database(args, "report") as settings:
+        report = asyncio.run(read(settings.database_url))
     if args.csv is not None:
         written = write_csv(report, args.csv)
         sys.stderr.write(f"wrote {len(written)} CSV files to {args.csv}\n")
@@ -515,7 +548,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main([a for a in args.bench_args if a != "--"])
 
 
-RUNNING_DSN = "PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL, else the running `devtrail up`'s)"
+RUNNING_DSN = (
+    "PostgreSQL DSN (default: DEVTRAIL_DATABASE_URL, else the running `devtrail up`'s; for reading, else the "
+    "data directory's embedded PostgreSQL started alone)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -606,7 +642,7 @@ def _parser() -> argparse.ArgumentParser:
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql (e.g. -c 'SELECT ...')")
     retention = db_sub.add_parser("retention", help=cmd_db_retention.__doc__, description=cmd_db_retention.__doc__)
     retention.set_defaults(fun=cmd_db_retention)
-    retention.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(retention)
     retention.add_argument("--older-than", type=_positive_days, metavar="DAYS", help="default: DEVTRAIL_RETENTION_DAYS")
     retention.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     projections = sub.add_parser("projections", help="projection upkeep (rebuild)", description="projection upkeep")
@@ -615,7 +651,7 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild", help=cmd_projections_rebuild.__doc__, description=cmd_projections_rebuild.__doc__
     )
     rebuild.set_defaults(fun=cmd_projections_rebuild)
-    rebuild.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(rebuild)
     rebuild.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the locks, then for the sink (default 300)"
     )
@@ -628,7 +664,7 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild", help=cmd_aggregates_rebuild.__doc__, description=cmd_aggregates_rebuild.__doc__
     )
     agg_rebuild.set_defaults(fun=cmd_aggregates_rebuild)
-    agg_rebuild.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(agg_rebuild)
     agg_rebuild.add_argument(
         "--since", type=_since, help="recompute the days from this one on (2026-11-01, 7d); default: everything"
     )
@@ -639,7 +675,7 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help=cmd_aggregates_verify.__doc__, description=cmd_aggregates_verify.__doc__
     )
     agg_verify.set_defaults(fun=cmd_aggregates_verify)
-    agg_verify.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(agg_verify)
     timeline = sub.add_parser(
         "timeline", help="the events of a task, session, pull request... and of what is linked to it",
         description=cmd_timeline.__doc__,
@@ -647,7 +683,7 @@ def _parser() -> argparse.ArgumentParser:
     timeline.set_defaults(fun=cmd_timeline)
     timeline.add_argument("kind", choices=tuple(TIMELINE_KINDS))  # task, requirement, session, pr, ...
     timeline.add_argument("id", help="the entity's id (a pull request as owner/repo#123, a Linear issue as ABC-123)")
-    timeline.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(timeline)
     timeline.add_argument("--limit", type=int, default=10_000, help="events at most (oldest first)")
     timeline.add_argument("--json", action="store_true", help="one JSON array of events")
     report = sub.add_parser(
@@ -665,7 +701,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--html", type=Path, metavar="FILE", help="also write the report with charts to FILE (one file, works offline)"
     )
-    report.add_argument("--database-url", help=RUNNING_DSN)
+    _database_options(report)
     schemas = sub.add_parser("schemas", help="export the event contract", description=cmd_schemas.__doc__)
     schemas.set_defaults(fun=cmd_schemas)
     schemas.add_argument("action", choices=("export", "docs"), help="export: JSON Schema files; docs: Markdown")
@@ -674,6 +710,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(fun=cmd_bench)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _database_options(command: argparse.ArgumentParser) -> None:
+    """Where a command that works on the database finds it."""
+    command.add_argument("--database-url", help=RUNNING_DSN)
+    command.add_argument(
+        "--data-dir", type=Path, help="the data directory of the `devtrail up` or demo to read (.devtrail)"
+    )
 
 
 def _split_psql_arguments(arguments: list[str]) -> list[str]:

@@ -60,6 +60,30 @@ def test_demo_reports_exactly_once_as_json(short_data_dir: Path) -> None:
     assert "projections and attribution exact" in result.stdout
     assert "draining" in result.stderr or "drained" in result.stderr
 
+    # With nothing running, the read commands find the demo's rows (the embedded PostgreSQL of the
+    # data directory started alone for each, and stopped after it).
+    looked = devtrail("report", "--since", "3650d", "--json", data_dir=data_dir, timeout=120)
+    assert looked.returncode == 0, looked.stderr[-3000:]
+    summary = orjson.loads(looked.stdout)["summary"]
+    assert summary["events"] >= unique  # and what the built-in rules derived from them
+    assert summary["llm_calls"] > 0 and summary["tasks_completed"] > 0
+    dead = devtrail("dlq", "list", "--all", data_dir=data_dir, timeout=120)
+    assert dead.returncode == 0, dead.stderr[-3000:]
+    assert "6 dead letter(s)" in dead.stdout
+    verified = devtrail("aggregates", "verify", data_dir=data_dir, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr[-3000:]
+    assert not any(
+        p.info["name"] == "postgres" and str(data_dir) in " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["name", "cmdline"])
+    )
+
+
+def test_a_read_command_on_an_empty_data_directory_says_what_to_do(short_data_dir: Path) -> None:
+    result = devtrail("dlq", "list", data_dir=short_data_dir, timeout=60)
+    assert result.returncode == 2
+    assert "holds none yet: run `devtrail demo` or `devtrail up`" in result.stderr
+    assert not (short_data_dir / "postgres").exists()
+
 
 def test_the_flat_workload_is_still_there(short_data_dir: Path) -> None:
     result = devtrail("demo", "--flat", "--events", "2000", "--json", data_dir=short_data_dir)
