@@ -4,8 +4,9 @@
 removes the file when it stops. The commands that work on a running pipeline (``devtrail
 dlq``, ``timeline``, ``projections rebuild``, ``db retention``) read it when neither
 ``DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS`` nor ``DEVTRAIL_DATABASE_URL`` is set, so that they find
-the local stack with nothing exported. A record whose process is gone is ignored. Producers
-need no record: ``devtrail up`` listens on 127.0.0.1:9092, ``ProducerSettings()``'s default.
+the local stack with nothing exported, and so does ``ProducerSettings()`` without
+``DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS`` (an ``up`` on another port than 127.0.0.1:9092 included).
+A record whose process is gone is ignored. Only the standard library: the SDK imports it.
 """
 
 from __future__ import annotations

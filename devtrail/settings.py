@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from devtrail.consumers.settings import (
     DeadLetterStoreSettings,
@@ -61,7 +61,6 @@ class StackSettings(
             events) one process is the pipeline's slowest stage.
     """
 
-    data_dir: Path = Path(".devtrail")
     embedded_kafka_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
@@ -71,6 +70,12 @@ class StackSettings(
     processor_workers: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)), ge=1)
     sink_workers: int = Field(default=1, ge=1)
     writers_workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _broker_of_a_running_up(self) -> Self:
+        """Not the producer's lookup: unset bootstrap servers mean an embedded broker here (commands that
+        work on a running ``devtrail up`` find it through ``devtrail.running`` themselves)."""
+        return self
 
     @property
     def embedded_kafka(self) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from devtrail import running
 from devtrail.schemas.settings import KafkaSettings
 
 
@@ -28,6 +30,10 @@ class ProducerSettings(KafkaSettings):
         producer_acks: broker acknowledgement level (``all`` is the durable choice).
         producer_enable_idempotence: Kafka idempotent producer, for brokers that support
             it (the embedded broker does not). Correctness never depends on it.
+        data_dir: where a local ``devtrail up`` records its addresses (``up.json``). With
+            ``DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS`` unset, a producer publishes to the broker of a
+            ``devtrail up`` running from there (whatever port it took), else to
+            127.0.0.1:9092, ``devtrail up``'s default.
     """
 
     producer_linger_ms: float = Field(default=50.0, ge=0)
@@ -37,4 +43,14 @@ class ProducerSettings(KafkaSettings):
     producer_overflow: Literal["block", "raise"] = "block"
     producer_acks: Literal["all", "1", "0"] = "all"
     producer_enable_idempotence: bool = False
+    data_dir: Path = Path(".devtrail")
     producer_request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _broker_of_a_running_up(self) -> Self:
+        """Unset, the bootstrap servers are those of the ``devtrail up`` running from ``data_dir``."""
+        if "kafka_bootstrap_servers" not in self.model_fields_set:
+            found = running.find(self.data_dir)
+            if found is not None and isinstance(found.get("kafka_bootstrap_servers"), str):
+                self.__dict__["kafka_bootstrap_servers"] = found["kafka_bootstrap_servers"]
+        return self

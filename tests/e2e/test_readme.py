@@ -149,9 +149,51 @@ def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
             if up.poll() is None:
                 up.kill()
                 up.wait()
-    stopped = devtrail(workdir, "timeline", "task", "T-42")  # nothing runs now: it says what to do
-    assert stopped.returncode != 0
-    assert "start 'devtrail up'" in stopped.stderr
+    # nothing runs now: the data directory's PostgreSQL is started alone to read what was stored
+    stopped = devtrail(workdir, "timeline", "task", "T-42", "--json")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert any(e.get("event_type") == "task.completed" for e in orjson.loads(stopped.stdout))
+
+
+def test_the_readme_snippet_finds_an_up_on_another_port(workdir: Path) -> None:
+    """``devtrail up`` on a port of the user's choosing: the snippet, run from the same directory with
+    nothing exported, finds it through ``.devtrail/up.json``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with subprocess.Popen(
+        [sys.executable, "-m", "devtrail", "up", "--metrics-port", "0"],
+        cwd=workdir, env={**ENV, "HOME": str(workdir), "DEVTRAIL_EMBEDDED_KAFKA_PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as up:  # fmt: skip
+        try:
+            assert up.stdout is not None
+            seen: list[str] = []
+            while not (seen and seen[-1].startswith("devtrail is up")):
+                assert len(seen) < 60 and up.poll() is None, "".join(seen)
+                seen.append(up.stdout.readline())
+            assert f"Kafka: 127.0.0.1:{port}" in seen[-1]
+            block = python_blocks(README.read_text())[0]
+            (workdir / "readme_0.py").write_text(block)
+            ran = subprocess.run(
+                [sys.executable, "readme_0.py"], cwd=workdir, env={**ENV, "HOME": str(workdir)},
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert ran.returncode == 0, f"the README's first block failed:\n{ran.stderr[-3000:]}"
+            deadline = time.monotonic() + 60
+            while True:
+                shown = devtrail(workdir, "timeline", "task", "T-42", "--json")
+                assert shown.returncode == 0, shown.stderr[-2000:]
+                if any(e.get("event_type") == "task.completed" for e in orjson.loads(shown.stdout)):
+                    break
+                assert time.monotonic() < deadline, f"the README's event was not stored: {shown.stdout[-2000:]}"
+                time.sleep(1)
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(timeout=60) == 0
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
 
 
 def test_devtrail_up_says_what_to_do_when_its_port_is_taken(workdir: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,45 @@ def test_the_processor_compresses_what_it_produces(monkeypatch: pytest.MonkeyPat
     settings = StackSettings(processor_data_dir=tmp_path)
     assert build_app(settings).conf.producer_compression_type == "gzip"
     assert settings.compression == "lz4"
+
+
+def _record_up(data_dir: Path, bootstrap: str, pid: int) -> None:
+    from devtrail import running
+
+    running.record(data_dir, bootstrap, "postgresql://u@127.0.0.1:5/d", None)
+    body = (data_dir / running.FILE).read_text().replace(f'"pid": {os.getpid()}', f'"pid": {pid}')
+    (data_dir / running.FILE).write_text(body)
+
+
+def test_a_producer_finds_the_broker_of_a_running_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from devtrail.producers import ProducerSettings
+
+    monkeypatch.delenv("DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:9092"  # nothing runs: up's default port
+    _record_up(tmp_path / ".devtrail", "127.0.0.1:19092", os.getpid())  # an up on another port, alive
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:19092"
+    # what is set wins, from the environment or the code
+    monkeypatch.setenv("DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    assert ProducerSettings().kafka_bootstrap_servers == "kafka:9092"
+    monkeypatch.delenv("DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS")
+    assert ProducerSettings(kafka_bootstrap_servers="b:1").kafka_bootstrap_servers == "b:1"
+    # the stack's own settings never take it: unset means "embed a broker" there
+    stack = StackSettings()
+    assert stack.embedded_kafka and stack.kafka_bootstrap_servers == "127.0.0.1:9092"
+    # elsewhere, through DEVTRAIL_DATA_DIR
+    monkeypatch.chdir("/")
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:9092"
+    monkeypatch.setenv("DEVTRAIL_DATA_DIR", str(tmp_path / ".devtrail"))
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:19092"
+
+
+def test_a_producer_ignores_the_record_of_an_up_that_is_gone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from devtrail.producers import ProducerSettings
+
+    monkeypatch.delenv("DEVTRAIL_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("DEVTRAIL_DATA_DIR", str(tmp_path))
+    _record_up(tmp_path, "127.0.0.1:19092", 2**22 + 12345)  # above the kernel's pid_max default: no such process
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:9092"
+    (tmp_path / "up.json").write_text("{not json")
+    assert ProducerSettings().kafka_bootstrap_servers == "127.0.0.1:9092"
