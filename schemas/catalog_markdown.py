@@ -24,7 +24,7 @@ from devtrail.schemas.jsonschema import (
     schema_file_name,
 )
 from devtrail.schemas.references import ENVELOPE_REFERENCES, PAYLOAD_IDENTITIES, UNBOUND_TYPES
-from devtrail.schemas.schema_limits import CROSS_FIELD_RULES, WIRE_FORM_RULES
+from devtrail.schemas.schema_limits import CROSS_FIELD_RULES, VALIDATOR_LIMITS, WIRE_FORM_RULES
 from devtrail.schemas.topics import TopicMap
 
 EXPORT_COMMAND = "devtrail schemas export docs/schemas"
@@ -172,6 +172,10 @@ def _beyond_schemas_section() -> str:
             "Relations between two fields of one event (a JSON Schema compares a value with constants only):",
             "",
             *cross,
+            "",
+            "Where a validator cannot hold a bound the schemas state:",
+            "",
+            *[f"- {limit}" for limit in VALIDATOR_LIMITS.values()],
             "",
         ]
     )

@@ -9,7 +9,7 @@ is still dead-lettered, with its reason.
 
 from __future__ import annotations
 
-__all__ = ["CROSS_FIELD_RULES", "WIRE_FORM_RULES", "rules_beyond_schema"]
+__all__ = ["CROSS_FIELD_RULES", "VALIDATOR_LIMITS", "WIRE_FORM_RULES", "rules_beyond_schema"]
 
 #: Per event type, rules that relate two values of one event (JSON Schema compares a value
 #: with constants only). Name -> the rule, as a producer reads it.
@@ -37,6 +37,16 @@ WIRE_FORM_RULES: dict[str, str] = {
     "repeated_key": "A key appears once per JSON object, at any depth.",
     "nesting_depth": "A message nests at most 64 levels deep.",
     "encoding": "A message is UTF-8 JSON text without a byte order mark.",
+    "event_size": "An event is at most 1 MiB (1,048,576 bytes) once stored, as its clean row's JSON, about "
+    "its own size; `DEVTRAIL_MAX_EVENT_BYTES` sets the limit. Each field's own length is within its bounds, "
+    "but together they may not pass it (`too_large`).",
+}
+
+#: Not a rule of the processor's but of some validators: how far a JSON Schema bound holds in them.
+VALIDATOR_LIMITS: dict[str, str] = {
+    "javascript_integers": "JavaScript validators (ajv) read numbers as 64-bit floats, so they see the integer "
+    "fields' bound of 2^63 - 1 (9223372036854775807) as 2^63 and let integers up to about 2^63 + 1024 through; "
+    "Python's `jsonschema` and the processor refuse them.",
 }
 
 
