@@ -163,14 +163,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return report.as_dict()
 
     report = asyncio.run(demo())
-    _print_summary(report)
+    _print_summary(report, _settings(args).data_dir)
     if args.json:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")
     return 0 if report["ok"] else 1
 
 
-def _print_summary(r: dict[str, Any]) -> None:
+def _print_summary(r: dict[str, Any], data_dir: Path) -> None:
     out = sys.stdout
+    where = "" if data_dir == Path(".devtrail") else f" --data-dir {data_dir}"
     verdict = "OK: every unique event stored once and counted once" if r["ok"] else "FAILED: see the counts above"
     if r["ok"] and r.get("stories"):
         verdict = "OK: every unique event stored once and counted once; projections and attribution exact"
@@ -189,9 +190,9 @@ def _print_summary(r: dict[str, Any]) -> None:
         *_story_lines(r),
         f"  {verdict}",
         "",
-        "  The rows stay in PostgreSQL under the data directory (the broker's topics do not). From the",
-        "  same directory, with nothing running: `devtrail report`, `devtrail dlq list` (dead letters",
-        "  with their reasons), `devtrail timeline ...` and `devtrail psql` read them.",
+        f"  The rows stay in PostgreSQL under {data_dir} (the broker's topics do not). With nothing running,",
+        f"  `devtrail report{where}`, `devtrail dlq list{where}` (dead letters with their reasons),",
+        f"  `devtrail timeline ...{where}` and `devtrail psql{where}` read them.",
         "",
     ]
     out.write("\n".join(lines) + "\n")
