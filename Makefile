@@ -30,10 +30,10 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration -q
+	$(BIN)/pytest tests/integration -q --durations=15
 
 e2e: $(STAMP)
-	$(BIN)/pytest tests/e2e -q
+	$(BIN)/pytest tests/e2e -q --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -qq -e '.[pipeline,embedded,dev,bench]'
