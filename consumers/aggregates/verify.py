@@ -23,6 +23,7 @@ import asyncpg
 
 from devtrail.consumers.aggregates.claims import Claims
 from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
+from devtrail.consumers.projections.delivery import MISMATCHES as DELIVERY_MISMATCHES
 from devtrail.consumers.projections.rebuild import RebuildOptions, wait_for_sink
 
 _HOUR = "date_trunc('hour', e.occurred_at, 'UTC')"
@@ -139,7 +140,7 @@ TRUTH: tuple[Truth, ...] = (
     ),
 )
 
-#: The cost views against the per-event attribution of ``analytics.event_attribution``.
+#: The cost views against the per-event attribution of ``analytics.event_attribution``, and the delivery facts.
 VIEW_CHECKS: dict[str, str] = {
     "cost_by_task": """
         WITH truth AS (
@@ -158,6 +159,8 @@ VIEW_CHECKS: dict[str, str] = {
         SELECT count(*) FROM truth FULL JOIN analytics.cost_by_requirement a USING (requirement_id)
         WHERE (truth.calls, truth.cost_usd) IS DISTINCT FROM (a.calls, a.cost_usd)
     """,
+    # the kept delivery facts against the view computing them (devtrail.consumers.projections.delivery)
+    "production_deployments": DELIVERY_MISMATCHES,
 }
 
 

@@ -1,5 +1,5 @@
 """Projections: tables of current state (tasks, requirements, sessions, agents, pull requests,
-commits, deployments, incidents, correlations) kept from the clean topic by the writer host,
+commits, deployments, incidents, correlations, delivery facts) kept from the clean topic by the writer host,
 and rebuilt from ``events`` on demand (``devtrail.consumers.projections.rebuild``).
 
 Each writer merges a batch with order-independent rules (``devtrail.consumers.projections.merge``), so
@@ -10,6 +10,7 @@ Analysts read them through the ``analytics`` views (docs/analytics.md).
 from devtrail.consumers.projections.agents import AgentsProjection
 from devtrail.consumers.projections.code import CodeProjection
 from devtrail.consumers.projections.correlations import CorrelationsProjection
+from devtrail.consumers.projections.delivery import DeliveryFactsProjection
 from devtrail.consumers.projections.deployments import DeploymentsProjection
 from devtrail.consumers.projections.incidents import IncidentsProjection
 from devtrail.consumers.projections.requirements import RequirementsProjection
@@ -27,6 +28,7 @@ PROJECTIONS: tuple[type[ProjectionWriter], ...] = (
     DeploymentsProjection,
     IncidentsProjection,
     CorrelationsProjection,
+    DeliveryFactsProjection,  # after the deployments and code it reads
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "AgentsProjection",
     "CodeProjection",
     "CorrelationsProjection",
+    "DeliveryFactsProjection",
     "DeploymentsProjection",
     "IncidentsProjection",
     "ProjectionWriter",

@@ -65,3 +65,5 @@ class PreparedBatch:
 
     rows: int
     upserts: list[tuple[Reduction, str]]
+    #: What a writer that merges nothing in Python prepares instead (``DeliveryFactsProjection``).
+    extra: object = None
