@@ -30,11 +30,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from devtrail import migrate
 from devtrail.bench.harness import Timer, fresh_database, say
 from devtrail.consumers.aggregates.verify import rebuild_aggregates
 from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to_row
 from devtrail.consumers.processor.correlate import Correlator
-from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections
+from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections, vacuum_analyze
 from devtrail.consumers.sink import EventSink
 from devtrail.producers.stories import AGENT_SESSION_CALLS, Stories
 
@@ -129,7 +130,8 @@ async def rebuilds(conn: asyncpg.Connection, url: str) -> dict[str, Any]:
     timer = Timer()
     aggregates = await rebuild_aggregates(url, options)
     aggregates_s = timer.seconds  # before the ANALYZE below (the JSONs of 2026-11-26 include it)
-    say(f"analytics: aggregates rebuilt: {aggregates.lines()[0]}")
+    say(f"analytics: aggregates rebuilt (and vacuumed, as the command does): {aggregates.lines()[0]}")
+    await vacuum_analyze(conn, projections.tables)  # as `devtrail projections rebuild` does after its commit
     await conn.execute("ANALYZE")
     return {
         "projections_rebuild_events_per_second": round(projections.events / projections_s),
@@ -209,7 +211,46 @@ async def measure(admin_url: str, events: int, days: int) -> dict[str, Any]:
     return figures
 
 
+async def measure_again(url: str, revision: str = "head") -> dict[str, Any]:
+    """The queries, the report and the storage of a database an earlier run loaded (``--again``),
+    migrated to ``revision`` first (up or down): a change to the views or indexes measured on the
+    same rows, before and after."""
+    current = await _revision(url)
+    if revision != "head" and current is not None and current > revision:
+        await asyncio.to_thread(migrate.downgrade, url, revision)
+    else:
+        await asyncio.to_thread(migrate.upgrade, url, revision)
+    conn = await asyncpg.connect(url)
+    try:
+        events = int(await conn.fetchval("SELECT count(*) FROM events"))
+        project = await conn.fetchval("SELECT min(project_id) FROM events WHERE project_id LIKE '%1'")
+        await conn.execute("VACUUM (ANALYZE)")
+        figures: dict[str, Any] = {"events": events, "project": project, "again": True, "revision": revision}
+        figures["queries"] = await queries(conn, project)
+        figures["worst_query_p95_ms"] = max(q["p95_ms"] for q in figures["queries"].values())
+        built = await report_build(conn, project)
+        figures["html_report_seconds"] = None if built is None else round(built, 2)
+        figures |= await storage(conn, events)
+    finally:
+        await conn.close()
+    return figures
+
+
+async def _revision(url: str) -> str | None:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+    finally:
+        await conn.close()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    if args.again:
+        if not args.database_url:
+            raise SystemExit("--again needs --database-url: the PostgreSQL holding that database")
+        base, _, query = args.database_url.partition("?")
+        url = f"{base.rsplit('/', 1)[0]}/{args.again}" + (f"?{query}" if query else "")
+        return await measure_again(url, args.revision)
     if args.database_url:
         return await measure(args.database_url, args.events, args.days)
     from devtrail.embedded import EmbeddedPostgres
@@ -228,6 +269,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90, help="days they spread over (default 90)")
     parser.add_argument("--database-url", help="an admin DSN of a PostgreSQL to use (default: embedded)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--again",
+        metavar="DATABASE",
+        help="measure the queries again on a database an earlier run with --database-url loaded (bench_...), "
+        "after migrating it to --revision and a VACUUM (ANALYZE)",
+    )
+    parser.add_argument("--revision", default="head", help="with --again: the migration to measure at (default head)")
     args = parser.parse_args()
     figures = asyncio.run(main_async(args))
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())

@@ -24,7 +24,7 @@ import asyncpg
 from devtrail.consumers.aggregates.claims import Claims
 from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
 from devtrail.consumers.projections.delivery import MISMATCHES as DELIVERY_MISMATCHES
-from devtrail.consumers.projections.rebuild import RebuildOptions, wait_for_sink
+from devtrail.consumers.projections.rebuild import RebuildOptions, vacuum_analyze, wait_for_sink
 
 _HOUR = "date_trunc('hour', e.occurred_at, 'UTC')"
 _DAY = "(e.occurred_at AT TIME ZONE 'UTC')::date"
@@ -227,6 +227,7 @@ class AggregatesRebuildReport:
     waited_s: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
     table_seconds: dict[str, float] = field(default_factory=dict)
+    vacuum_s: float | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -239,6 +240,7 @@ class AggregatesRebuildReport:
             f"rebuilt {len(self.rows)} aggregate tables ({scope}) from {self.events:,} events in {self.seconds:.1f}s"
             f" ({self.events_per_second:,.0f} events/s; {self.waited_s:.1f}s waiting for locks and the sink)",
             "rows: " + ", ".join(f"{table} {count:,}" for table, count in self.rows.items()),
+            *([] if self.vacuum_s is None else [f"vacuumed and analyzed them in {self.vacuum_s:.1f}s"]),
         ]
 
 
@@ -286,10 +288,12 @@ async def rebuild_aggregates(
     waiter = await asyncpg.connect(database_url)
     try:
         await _rebuild(conn, waiter, options, report, since_sql, claims, today, say, started)
+        report.seconds = time.monotonic() - started
+        say("committed; vacuuming and analyzing the rebuilt tables...")
+        report.vacuum_s = await vacuum_analyze(conn, [f"aggregates.{truth.table}" for truth in TRUTH])
     finally:
         await waiter.close()
         await conn.close()
-    report.seconds = time.monotonic() - started
     return report
 
 

@@ -442,6 +442,7 @@ async def test_rebuild_recomputes_from_events_and_claims_what_the_writers_have_n
     options = RebuildOptions(sink_group="s", writers_group="w", clean_topic="c", wait_timeout_s=5)
     report = await rebuild_aggregates(database_url, options)
     assert report.events == 3000 and report.rows["activity_hourly"] > 0
+    assert report.vacuum_s is not None and "vacuumed and analyzed" in report.lines()[-1]
     mismatches = await aggregate_mismatches_by_table(db)
     assert mismatches == dict.fromkeys(mismatches, 0)
     # The writers catching up count nothing twice: the rebuild claimed the stored events.

@@ -14,7 +14,7 @@ from devtrail.consumers.checkpoint import WriterHost
 from devtrail.consumers.clean import CLEAN_ROWS, CleanRow
 from devtrail.consumers.projections import PROJECTIONS, DeliveryFactsProjection
 from devtrail.consumers.projections.errors import SinkBehindError
-from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild_projections
+from devtrail.consumers.projections.rebuild import RebuildOptions, rebuild, rebuild_projections
 from devtrail.consumers.sink import EventSink
 from devtrail.schemas.events import (
     AgentRegistered,
@@ -575,7 +575,7 @@ async def set_offset(db: asyncpg.Connection, group: str, partition: int, offset:
     )
 
 
-async def test_rebuild_equals_incremental_application(db: asyncpg.Connection) -> None:
+async def test_rebuild_equals_incremental_application(db: asyncpg.Connection, database_url: str) -> None:
     rows = clean(story())
     await store(db, rows)
     await apply(db, rows)
@@ -586,6 +586,16 @@ async def test_rebuild_equals_incremental_application(db: asyncpg.Connection) ->
     report = await rebuild_projections(db, options())
     assert report.events == len(rows) and report.refused == {}
     assert await snapshot(db) == incremental
+    # as `devtrail projections rebuild` runs it: committed, then the tables vacuumed and analyzed
+    await db.execute("UPDATE projections.tasks SET status = 'garbage'")
+    report = await rebuild(database_url, options())
+    assert await snapshot(db) == incremental
+    assert report.vacuum_s is not None and "vacuumed and analyzed" in report.lines()[-1]
+    vacuumed = await db.fetchval(
+        "SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL FROM pg_stat_user_tables"
+        " WHERE schemaname = 'projections' AND relname = 'production_deployments'"
+    )
+    assert vacuumed
 
 
 async def test_rebuild_waits_for_the_sink_and_loses_nothing_applied_meanwhile(
