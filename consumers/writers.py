@@ -25,7 +25,7 @@ def _without_settings(factory: Callable[[], Writer[CleanRow]]) -> Callable[[Writ
 #: name -> factory of the writer from the host's settings. The aggregates come after the
 #: projections: they read none of them, but the views joining both are then never ahead.
 WRITERS: dict[str, Callable[[WritersSettings], Writer[CleanRow]]] = {
-    HourlyEventCounts.name: lambda _: HourlyEventCounts(),
+    HourlyEventCounts.name: lambda s: HourlyEventCounts(s.aggregates_dedup_days),
     **{projection.name: _without_settings(projection) for projection in PROJECTIONS},
     AggregatesWriter.name: lambda s: AggregatesWriter(s.aggregates_dedup_days),
 }

@@ -261,7 +261,7 @@ class Stack:
                 ],
             )
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
-                counted = await rebuild_hourly_counts(conn)
+                counted = await rebuild_hourly_counts(conn, self.settings.aggregates_dedup_days)
                 await rebuild_aggregates(
                     self.settings.database_url,
                     RebuildOptions(

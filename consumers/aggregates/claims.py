@@ -29,26 +29,36 @@ log = logging.getLogger(__name__)
 #: Days ahead of today that always have a partition (ids made just after midnight, clocks ahead).
 DAYS_AHEAD = 2
 
-_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS aggregate_claims_staging
+#: The claims of the ``aggregates`` writer; ``event_counts_hourly`` keeps its own
+#: (``devtrail.consumers.aggregator``), in the same shape.
+TABLE = "claims"
+
+
+def _sql(table: str) -> dict[str, str]:
+    """The statements of a claims table ``aggregates.<table>`` (with ``<table>_late``)."""
+    staging = f"{table}_staging"
+    return {
+        "staging": f"""
+CREATE TEMP TABLE IF NOT EXISTS {staging}
 (id_day date, event_id uuid NOT NULL) ON COMMIT DELETE ROWS
-"""
-_MERGE_CLAIMS = """
-INSERT INTO aggregates.claims (id_day, event_id)
-SELECT id_day, event_id FROM aggregate_claims_staging WHERE id_day IS NOT NULL
+""",
+        "merge": f"""
+INSERT INTO aggregates.{table} (id_day, event_id)
+SELECT id_day, event_id FROM {staging} WHERE id_day IS NOT NULL
 ON CONFLICT DO NOTHING
 RETURNING event_id::text
-"""
-_MERGE_LATE = """
-INSERT INTO aggregates.claims_late (event_id, claimed_on)
-SELECT event_id, $1::date FROM aggregate_claims_staging WHERE id_day IS NULL
+""",  # noqa: S608 - names from code
+        "merge_late": f"""
+INSERT INTO aggregates.{table}_late (event_id, claimed_on)
+SELECT event_id, $1::date FROM {staging} WHERE id_day IS NULL
 ON CONFLICT DO NOTHING
 RETURNING event_id::text
-"""
-_PARTITIONS = """
+""",  # noqa: S608 - names from code
+        "partitions": f"""
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'aggregates.claims'::regclass
-"""
+WHERE i.inhparent = 'aggregates.{table}'::regclass
+""",  # noqa: S608 - names from code
+    }
 
 
 def id_day(event_id: str) -> date | None:
@@ -65,13 +75,26 @@ def id_day(event_id: str) -> date | None:
         return None
 
 
-def partition_name(day: date) -> str:
-    return f"claims_{day:%Y%m%d}"
+def id_day_sql(column: str) -> str:
+    """``id_day`` in SQL, of the uuid ``column``: the version nibble and the first 48 bits (Unix
+    milliseconds) read as bytes; NULL for ids other than UUIDv7s."""
+    as_bytes = f"uuid_send({column})"
+    millis = " | ".join(f"(get_byte({as_bytes}, {i})::bigint << {8 * (5 - i)})" for i in range(6))
+    return (
+        f"CASE WHEN get_byte({as_bytes}, 6) >> 4 = 7"
+        f" THEN (to_timestamp(({millis}) / 1000.0) AT TIME ZONE 'UTC')::date END"
+    )
 
 
-def partition_day(name: str) -> date | None:
+def partition_name(day: date, table: str = TABLE) -> str:
+    return f"{table}_{day:%Y%m%d}"
+
+
+def partition_day(name: str, table: str = TABLE) -> date | None:
     """The day of a partition named by ``partition_name``; None for any other name."""
-    digits = name.removeprefix("claims_")
+    if not name.startswith(f"{table}_"):
+        return None
+    digits = name.removeprefix(f"{table}_")
     if len(digits) != 8 or not digits.isdigit():
         return None
     try:
@@ -85,12 +108,16 @@ class Claims:
 
     Args:
         dedup_days: how long after an event's creation a copy of it is still recognised.
+        table: the claims table in schema ``aggregates`` (partitioned by ``id_day``), with its
+            ``<table>_late``: ``claims`` for the ``aggregates`` writer.
     """
 
-    def __init__(self, dedup_days: int) -> None:
+    def __init__(self, dedup_days: int, table: str = TABLE) -> None:
         if dedup_days < 1:
             raise ValueError("dedup_days must be at least 1")
         self.dedup_days = dedup_days
+        self.table = table
+        self._sql = _sql(table)
         self._pruned_on: date | None = None
 
     def window(self, today: date) -> tuple[date, date]:
@@ -112,16 +139,16 @@ class Claims:
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table(
-                        "claims", schema_name="aggregates", records=records, columns=("id_day", "event_id")
+                        self.table, schema_name="aggregates", records=records, columns=("id_day", "event_id")
                     )
                 return list(rows)
             except asyncpg.UniqueViolationError:
                 pass
-        await conn.execute(_STAGING)
-        await conn.copy_records_to_table("aggregate_claims_staging", records=records, columns=("id_day", "event_id"))
-        fresh = {r[0] for r in await conn.fetch(_MERGE_CLAIMS)}
-        fresh |= {r[0] for r in await conn.fetch(_MERGE_LATE, today)}
-        await conn.execute("TRUNCATE aggregate_claims_staging")
+        await conn.execute(self._sql["staging"])
+        await conn.copy_records_to_table(f"{self.table}_staging", records=records, columns=("id_day", "event_id"))
+        fresh = {r[0] for r in await conn.fetch(self._sql["merge"])}
+        fresh |= {r[0] for r in await conn.fetch(self._sql["merge_late"], today)}
+        await conn.execute(f"TRUNCATE {self.table}_staging")
         return [row for row in rows if row.event_id in fresh]
 
     async def ensure_partitions(self, conn: asyncpg.Connection, today: date) -> None:
@@ -132,32 +159,32 @@ class Claims:
         writer processes do not create the same partition.
         """
         first, last = self.window(today)
-        existing = {r[0] for r in await conn.fetch(_PARTITIONS)}
+        existing = {r[0] for r in await conn.fetch(self._sql["partitions"])}
         wanted = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        missing = [day for day in wanted if partition_name(day) not in existing]
+        missing = [day for day in wanted if partition_name(day, self.table) not in existing]
         prune = self._pruned_on != today
         if not missing and not prune:
             return
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('devtrail.aggregates.claims'))")
-        existing = {r[0] for r in await conn.fetch(_PARTITIONS)}
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"devtrail.aggregates.{self.table}")
+        existing = {r[0] for r in await conn.fetch(self._sql["partitions"])}
         for day in missing:
-            if partition_name(day) not in existing:
+            if partition_name(day, self.table) not in existing:
                 await conn.execute(
-                    f"CREATE TABLE aggregates.{partition_name(day)} PARTITION OF aggregates.claims "
+                    f"CREATE TABLE aggregates.{partition_name(day, self.table)} PARTITION OF aggregates.{self.table} "
                     f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
                 )
         if not prune:
             return
         dropped = 0
         for name in sorted(existing):
-            made_for = partition_day(name)
+            made_for = partition_day(name, self.table)
             if made_for is None:
                 continue
             if made_for < first - timedelta(days=1):  # one day of grace for writers whose clock is behind
                 await conn.execute(f"DROP TABLE aggregates.{name}")
                 dropped += 1
-        pruned = await conn.execute("DELETE FROM aggregates.claims_late WHERE claimed_on < $1", first)
+        pruned = await conn.execute(f"DELETE FROM aggregates.{self.table}_late WHERE claimed_on < $1", first)  # noqa: S608
         if dropped or pruned != "DELETE 0":
-            log.info("aggregates: claims pruned (%d day partitions dropped, %s late claims)", dropped, pruned)
+            log.info("%s: claims pruned (%d day partitions dropped, %s late claims)", self.table, dropped, pruned)
         # Not durable until the batch commits; a rolled-back prune waits for tomorrow's (harmless).
         self._pruned_on = today

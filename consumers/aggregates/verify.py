@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from devtrail.consumers.aggregates.claims import Claims
+from devtrail.consumers.aggregates.claims import Claims, id_day_sql
 from devtrail.consumers.aggregates.reduce import LATENCY_BOUNDS
 from devtrail.consumers.projections.delivery import MISMATCHES as DELIVERY_MISMATCHES
 from devtrail.consumers.projections.rebuild import RebuildOptions, vacuum_analyze, wait_for_sink
@@ -188,14 +188,7 @@ async def aggregate_mismatches_by_table(conn: asyncpg.Connection) -> dict[str, i
 
 Progress = Callable[[str], None]
 
-#: The UUIDv7's UTC day, in SQL (``devtrail.consumers.aggregates.claims.id_day``): the version nibble
-#: and the first 48 bits (Unix milliseconds) read as bytes; NULL for other ids.
-_ID_BYTES = "uuid_send(e.event_id)"
-_ID_MILLIS = " | ".join(f"(get_byte({_ID_BYTES}, {i})::bigint << {8 * (5 - i)})" for i in range(6))
-_ID_DAY = (
-    f"CASE WHEN get_byte({_ID_BYTES}, 6) >> 4 = 7"
-    f" THEN (to_timestamp(({_ID_MILLIS}) / 1000.0) AT TIME ZONE 'UTC')::date END"
-)
+_ID_DAY = id_day_sql("e.event_id")
 #: The stored events a rebuild counts, with their ids' day, read once (in parallel).
 _STORED_IDS = f"""
 CREATE TEMP TABLE rebuild_ids ON COMMIT DROP AS

@@ -54,7 +54,7 @@ async def test_a_rolled_back_batch_leaves_no_trace(db: asyncpg.Connection) -> No
             await EventSink().write(db, events)
             raise RuntimeError("crash before commit")
     assert await db.fetchval("SELECT count(*) FROM events") == 0
-    assert await db.fetchval("SELECT count(*) FROM aggregate_applied") == 0
+    assert await db.fetchval("SELECT count(*) FROM aggregates.event_count_claims") == 0
     assert await write(db, HourlyEventCounts(), events) == 5
 
 
@@ -110,3 +110,49 @@ async def test_hourly_counts_rebuilt_from_events_after_the_broker_lost_the_clean
     assert await aggregate_matches_events(db, analyst=False)  # only event_counts_hourly was written
     assert await write(db, counts, events[:20]) == 0
     assert await write(db, counts, events[20:]) == 11  # re-sent and stored now: counted once
+
+
+async def test_event_count_claims_are_bounded_and_the_upgrade_keeps_recent_ones(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Migration 0017 moves ``aggregate_applied``'s claims: an id made in the last days into its
+    day's partition (where the writer looks, so a copy arriving now is not counted again), the
+    rest into the late claims; the writer then drops the partitions past its window. The
+    downgrade puts every claim back."""
+    import asyncio
+    import time
+    import uuid
+
+    from devtrail import migrate
+    from devtrail.schemas.ids import uuid7_from
+
+    now_ms = time.time_ns() // 1_000_000
+    recent, old, not_v7 = uuid7_from(now_ms, 1), uuid7_from(now_ms - 60 * 86_400_000, 2), uuid.uuid4()
+    await asyncio.to_thread(migrate.downgrade, database_url, "0016")
+    await db.executemany(
+        "INSERT INTO aggregate_applied (aggregate, event_id) VALUES ('event_counts_hourly', $1)",
+        [(recent,), (old,), (not_v7,)],
+    )
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    assert await db.fetchval("SELECT to_regclass('aggregate_applied')") is None
+    assert await db.fetchval("SELECT array_agg(event_id) FROM aggregates.event_count_claims") == [recent]
+    late = await db.fetchval("SELECT array_agg(event_id ORDER BY event_id) FROM aggregates.event_count_claims_late")
+    assert sorted(late) == sorted([old, not_v7])
+    partitions = await db.fetchval(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'aggregates.event_count_claims'::regclass"
+    )
+    assert partitions == 38  # 35 days back, today, 2 ahead
+
+    copy = clean([task_created(task_id="T-copy")])[0]._replace(event_id=str(recent))
+    fresh = clean([task_created(task_id="T-new")])
+    counts = HourlyEventCounts(dedup_days=7)
+    assert await write(db, counts, [copy, *fresh]) == 1  # the copy was counted before the upgrade
+    partitions = await db.fetchval(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'aggregates.event_count_claims'::regclass"
+    )
+    assert partitions == 7 + 1 + 2 + 1  # the window, today, 2 ahead, and a day of grace
+
+    await asyncio.to_thread(migrate.downgrade, database_url, "0016")
+    back = await db.fetchval("SELECT array_agg(event_id::text) FROM aggregate_applied")
+    assert set(back) == {str(recent), str(old), str(not_v7), fresh[0].event_id}
+    await asyncio.to_thread(migrate.upgrade, database_url)
