@@ -47,6 +47,28 @@ def devtrail(workdir: Path, *args: str, timeout: float = 60) -> subprocess.Compl
     )  # fmt: skip
 
 
+def read_until_up(up: subprocess.Popen[str]) -> str:
+    """The line ``devtrail up`` prints once it is up (it must not exit or say much before)."""
+    assert up.stdout is not None
+    seen: list[str] = []
+    while not (seen and seen[-1].startswith("devtrail is up")):
+        assert len(seen) < 60 and up.poll() is None, "".join(seen)
+        seen.append(up.stdout.readline())
+    return seen[-1]
+
+
+def wait_for_the_readme_event(workdir: Path) -> None:
+    """Until ``devtrail timeline`` shows the README snippet's ``task.completed`` (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        shown = devtrail(workdir, "timeline", "task", "T-42", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        if any(e.get("event_type") == "task.completed" for e in orjson.loads(shown.stdout)):
+            return
+        assert time.monotonic() < deadline, f"the README's event was not stored: {shown.stdout[-2000:]}"
+        time.sleep(1)
+
+
 def test_the_readme_has_python_to_run() -> None:
     blocks = python_blocks(README.read_text())
     assert blocks, "no ```python block in the README"
@@ -89,12 +111,7 @@ def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
         stderr=subprocess.STDOUT, text=True,
     ) as up:  # fmt: skip
         try:
-            assert up.stdout is not None
-            seen: list[str] = []
-            while not (seen and seen[-1].startswith("devtrail is up")):
-                assert len(seen) < 60 and up.poll() is None, "".join(seen)
-                seen.append(up.stdout.readline())
-            assert "Kafka: 127.0.0.1:9092" in seen[-1]
+            assert "Kafka: 127.0.0.1:9092" in read_until_up(up)
             assert (workdir / ".devtrail" / "up.json").exists()
 
             for number, block in enumerate(python_blocks(README.read_text())):
@@ -108,15 +125,7 @@ def test_the_readme_runs_as_written_against_devtrail_up(workdir: Path) -> None:
                 assert ran.returncode == 0, f"README block {number} failed:\n{block}\n{ran.stderr[-3000:]}"
                 assert "Unclosed" not in ran.stderr, ran.stderr[-3000:]
 
-            deadline = time.monotonic() + 60
-            while True:
-                shown = devtrail(workdir, "timeline", "task", "T-42", "--json")
-                assert shown.returncode == 0, shown.stderr[-2000:]
-                events = orjson.loads(shown.stdout)
-                if any(e.get("event_type") == "task.completed" for e in events):
-                    break
-                assert time.monotonic() < deadline, f"the README's event was not stored: {shown.stdout[-2000:]}"
-                time.sleep(1)
+            wait_for_the_readme_event(workdir)
             listed = devtrail(workdir, "dlq", "list")
             assert listed.returncode == 0, listed.stderr[-2000:]
             url = devtrail(workdir, "db", "url")
@@ -167,12 +176,7 @@ def test_the_readme_snippet_finds_an_up_on_another_port(workdir: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     ) as up:  # fmt: skip
         try:
-            assert up.stdout is not None
-            seen: list[str] = []
-            while not (seen and seen[-1].startswith("devtrail is up")):
-                assert len(seen) < 60 and up.poll() is None, "".join(seen)
-                seen.append(up.stdout.readline())
-            assert f"Kafka: 127.0.0.1:{port}" in seen[-1]
+            assert f"Kafka: 127.0.0.1:{port}" in read_until_up(up)
             block = python_blocks(README.read_text())[0]
             (workdir / "readme_0.py").write_text(block)
             ran = subprocess.run(
@@ -180,14 +184,7 @@ def test_the_readme_snippet_finds_an_up_on_another_port(workdir: Path) -> None:
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert ran.returncode == 0, f"the README's first block failed:\n{ran.stderr[-3000:]}"
-            deadline = time.monotonic() + 60
-            while True:
-                shown = devtrail(workdir, "timeline", "task", "T-42", "--json")
-                assert shown.returncode == 0, shown.stderr[-2000:]
-                if any(e.get("event_type") == "task.completed" for e in orjson.loads(shown.stdout)):
-                    break
-                assert time.monotonic() < deadline, f"the README's event was not stored: {shown.stdout[-2000:]}"
-                time.sleep(1)
+            wait_for_the_readme_event(workdir)
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=60) == 0
         finally:
