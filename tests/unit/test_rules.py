@@ -2151,3 +2151,49 @@ def test_load_rules_refuses_two_user_rules_of_one_name(rules_dir: Path, fresh_mo
     fresh_modules += [one, two]
     with pytest.raises(RuleError, match=f"two rules are named tick: .*DEVTRAIL_RULES: {one},{two}"):
         load_rules(RulesSettings(rules_builtin="none", rules=f"{one},{two}"))
+
+
+async def test_derived_events_are_published_in_bundles_per_partition_and_dead_letters_alone() -> None:
+    """A processor pays per Kafka message: the rules worker packs the derived events bound for
+    one partition into one message, as the SDK does, each event on its own key's partition."""
+    from devtrail.consumers.rules.app import BUNDLE_MAX_EVENTS, RulesRunner
+    from devtrail.consumers.rules.engine import Emitted
+    from devtrail.consumers.settings import RulesSettings
+    from devtrail.producers.bundler import choose_partition
+
+    class Producer:
+        async def partitions_for(self, topic: str) -> set[int]:
+            return set(range(6))
+
+    app = types.SimpleNamespace(producer=types.SimpleNamespace(_ensure_producer=Producer))
+    runner = RulesRunner(RulesSettings(), make_engine(), app)
+
+    def event(n: int, key: str, topic: str = "devtrail.alert") -> Emitted:
+        value = orjson.dumps({"n": n})
+        return Emitted(uuid.uuid4(), "r", "event", "alert.raised", None, 1, topic, key.encode(), value)
+
+    dead = Emitted(uuid.uuid4(), "r", "dead_letter", None, None, 1, "devtrail.dead-letters", None, b"{}")
+    keys = [f"T-{n}" for n in range(40)]
+    emitted = [event(n, key) for n, key in enumerate(keys)] + [dead, event(99, "T-0", "devtrail.task")]
+    messages = await runner._messages(emitted)
+
+    assert ("devtrail.dead-letters", None, None, b"{}") in messages  # alone, unpartitioned
+    sent: dict[int, list[int]] = {}
+    for topic, partition, key, value in messages:
+        if topic != "devtrail.alert":
+            continue
+        assert partition is not None and key is not None
+        assert choose_partition(key, list(range(6))) == partition  # sent with a key of that partition
+        parsed = orjson.loads(value)
+        numbers = [e["n"] for e in parsed] if isinstance(parsed, list) else [parsed["n"]]
+        assert all(choose_partition(keys[n].encode(), list(range(6))) == partition for n in numbers)
+        sent.setdefault(partition, []).extend(numbers)
+    assert sorted(n for numbers in sent.values() for n in numbers) == list(range(40))  # each once
+    assert all(numbers == sorted(numbers) for numbers in sent.values())  # in the order emitted
+    assert len([m for m in messages if m[0] == "devtrail.alert"]) == len(sent) <= 6  # one per partition
+    lone = [m for m in messages if m[0] == "devtrail.task"]
+    assert len(lone) == 1 and orjson.loads(lone[0][3]) == {"n": 99}  # a lone event stays an object
+
+    many = [event(n, "T-1") for n in range(BUNDLE_MAX_EVENTS + 1)]
+    split = await runner._messages(many)
+    assert [len(orjson.loads(m[3])) if m[3].startswith(b"[") else 1 for m in split] == [BUNDLE_MAX_EVENTS, 1]
