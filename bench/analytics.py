@@ -200,15 +200,19 @@ async def measure(admin_url: str, events: int, days: int) -> dict[str, Any]:
         figures: dict[str, Any] = {"days": days}
         figures |= await load(conn, events, days)
         figures |= await rebuilds(conn, url)
-        figures["queries"] = await queries(conn, figures["project"])
-        worst = max(q["p95_ms"] for q in figures["queries"].values())
-        figures["worst_query_p95_ms"] = worst
-        built = await report_build(conn, figures["project"])
-        figures["html_report_seconds"] = None if built is None else round(built, 2)
-        figures |= await storage(conn, figures["events"])
+        figures |= await looked_at(conn, figures["project"], figures["events"])
     finally:
         await conn.close()
     return figures
+
+
+async def looked_at(conn: asyncpg.Connection, project: str, events: int) -> dict[str, Any]:
+    """What an analyst sees of a loaded database: the queries, the HTML report, the storage."""
+    figures: dict[str, Any] = {"queries": await queries(conn, project)}
+    figures["worst_query_p95_ms"] = max(q["p95_ms"] for q in figures["queries"].values())
+    built = await report_build(conn, project)
+    figures["html_report_seconds"] = None if built is None else round(built, 2)
+    return figures | await storage(conn, events)
 
 
 async def measure_again(url: str, revision: str = "head") -> dict[str, Any]:
@@ -226,11 +230,7 @@ async def measure_again(url: str, revision: str = "head") -> dict[str, Any]:
         project = await conn.fetchval("SELECT min(project_id) FROM events WHERE project_id LIKE '%1'")
         await conn.execute("VACUUM (ANALYZE)")
         figures: dict[str, Any] = {"events": events, "project": project, "again": True, "revision": revision}
-        figures["queries"] = await queries(conn, project)
-        figures["worst_query_p95_ms"] = max(q["p95_ms"] for q in figures["queries"].values())
-        built = await report_build(conn, project)
-        figures["html_report_seconds"] = None if built is None else round(built, 2)
-        figures |= await storage(conn, events)
+        figures |= await looked_at(conn, project, events)
     finally:
         await conn.close()
     return figures

