@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import random
 import re
 import tempfile
@@ -93,7 +94,7 @@ def _task_story(i: int, rng: random.Random) -> list[Any]:
     task, requirement, session, agent = f"T-{i}", f"R-{i // 10}", f"S-{i}", f"A-{i % 100}"
     refs: dict[str, Any] = {"source": "bench", "project_id": f"P-{i % 5}", "task_id": task}
     parent = f"T-{i - 1}" if i % 10 else None
-    sha = f"{i:040x}"
+    sha = hashlib.sha1(str(i).encode(), usedforsecurity=False).hexdigest()  # a real SHA: prefixes rarely collide
     story: list[Any] = [
         TaskCreated(
             **refs,
