@@ -33,6 +33,26 @@ FROM (SELECT extract(epoch FROM d.ingested_at - c.occurred_at) * 1000 AS ms
       WHERE d.source LIKE 'devtrail-rules:%' AND c.source = $1) AS x
 """
 
+#: The same derived events, per stage, from the rules' outbox (``rules.emitted``): cause emitted ->
+#: its rule's transaction began (processor, writers, the rules worker's batch and its wait for
+#: the projections); -> published and acknowledged (rules, outbox, Kafka); -> the derived row
+#: stored (processor and sink again); and the cause's own trip to storage. p50 and p99, ms.
+_DERIVED_STAGES = """
+WITH x AS (
+    SELECT extract(epoch FROM o.created_at - c.occurred_at) * 1000 AS to_rule,
+           extract(epoch FROM o.published_at - o.created_at) * 1000 AS rule_to_published,
+           extract(epoch FROM d.ingested_at - o.published_at) * 1000 AS published_to_stored,
+           extract(epoch FROM c.ingested_at - c.occurred_at) * 1000 AS cause_stored
+    FROM events d JOIN events c ON c.event_id = d.causation_id JOIN rules.emitted o ON o.event_id = d.event_id
+    WHERE d.source LIKE 'devtrail-rules:%' AND c.source = $1
+)
+SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY to_rule) AS to_rule,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY rule_to_published) AS rule_to_published,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY published_to_stored) AS published_to_stored,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY cause_stored) AS cause_stored
+FROM x
+"""
+
 _PERCENTILES = """
 SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY ms) AS p, max(ms) AS worst, count(*) AS n
 FROM (SELECT extract(epoch FROM ingested_at - occurred_at) * 1000 AS ms FROM events WHERE source = $1) AS x
@@ -95,10 +115,11 @@ async def bench_latency(
             sent = await offer(producer, workload, rate, seconds)
         await wait_for(lambda: _count(conn, workload.source, sent), 120, "every offered event stored", poll_s=0.2)
         row = await conn.fetchrow(_PERCENTILES, workload.source)
-        derived = None
+        derived = stages = None
         if rules:
             await asyncio.sleep(5)  # the last derived events on their way
             derived = await conn.fetchrow(_DERIVED_PERCENTILES, workload.source)
+            stages = await conn.fetchrow(_DERIVED_STAGES, workload.source)
         rss, cpu = workers_peak_rss(stack), workers_cpu(stack)
     finally:
         await conn.close()
@@ -127,6 +148,10 @@ async def bench_latency(
             "derived_ms_p999": round(float(d999), 1),
             "derived_ms_max": round(float(derived["worst"]), 1),
         }
+        if stages is not None and stages["to_rule"] is not None:
+            breakdown = {name: [round(float(v), 1) for v in stages[name]] for name in stages.keys()}  # noqa: SIM118
+            say(f"{label}: derived events by stage, [p50, p99] ms: {breakdown}")
+            results["derived_stage_ms_p50_p99"] = breakdown
     return results
 
 
