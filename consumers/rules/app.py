@@ -37,7 +37,6 @@ from devtrail.consumers.errors import is_retriable_db_error
 from devtrail.consumers.processor.app import QuietWorker, faust_app
 from devtrail.consumers.rules.api import AnyRule, PeriodicRule, RuleError, rules_in
 from devtrail.consumers.rules.builtin import builtin_rules
-from devtrail.consumers.rules.ends import EndSamples
 from devtrail.consumers.rules.engine import Emitted, Message, RulesEngine
 from devtrail.consumers.settings import RulesSettings
 from devtrail.producers.bundler import Bundle, choose_partition
@@ -48,7 +47,7 @@ STAGE = "rules"
 #: Bytes per partition a fetch of the clean topic may return (Faust's default is 1 MiB).
 CLEAN_FETCH_BYTES = 16 << 20
 _PRUNE_EVERY_S = 600.0
-#: How often the wait for the projections looks at their offsets.
+#: How often the wait for the projections looks at their offsets (a batch waits about half of it in vain).
 _OFFSETS_POLL_S = 0.02
 #: Derived events per bundle at most, as the SDK's defaults (``ProducerSettings``).
 BUNDLE_MAX_EVENTS, BUNDLE_MAX_BYTES = 500, 256 * 1024
@@ -96,14 +95,10 @@ class RulesRunner:
         self._partition_lists: dict[str, list[int]] = {}
         self._last_run: dict[str, float] = {}
         self._leftovers_published = False
-        self._ends = EndSamples(self._clean_ends)
-        self._sampling: asyncio.Task[None] | None = None
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Apply one batch; return only when its effects are committed and published."""
         messages = [self._message(e.message.partition, e.message.offset, e.value) for e in events]
-        if self._sampling is None and self._settings.rules_wait_for_projections:
-            self._sampling = asyncio.ensure_future(self._ends.run())  # the consumer runs by now
         try:
             async with self._lock:
                 await self._publish_leftovers()
@@ -161,21 +156,17 @@ class RulesRunner:
         for m in messages:
             if self.engine.wants(m.rows):
                 needed[m.partition] = max(needed.get(m.partition, 0), m.offset + 1)
-        # Every partition, up to its end at a moment after the batch's events were readable:
-        # an event's entities have events on other partitions (a requirement's other tasks),
-        # which the projections must hold too, or the last completion but one could look like
-        # the last (seen in CI). The ends sampled soonest after that moment (``ends``).
-        ends = self._ends.ends_after(needed)
-        if ends is None:
-            try:
-                ends = (await self._ends.sample()).ends
-            except Exception:  # noqa: BLE001 - the batch's own partitions still bound the wait
-                log.warning(
-                    "rules: could not read the clean topic's end offsets; waiting for the batch's partitions only"
-                )
-                ends = {}
-        for partition, end in ends.items():
-            needed[partition] = max(needed.get(partition, 0), end)
+        # Every partition, up to its end now: an event's entities have events on other
+        # partitions (a requirement's other tasks), which the projections must hold too, or
+        # the last completion but one could look like the last (seen in CI).
+        try:
+            ends = await self._app.consumer.highwaters(
+                *(TP(self.engine.clean_topic, p) for p in range(self._settings.partitions))
+            )
+            for tp, end in ends.items():
+                needed[tp.partition] = max(needed.get(tp.partition, 0), int(end))
+        except Exception:  # noqa: BLE001 - the batch's own partitions still bound the wait
+            log.warning("rules: could not read the clean topic's end offsets; waiting for the batch's partitions only")
         groups = self._settings.projection_groups()
         started = time.monotonic()
         warned = started
@@ -205,12 +196,6 @@ class RulesRunner:
                     sorted({p for _, p in behind}),
                 )
             await asyncio.sleep(_OFFSETS_POLL_S)
-
-    async def _clean_ends(self) -> dict[int, int]:
-        """Every partition's end (high watermark) of the clean topic, in one request."""
-        topic, partitions = self.engine.clean_topic, self._settings.partitions
-        ends = await self._app.consumer.highwaters(*(TP(topic, p) for p in range(partitions)))
-        return {tp.partition: int(end) for tp, end in ends.items()}
 
     async def _publish(self, emitted: list[Emitted]) -> None:
         if not emitted:
