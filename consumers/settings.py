@@ -94,8 +94,8 @@ class CheckpointSettings(DatabaseSettings):
             committed, without waiting ``batch_max_wait_ms`` (as large or larger: always
             wait; ``None`` in code likewise). Under a
             backlog nothing changes (batches fill). 20 ms by default: at 10,000 events/s
-            here it took the stored latency's p50 from 323-361 ms to 174-239 ms, with the
-            writers using about 5 % more CPU and no loss in the drains
+            here it took the stored latency's p50 from 323-361 ms to 176-239 ms, with the
+            writers using 6-13 % more CPU and no loss in the drains
             (docs/benchmarks.md, stop 22). Each transaction has a cost of its own; on a
             machine whose cores are full, set it to ``batch_max_wait_ms``.
         db_synchronous_commit: wait for each commit's WAL flush. Off by default, and safe:
