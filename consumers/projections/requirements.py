@@ -1,7 +1,8 @@
 """``projections.requirements`` from the requirement events.
 
 ``requirement.updated`` sets only the fields it carries, so each field keeps the key of the
-event that set it last. Status: created -> open, completed -> completed (latest key wins);
+event that set it last. Status: created -> open, completed -> completed, reopened -> open
+(latest key wins: the rules emit each requirement's completions and reopenings in that order);
 complexity: the latest ``requirement.complexity_scored``.
 """
 
@@ -32,6 +33,7 @@ from devtrail.schemas.events import (
     RequirementComplexityScored,
     RequirementCreated,
     RequirementEnvelope,
+    RequirementReopened,
     RequirementUpdated,
 )
 
@@ -115,11 +117,17 @@ def requirement_completed(event: RequirementCompleted, key: EventKey, out: Reduc
     _add(event, key, out, STATUS.set(key, DONE) | COMPLETED.set(key, event.payload.summary))
 
 
+def requirement_reopened(event: RequirementReopened, key: EventKey, out: Reduction) -> None:
+    """Open again (the last completion's time and summary stay, as when it was last completed)."""
+    _add(event, key, out, STATUS.set(key, OPEN))
+
+
 HANDLERS: dict[type[Envelope], Handler[Reduction]] = {
     RequirementCreated: requirement_created,
     RequirementUpdated: requirement_updated,
     RequirementComplexityScored: requirement_complexity_scored,
     RequirementCompleted: requirement_completed,
+    RequirementReopened: requirement_reopened,
 }
 DISPATCH = Dispatch(HANDLERS)
 

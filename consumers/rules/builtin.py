@@ -105,15 +105,17 @@ def requirement_rollup() -> AnyRule:
         round_ = state["round"]
         if all_done and not state["completed"]:
             requirement = await ctx.requirement(requirement_id)
+            at = _state_at(state)
             if requirement is None or requirement.status != "completed" or round_ > 0:
                 # The projections may be ahead of this event: whichever event sees the
                 # requirement done, the derived event is the same one, caused by the last
-                # task to finish, at its time.
+                # task to finish, at its time (after this requirement's last status event).
                 last = max(tasks, key=_finished_at)
+                at = _after(_finished_at(last), at)
                 ctx.emit(
                     RequirementCompleted,
                     key=f"completed:{requirement_id}:{round_}",
-                    occurred_at=_finished_at(last),
+                    occurred_at=at,
                     causation_id=_finished_by(last) or event.event_id,
                     requirement_id=requirement_id,
                     payload=RequirementCompletedPayload(
@@ -121,11 +123,18 @@ def requirement_rollup() -> AnyRule:
                     ),
                     **_NOT_TASK,
                 )
-            ctx.state.set(requirement_id, {"round": round_, "completed": True})
+            elif requirement.completed_at is not None:
+                at = requirement.completed_at  # completed by its producer: a reopening comes after it
+            ctx.state.set(requirement_id, _round_state(round_, True, at))
         elif not all_done and state["completed"]:
+            # A task created, failed or reopened after the completion: its event may be older
+            # than the completion (it came late, from another partition), but the reopening
+            # must come after it, or the projection would keep the completion.
+            at = _after(event.occurred_at, _state_at(state))
             ctx.emit(
                 RequirementReopened,
                 key=f"reopened:{requirement_id}:{round_}",
+                occurred_at=at,
                 requirement_id=requirement_id,
                 payload=RequirementReopenedPayload(
                     reason=f"task {event.task_id} is {_status_word(tasks, event.task_id)} after the requirement "
@@ -134,9 +143,35 @@ def requirement_rollup() -> AnyRule:
                 ),
                 **_NOT_TASK,
             )
-            ctx.state.set(requirement_id, {"round": round_ + 1, "completed": False})
+            ctx.state.set(requirement_id, _round_state(round_ + 1, False, at))
 
     return rollup
+
+
+#: The least step between two status events of one requirement.
+_STEP = timedelta(microseconds=1)
+
+
+def _after(natural: datetime, earlier: datetime | None) -> datetime:
+    """``natural``, or just after ``earlier`` if ``natural`` is not later.
+
+    The requirements projection keeps a requirement's status event with the greatest
+    ``occurred_at``: each completion and reopening the rule emits must come after the last.
+    """
+    return natural if earlier is None or natural > earlier else earlier + _STEP
+
+
+def _state_at(state: dict[str, Any]) -> datetime | None:
+    """When the requirement's last status event (emitted, or its producer's completion) occurred."""
+    at = state.get("at")
+    return datetime.fromisoformat(at) if isinstance(at, str) else None
+
+
+def _round_state(round_: int, completed: bool, at: datetime | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"round": round_, "completed": completed}
+    if at is not None:
+        state["at"] = at.isoformat()
+    return state
 
 
 def _finished_at(task: Task) -> datetime:

@@ -14,12 +14,19 @@ from devtrail.consumers.clean import CLEAN_ROWS, CleanRow, encode_rows, event_to
 from devtrail.consumers.projections.agents import reduce_agents
 from devtrail.consumers.projections.correlations import candidate_issues, linked_entity, reduce_correlations
 from devtrail.consumers.projections.merge import EventKey, merged
+from devtrail.consumers.projections.requirements import reduce_requirements
 from devtrail.consumers.projections.sessions import reduce_sessions
 from devtrail.consumers.projections.tasks import TASKS, reduce_tasks
 from devtrail.schemas.events import (
     LinkKind,
     LlmCalled,
     LlmCalledPayload,
+    RequirementCompleted,
+    RequirementCompletedPayload,
+    RequirementCreated,
+    RequirementCreatedPayload,
+    RequirementReopened,
+    RequirementReopenedPayload,
     SessionStarted,
     TaskCompleted,
     TaskCreated,
@@ -98,6 +105,27 @@ def test_completed_before_started_gives_completed() -> None:
     created, started, completed = clean(lifecycle()[:2] + lifecycle()[4:5])
     assert task_row([completed, started, created])["status"] == "completed"
     assert task_row([created, completed, started])["status"] == "completed"
+
+
+@given(st.randoms(use_true_random=False))
+def test_a_requirement_reopened_after_its_completion_is_open_whatever_the_order(rng: random.Random) -> None:
+    """``requirement.reopened`` sets the status back to open; the latest of the three wins."""
+    refs = {"source": "devtrail-rules:requirement_rollup", "requirement_id": "R"}
+    created = RequirementCreated(**refs, occurred_at=at(0), payload=RequirementCreatedPayload(title="r"))
+    completed = RequirementCompleted(**refs, occurred_at=at(5), payload=RequirementCompletedPayload(tasks_completed=2))
+    reopened = RequirementReopened(
+        **refs, occurred_at=at(5) + timedelta(microseconds=1), payload=RequirementReopenedPayload(reason="T-3 created")
+    )
+    again = RequirementCompleted(**refs, occurred_at=at(9), payload=RequirementCompletedPayload(tasks_completed=3))
+    for events, status in (
+        ([created, completed, reopened], "open"),
+        ([created, completed, reopened, again], "completed"),
+    ):
+        rows = clean(events)
+        rng.shuffle(rows)
+        row = reduce_requirements(rows).rows[("R",)]
+        assert row["status"] == status
+        assert row["completed_at"] == (at(5) if status == "open" else at(9))  # the last completion stays
 
 
 def test_references_correlation_filled_in_are_not_evidence() -> None:

@@ -1799,7 +1799,13 @@ async def test_requirement_rollup_completes_at_the_last_task_and_reopens_once_pe
     # Another event seeing the same projections: nothing more.
     assert await run(task_completed("T-1"), done) == []
     # A task fails: reopened, once.
-    failing = TaskFailed(source="ci", task_id="T-1", requirement_id="R", payload=TaskFailedPayload(error="e"))
+    failing = TaskFailed(
+        source="ci",
+        task_id="T-1",
+        requirement_id="R",
+        occurred_at=T0 + timedelta(hours=1),
+        payload=TaskFailedPayload(error="e"),
+    )
     reopened_tasks = [task_row("T-1", "failed", T0 + timedelta(hours=1)), *done[1:]]
     (reopened,) = await run(failing, reopened_tasks)
     assert reopened.event_type == "requirement.reopened"  # type: ignore[attr-defined]
@@ -1811,6 +1817,47 @@ async def test_requirement_rollup_completes_at_the_last_task_and_reopens_once_pe
     marked = Requirement("R", None, "completed", "P", T0, T0 + timedelta(minutes=2))
     (second,) = await run(task_completed("T-1", at=T0 + timedelta(hours=2)), again, marked)
     assert second.event_id == derived_id("requirement_rollup", None, "completed:R:1", T0 + timedelta(hours=2))
+
+
+async def test_requirement_rollup_dates_a_reopening_after_the_completion_it_undoes() -> None:
+    """A task created before the completion but read after it (another partition, later): the
+    reopening comes just after the completion, and the next completion just after the reopening,
+    so the requirements projection (latest ``occurred_at`` wins) ends with the right status."""
+    rollup = builtin("requirement_rollup")
+    batch = Batch(FakeConn())
+
+    async def run(cause: Envelope, tasks: list[Task]) -> list[Envelope]:
+        ctx = Projected("requirement_rollup", cause, tasks, None, batch)
+        await rollup(cause, ctx)
+        await ctx.finish(True)
+        return events_of(rows_of(ctx))
+
+    two_done = [
+        task_row("T-1", "completed", T0 + timedelta(minutes=4), uuid.uuid4()),
+        task_row("T-2", "completed", T0 + timedelta(minutes=5), uuid.uuid4()),
+    ]
+    (completed,) = await run(task_completed("T-2", at=T0 + timedelta(minutes=5)), two_done)
+    assert completed.occurred_at == T0 + timedelta(minutes=5)
+    late = task_created("T-3", at=T0 + timedelta(minutes=1))  # created first, read last
+    (reopened,) = await run(late, [*two_done, task_row("T-3", "pending")])
+    assert reopened.event_type == "requirement.reopened"  # type: ignore[attr-defined]
+    assert reopened.occurred_at == completed.occurred_at + timedelta(microseconds=1)
+    # T-3 completed at minute 3, still before the reopening: the second completion follows it.
+    three_done = [*two_done, task_row("T-3", "completed", T0 + timedelta(minutes=3), uuid.uuid4())]
+    (second,) = await run(task_completed("T-3", at=T0 + timedelta(minutes=3)), three_done)
+    assert second.event_type == "requirement.completed"  # type: ignore[attr-defined]
+    assert second.occurred_at == reopened.occurred_at + timedelta(microseconds=1)
+    assert second.event_id == derived_id("requirement_rollup", None, "completed:R:1", second.occurred_at)
+    # A reopening caused by an event later than everything keeps its own time.
+    failing = TaskFailed(
+        source="ci",
+        task_id="T-1",
+        requirement_id="R",
+        occurred_at=T0 + timedelta(hours=1),
+        payload=TaskFailedPayload(error="e"),
+    )
+    (again,) = await run(failing, [task_row("T-1", "failed", T0 + timedelta(hours=1)), *three_done[1:]])
+    assert again.occurred_at == T0 + timedelta(hours=1)
 
 
 async def test_requirement_rollup_leaves_alone_what_is_not_done_or_already_completed() -> None:
@@ -1827,7 +1874,7 @@ async def test_requirement_rollup_leaves_alone_what_is_not_done_or_already_compl
     ctx = Projected("requirement_rollup", cause, [task_row("T-1", "completed", T0, uuid.uuid4())], by_producer)
     await rollup(cause, ctx)
     assert ctx.emitted == []
-    assert writes_of(ctx) == {("requirement_rollup", "R"): {"round": 0, "completed": True}}
+    assert writes_of(ctx) == {("requirement_rollup", "R"): {"round": 0, "completed": True, "at": T0.isoformat()}}
     no_requirement = task_completed("T-9", requirement_id=None)
     ctx = Projected("requirement_rollup", no_requirement, [])
     await rollup(no_requirement, ctx)
