@@ -17,6 +17,7 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devtrail.consumers.rules.builtin import builtin_rules
 from devtrail.producers.loadgen import Workload
 from devtrail.producers.producer import EventProducer
 from devtrail.producers.stories import Stories, StoryTruth
@@ -127,7 +128,14 @@ async def run_demo(
         await dead_letters.stop()
     produced = len(unique_events) + len(resent)
     seconds = time.monotonic() - started
-    checked = await _check_projections(settings, truth) if truth is not None else None
+    checked = None
+    if truth is not None:
+        # The views hold the rules' derived events too (a requirement the rollup completed): once
+        # the rules worker has read everything and its events are stored and applied, compare.
+        rollup = await _wait_for_rules(settings, progress, timeout_s) and any(
+            r.name == "requirement_rollup" for r in builtin_rules(settings)
+        )
+        checked = await _check_projections(settings, truth, rollup)
     derived = await _count(settings, _DERIVED)
     return DemoReport(
         produced=produced,
@@ -155,12 +163,52 @@ async def _count(settings: StackSettings, sql: str) -> int:
         await conn.close()
 
 
-async def _check_projections(settings: StackSettings, truth: StoryTruth) -> StoryCheck:
+async def _check_projections(settings: StackSettings, truth: StoryTruth, rollup: bool) -> StoryCheck:
     """Compare the ``analytics`` views with the stories' truth (the writers apply every writer
     of a batch in one transaction: once the counts are complete, so are the projections)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return await check_stories(conn, truth)
+        return await check_stories(conn, truth, rollup)
+    finally:
+        await conn.close()
+
+
+#: The rules worker has read what the writers applied, published what it emitted, and its
+#: events are stored and counted (so applied: the writers commit all their tables together).
+_RULES_SETTLED = """
+SELECT (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $1)
+         >= (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $2)
+   AND NOT EXISTS (SELECT 1 FROM rules.emitted WHERE published_at IS NULL)
+   AND (SELECT count(*) FROM rules.emitted WHERE kind = 'event')
+         <= (SELECT count(*) FROM events WHERE source LIKE 'devtrail-rules:%')
+   AND (SELECT coalesce(sum(count), 0) FROM event_counts_hourly) >= (SELECT count(*) FROM events)
+"""
+#: Seconds without any offset of the rules group after which the demo takes it that none runs.
+_NO_RULES_S = 5.0
+
+
+async def _wait_for_rules(settings: StackSettings, progress: Progress, timeout_s: float) -> bool:
+    """Wait until the rules worker has settled (twice in a row); false if none runs or it does not settle."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        started, settled = time.monotonic(), 0
+        while time.monotonic() - started < timeout_s:
+            has_offsets = await conn.fetchval(
+                "SELECT count(*) > 0 FROM consumer_offsets WHERE consumer_group = $1", settings.rules_group
+            )
+            if not has_offsets and time.monotonic() - started > _NO_RULES_S:
+                return False
+            settled = (
+                settled + 1
+                if has_offsets and await conn.fetchval(_RULES_SETTLED, settings.rules_group, settings.writers_group)
+                else 0
+            )
+            if settled >= 2:
+                progress.done("rules      derived events stored and applied")
+                return True
+            progress.update("rules      waiting for the rules worker's derived events")
+            await asyncio.sleep(0.25)
+        return False
     finally:
         await conn.close()
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from devtrail.producers.story_truth import StoryTruth
+from devtrail.producers.story_truth import RequirementStatus, StoryTruth
+from devtrail.schemas.task_events import TaskStatus
 
 _DEPLOYMENT_STATUS = {"completed": "succeeded", "failed": "failed"}
 
@@ -39,12 +40,17 @@ async def _rows(conn: asyncpg.Connection, view: str, key: str, ids: Iterable[str
     return {row[key]: row for row in rows}
 
 
-async def check_stories(conn: asyncpg.Connection, truth: StoryTruth) -> StoryCheck:
+async def check_stories(conn: asyncpg.Connection, truth: StoryTruth, rollup: bool = False) -> StoryCheck:
     """Compare the views with ``truth``: tasks, requirements, attribution of every LLM and
-    tool call, pull requests and how they were matched, deployments, incidents, cycles."""
+    tool call, pull requests and how they were matched, deployments, incidents, cycles.
+
+    ``rollup``: the rules worker ran the built-in ``requirement_rollup`` and its derived events
+    have been applied. A story completes a requirement only when all its tasks completed; the
+    rule also completes one whose tasks are all completed or cancelled, at least one completed.
+    """
     check = StoryCheck()
     await _check_tasks(conn, truth, check)
-    await _check_requirements(conn, truth, check)
+    await _check_requirements(conn, truth, check, rollup)
     await _check_sessions(conn, truth, check)
     await _check_attribution(conn, truth, check)
     await _check_pull_requests(conn, truth, check)
@@ -74,15 +80,25 @@ async def _check_tasks(conn: asyncpg.Connection, truth: StoryTruth, check: Story
                       (task.linear_key, task.pull_request))  # fmt: skip
 
 
-async def _check_requirements(conn: asyncpg.Connection, truth: StoryTruth, check: StoryCheck) -> None:
+async def _check_requirements(conn: asyncpg.Connection, truth: StoryTruth, check: StoryCheck, rollup: bool) -> None:
     rows = await _rows(conn, "requirements", "requirement_id", truth.requirements)
+    statuses: dict[str, list[TaskStatus]] = {}
+    for task in truth.tasks.values():
+        statuses.setdefault(task.requirement_id, []).append(task.status)
     for requirement_id, requirement in truth.requirements.items():
         row = rows.get(requirement_id)
         got = (row["status"], row["complexity"], row["tasks_total"], row["tasks_completed"]) if row else None
-        expected = (
-            requirement.status.value, requirement.complexity, requirement.tasks_total, requirement.tasks_completed
-        )  # fmt: skip
+        status = requirement.status
+        if rollup and _rolled_up(statuses.get(requirement_id, [])):
+            status = RequirementStatus.COMPLETED
+        expected = (status.value, requirement.complexity, requirement.tasks_total, requirement.tasks_completed)
         check.compare("requirement", requirement_id, got, expected)
+
+
+def _rolled_up(statuses: list[TaskStatus]) -> bool:
+    """What ``requirement_rollup`` completes: every task completed or cancelled, one completed."""
+    done = (TaskStatus.COMPLETED, TaskStatus.CANCELLED)
+    return bool(statuses) and all(s in done for s in statuses) and TaskStatus.COMPLETED in statuses
 
 
 async def _check_sessions(conn: asyncpg.Connection, truth: StoryTruth, check: StoryCheck) -> None:

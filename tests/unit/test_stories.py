@@ -378,3 +378,19 @@ def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
 def _canonical(cycle: list[str]) -> tuple[str, ...]:
     start = cycle.index(min(cycle))
     return tuple(cycle[start:] + cycle[:start])
+
+
+def test_the_check_expects_what_the_requirement_rollup_completes() -> None:
+    """With the rules worker's ``requirement_rollup``, a requirement whose tasks are all completed
+    or cancelled (one completed at least) ends completed; a story completes it only when all
+    completed."""
+    from devtrail.schemas.task_events import TaskStatus
+    from devtrail.story_check import _rolled_up
+
+    completed, cancelled = TaskStatus.COMPLETED, TaskStatus.CANCELLED
+    assert _rolled_up([completed, cancelled, completed])
+    assert _rolled_up([completed])
+    assert not _rolled_up([cancelled, cancelled])
+    assert not _rolled_up([completed, TaskStatus.FAILED])
+    assert not _rolled_up([completed, TaskStatus.IN_PROGRESS])
+    assert not _rolled_up([])
