@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -101,7 +102,9 @@ async def test_hourly_counts_rebuilt_from_events_after_the_broker_lost_the_clean
     """What a killed embedded broker leaves: events stored but never counted, events counted
     but never stored. The rebuild makes the counts equal a GROUP BY over ``events``, and a
     replay afterwards counts nothing twice."""
-    events = clean([task_created(task_id=f"T{i}") for i in range(30)] + [llm_called()])
+    # One hour for all (the call's default time, a minute ago, was in the hour before in the first minute of an hour).
+    at = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    events = clean([task_created(task_id=f"T{i}", occurred_at=at) for i in range(30)] + [llm_called(occurred_at=at)])
     counts = HourlyEventCounts()
     await write(db, EventSink(), events[:20])
     await write(db, counts, events[10:31])  # 10..19 both; 20..30 counted only; 0..9 stored only
