@@ -1767,6 +1767,16 @@ def builtin(name: str, **settings: Any) -> Rule:
     return found
 
 
+def t1_failed_an_hour_in() -> TaskFailed:
+    return TaskFailed(
+        source="ci",
+        task_id="T-1",
+        requirement_id="R",
+        occurred_at=T0 + timedelta(hours=1),
+        payload=TaskFailedPayload(error="e"),
+    )
+
+
 async def test_requirement_rollup_completes_at_the_last_task_and_reopens_once_per_round() -> None:
     rollup = builtin("requirement_rollup")
     e1, e2 = uuid.uuid4(), uuid.uuid4()
@@ -1799,13 +1809,7 @@ async def test_requirement_rollup_completes_at_the_last_task_and_reopens_once_pe
     # Another event seeing the same projections: nothing more.
     assert await run(task_completed("T-1"), done) == []
     # A task fails: reopened, once.
-    failing = TaskFailed(
-        source="ci",
-        task_id="T-1",
-        requirement_id="R",
-        occurred_at=T0 + timedelta(hours=1),
-        payload=TaskFailedPayload(error="e"),
-    )
+    failing = t1_failed_an_hour_in()
     reopened_tasks = [task_row("T-1", "failed", T0 + timedelta(hours=1)), *done[1:]]
     (reopened,) = await run(failing, reopened_tasks)
     assert reopened.event_type == "requirement.reopened"  # type: ignore[attr-defined]
@@ -1849,13 +1853,7 @@ async def test_requirement_rollup_dates_a_reopening_after_the_completion_it_undo
     assert second.occurred_at == reopened.occurred_at + timedelta(microseconds=1)
     assert second.event_id == derived_id("requirement_rollup", None, "completed:R:1", second.occurred_at)
     # A reopening caused by an event later than everything keeps its own time.
-    failing = TaskFailed(
-        source="ci",
-        task_id="T-1",
-        requirement_id="R",
-        occurred_at=T0 + timedelta(hours=1),
-        payload=TaskFailedPayload(error="e"),
-    )
+    failing = t1_failed_an_hour_in()
     (again,) = await run(failing, [task_row("T-1", "failed", T0 + timedelta(hours=1)), *three_done[1:]])
     assert again.occurred_at == T0 + timedelta(hours=1)
 
