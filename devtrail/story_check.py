@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from devtrail.consumers.rules.builtin import rolls_up
 from devtrail.producers.story_truth import RequirementStatus, StoryTruth
 from devtrail.schemas.task_events import TaskStatus
 
@@ -89,16 +90,10 @@ async def _check_requirements(conn: asyncpg.Connection, truth: StoryTruth, check
         row = rows.get(requirement_id)
         got = (row["status"], row["complexity"], row["tasks_total"], row["tasks_completed"]) if row else None
         status = requirement.status
-        if rollup and _rolled_up(statuses.get(requirement_id, [])):
+        if rollup and rolls_up(statuses.get(requirement_id, [])):
             status = RequirementStatus.COMPLETED
         expected = (status.value, requirement.complexity, requirement.tasks_total, requirement.tasks_completed)
         check.compare("requirement", requirement_id, got, expected)
-
-
-def _rolled_up(statuses: list[TaskStatus]) -> bool:
-    """What ``requirement_rollup`` completes: every task completed or cancelled, one completed."""
-    done = (TaskStatus.COMPLETED, TaskStatus.CANCELLED)
-    return bool(statuses) and all(s in done for s in statuses) and TaskStatus.COMPLETED in statuses
 
 
 async def _check_sessions(conn: asyncpg.Connection, truth: StoryTruth, check: StoryCheck) -> None:

@@ -23,6 +23,7 @@ not flood the alert topic with history.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,7 +102,7 @@ def requirement_rollup() -> AnyRule:
             return
         state = await ctx.state.get(requirement_id, {"round": 0, "completed": False})
         completed = [t for t in tasks if t.status == "completed"]
-        all_done = all(t.done for t in tasks) and bool(completed)
+        all_done = rolls_up([t.status for t in tasks])
         round_ = state["round"]
         if all_done and not state["completed"]:
             requirement = await ctx.requirement(requirement_id)
@@ -146,6 +147,12 @@ def requirement_rollup() -> AnyRule:
             ctx.state.set(requirement_id, _round_state(round_ + 1, False, at))
 
     return rollup
+
+
+def rolls_up(statuses: Collection[str | None]) -> bool:
+    """Whether ``requirement_rollup`` completes a requirement whose tasks have these statuses:
+    every one completed or cancelled, at least one completed (also what ``devtrail demo`` expects)."""
+    return bool(statuses) and all(s in ("completed", "cancelled") for s in statuses) and "completed" in statuses
 
 
 #: The least step between two status events of one requirement.

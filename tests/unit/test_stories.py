@@ -384,8 +384,8 @@ def test_the_check_expects_what_the_requirement_rollup_completes() -> None:
     """With the rules worker's ``requirement_rollup``, a requirement whose tasks are all completed
     or cancelled (one completed at least) ends completed; a story completes it only when all
     completed."""
+    from devtrail.consumers.rules.builtin import rolls_up as _rolled_up
     from devtrail.schemas.task_events import TaskStatus
-    from devtrail.story_check import _rolled_up
 
     completed, cancelled = TaskStatus.COMPLETED, TaskStatus.CANCELLED
     assert _rolled_up([completed, cancelled, completed])
