@@ -72,7 +72,7 @@ def validate_message(value: bytes) -> list[Event] | None:
     ``None`` does not mean invalid: a message with a key written ``"key" : value`` may be
     fine. ``decode_exact`` and ``devtrail.schemas.codec.validate_event`` give the verdict and reasons.
     """
-    if (b"e-" in value or b"E-" in value) and _TINY_EXPONENT.search(value):
+    if may_underflow(value):
         return None
     try:
         if value.startswith(b"{"):
@@ -216,8 +216,47 @@ def _nonzero_mantissa(text: str) -> bool:
 #: A number literal whose exponent may underflow a double (below about 4.9e-324); such a
 #: message takes the close look, where ``_float`` tells.
 #: A number starts after ``:``, ``[``, ``,`` or whitespace (never inside an id such as a UUID,
-#: where ``9e-4512`` is hex).
-_TINY_EXPONENT = re.compile(rb"[:\[,\s]-?[0-9]+(?:\.[0-9]*)?[eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
+#: where ``9e-4512`` is hex). ``may_underflow`` finds the same texts faster.
+TINY_EXPONENT = re.compile(rb"[:\[,\s]-?[0-9]+(?:\.[0-9]*)?[eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
+#: The exponent part of ``TINY_EXPONENT``, matched where an ``e-`` is found.
+_TINY_TAIL = re.compile(rb"[eE]-0*(?:3[2-9][0-9]|[4-9][0-9]{2}|[1-9][0-9]{3,})")
+_DIGITS = frozenset(b"0123456789")
+_MANTISSA_END = frozenset(b"0123456789.")
+_NUMBER_AFTER = frozenset(b":[, \t\n\r\x0b\x0c")  # ``\s`` in a bytes pattern: ASCII whitespace
+
+
+def may_underflow(value: bytes) -> bool:
+    """Whether ``TINY_EXPONENT`` occurs in ``value``; the same answer, several times faster.
+
+    Searching the pattern tried it at every ``:``, ``,`` and space of a message: ~6 us an
+    event, a quarter of the hot path (measured on the load generator's bundles, 2026-11).
+    This looks only where ``e-`` or ``E-`` occurs (a substring search in C), and reads the
+    mantissa backwards from there; most ``e-`` are in text (``claude-sonnet``) and end at
+    the first test.
+    """
+    for marker in (b"e-", b"E-"):
+        at = value.find(marker, 1)
+        while at != -1:
+            if value[at - 1] in _MANTISSA_END and _TINY_TAIL.match(value, at) and _number_ends_at(value, at):
+                return True
+            at = value.find(marker, at + 2)
+    return False
+
+
+def _number_ends_at(value: bytes, end: int) -> bool:
+    """Whether ``value[:end]`` ends with ``[:[,\\s]-?[0-9]+(\\.[0-9]*)?`` (``TINY_EXPONENT`` before its exponent)."""
+    i, digits = end - 1, 0
+    while i >= 0 and value[i] in _DIGITS:
+        i, digits = i - 1, digits + 1
+    if i >= 0 and value[i] == 0x2E:  # "."
+        i, digits = i - 1, 0
+        while i >= 0 and value[i] in _DIGITS:
+            i, digits = i - 1, digits + 1
+    if not digits:
+        return False
+    if i >= 0 and value[i] == 0x2D:  # "-"
+        i -= 1
+    return i >= 0 and value[i] in _NUMBER_AFTER
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=NumberLiteral, parse_float=_float)

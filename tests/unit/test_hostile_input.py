@@ -19,7 +19,7 @@ from devtrail.schemas.codec import encode_event
 from devtrail.schemas.events import EVENT_CLASSES_BY_TYPE
 from devtrail.schemas.examples import example_event
 from devtrail.schemas.reasons import MAX_ERRORS, MAX_MESSAGE_CHARS
-from devtrail.schemas.wire import validate_message
+from devtrail.schemas.wire import TINY_EXPONENT, may_underflow, validate_message
 from tests.factories import llm_called, task_created
 
 UUID = "01a2171e-1164-7bff-94a7-b0e4dd52132e"
@@ -354,6 +354,45 @@ def test_ids_that_look_like_exponents_keep_the_fast_path() -> None:
     for one sent about every bundle of 50 down the slow path: 70 % more CPU per event)."""
     assert "1e-1164" in UUID
     assert validate_message(orjson.dumps(event())) is not None
+
+
+_NOISE = st.text(alphabet='0123456789.eE-:[, \t\n\x0bx"', max_size=8)
+#: Texts near a number with an exponent: a separator or not, a sign, a mantissa, e-, an exponent.
+_NEAR_NUMBERS = st.builds(
+    "".join,
+    st.lists(
+        st.one_of(
+            _NOISE,
+            st.sampled_from([":", "[", ",", " ", "\t", "\n", "\x0b", "\x0c", "x", "-", "."]),
+            st.from_regex(r"\A-?[0-9]{0,3}(\.[0-9]{0,2})?[eE]-0{0,2}[0-9]{1,4}\Z"),
+        ),
+        max_size=5,
+    ),
+).map(str.encode)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=24) | _NEAR_NUMBERS)
+def test_the_fast_underflow_scan_finds_what_the_pattern_finds(value: bytes) -> None:
+    assert may_underflow(value) == bool(TINY_EXPONENT.search(value))
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (b'{"n": 1e-400}', True),
+        (b'{"n": [0,1e-400]}', True),
+        (b'{"n":-12.5E-0400}', True),
+        (b'{"n": [1.e-999]}', True),
+        (b'{"n": .5e-400}', False),  # not a JSON number: the pattern needs a digit first
+        (b'{"id": "0199e-4512"}', False),  # hex in an id: the character before is no separator
+        (b'{"n": 1e-300}', False),  # a double holds it
+        (b'{"model": "claude-sonnet-4-5"}', False),
+    ],
+)
+def test_the_fast_underflow_scan_on_examples(text: bytes, found: bool) -> None:
+    assert may_underflow(text) is found
+    assert bool(TINY_EXPONENT.search(text)) is found
 
 
 def test_tiny_numbers_that_a_double_holds_are_kept() -> None:
