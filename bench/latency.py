@@ -17,7 +17,8 @@ from devtrail.bench.harness import (
     workers_cpu,
     workers_peak_rss,
 )
-from devtrail.producers import EventProducer, Workload
+from devtrail.producers import EventProducer, Workload, WorkloadShape
+from devtrail.schemas.envelope import Envelope
 from devtrail.schemas.ids import uuid7
 from devtrail.stack import Stack
 from devtrail.topics import ensure_topics
@@ -59,6 +60,23 @@ FROM (SELECT extract(epoch FROM ingested_at - occurred_at) * 1000 AS ms FROM eve
 """
 
 
+#: The entity ids a template event is renamed by, each time the template comes round again.
+_RENAMED = ("task_id", "session_id", "requirement_id")
+
+
+def _fresh(event: Envelope, now: datetime, lap: int) -> Envelope:
+    """``event`` stamped ``now`` with a new id, and, from the template's second lap, its own tasks,
+    sessions and requirements: a lap repeating the last one's tasks would make every task completed
+    twice, and the rules would flag a third of the events."""
+    update: dict[str, object] = {"event_id": uuid7(), "occurred_at": now}
+    if lap:
+        for name in _RENAMED:
+            value = getattr(event, name)
+            if value is not None:
+                update[name] = f"{value}-l{lap}"
+    return event.model_copy(update=update)
+
+
 async def offer(producer: EventProducer, workload: Workload, rate: int, seconds: float) -> int:
     """Emit ``rate`` events/s for ``seconds``, each stamped ``occurred_at`` = the moment it is emitted."""
     template = list(workload.events(5000))
@@ -71,8 +89,8 @@ async def offer(producer: EventProducer, workload: Workload, rate: int, seconds:
         for _ in range(due - ticks):
             now = datetime.now(UTC)
             for i in range(per_tick):
-                event = template[(sent + i) % len(template)]
-                waiter = producer.emit_nowait(event.model_copy(update={"event_id": uuid7(), "occurred_at": now}))
+                lap, at = divmod(sent + i, len(template))
+                waiter = producer.emit_nowait(_fresh(template[at], now, lap))
                 waiters[id(waiter)] = waiter
             sent += per_tick
         ticks = due
@@ -87,8 +105,9 @@ async def bench_latency(
     """Run the pipeline at ``rate`` events/s for ``seconds``; report latency percentiles.
 
     ``rules``: with the rules worker too (figures ``latency_rules_...``), and the latency of
-    the events it derives (the workload repeats its task ids, so the lifecycle checks flag
-    tasks completed twice), from their cause's emission to the derived row stored.
+    the events it derives (the workload's tasks come in requirements of four, so the rollup
+    derives a ``requirement.completed`` when the last of them completes), from their cause's
+    emission to the derived row stored.
     """
     settings = fresh_settings(stack.settings, await fresh_database(admin_url))
     await ensure_topics(settings, settings.replication_factor)
@@ -110,7 +129,9 @@ async def bench_latency(
                     settings.writers_group: 1,
                 },
             )
-            workload = Workload("bench-latency", seed=4)
+            # Tasks in requirements of four: the rollup rule derives a requirement.completed
+            # when the last of them completes (and the lifecycle checks nothing).
+            workload = Workload("bench-latency", seed=4, shape=WorkloadShape(tasks_per_requirement=4))
             say(f"latency: offering {rate:,} events/s for {seconds:.0f}s")
             sent = await offer(producer, workload, rate, seconds)
         await wait_for(lambda: _count(conn, workload.source, sent), 120, "every offered event stored", poll_s=0.2)

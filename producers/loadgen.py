@@ -18,6 +18,8 @@ from devtrail.schemas.events import (
     AgentActionPayload,
     LlmCalled,
     LlmCalledPayload,
+    RequirementCreated,
+    RequirementCreatedPayload,
     TaskCompleted,
     TaskCompletedPayload,
     TaskCreated,
@@ -51,11 +53,16 @@ class WorkloadShape:
         projects: number of projects.
         agents_per_project: agents working in each project.
         failure_rate: share of tasks that fail instead of completing.
+        tasks_per_requirement: when set, tasks come in requirements of this many, each
+            ``requirement.created`` then its tasks' ``task.created``, then the tasks worked one
+            after the other (a requirement is done, for the rollup rule, when its last task
+            completes); 0 (the default): tasks belong to no requirement.
     """
 
     projects: int = 3
     agents_per_project: int = 4
     failure_rate: float = 0.1
+    tasks_per_requirement: int = 0
 
 
 class Workload:
@@ -80,6 +87,7 @@ class Workload:
         self._run_id = run_id
         self._clock = start or datetime.now(UTC) - timedelta(hours=1)
         self._task_no = 0
+        self._requirement_no = 0
         self.source = f"loadgen/{run_id}"
 
     @property
@@ -91,7 +99,7 @@ class Workload:
         """Yield exactly ``count`` events (the last task may stop mid-lifecycle)."""
         produced = 0
         while produced < count:
-            for event in self._task_lifecycle():
+            for event in self._requirement() if self._shape.tasks_per_requirement > 0 else self._task_lifecycle():
                 yield event
                 produced += 1
                 if produced == count:
@@ -101,10 +109,31 @@ class Workload:
         self._clock += timedelta(milliseconds=self._rng.randint(1, 40))
         return self._clock
 
+    def _requirement(self) -> Iterator[Envelope]:
+        project = f"{self.project_prefix}{self._rng.randrange(self._shape.projects)}"
+        self._requirement_no += 1
+        requirement = f"{self._run_id}-R{self._requirement_no}"
+        yield RequirementCreated(
+            occurred_at=self._tick(),
+            source=self.source,
+            project_id=project,
+            requirement_id=requirement,
+            payload=RequirementCreatedPayload(title=f"Requirement {self._requirement_no}"),
+        )
+        tasks = [self._new_task(project, requirement) for _ in range(self._shape.tasks_per_requirement)]
+        for _, created in tasks:
+            yield created
+        for common, _ in tasks:
+            yield from self._work_on(common)
+
     def _task_lifecycle(self) -> Iterator[Envelope]:
-        rng, shape = self._rng, self._shape
-        project = f"{self.project_prefix}{rng.randrange(shape.projects)}"
-        agent = f"{project}-agent-{rng.randrange(shape.agents_per_project)}"
+        common, created = self._new_task(f"{self.project_prefix}{self._rng.randrange(self._shape.projects)}")
+        yield created
+        yield from self._work_on(common)
+
+    def _new_task(self, project: str, requirement: str | None = None) -> tuple[dict[str, str], TaskCreated]:
+        rng = self._rng
+        agent = f"{project}-agent-{rng.randrange(self._shape.agents_per_project)}"
         self._task_no += 1
         task = f"{self._run_id}-T{self._task_no}"
         common = {
@@ -115,14 +144,19 @@ class Workload:
             "session_id": f"{agent}-s{self._task_no // 5}",
             "correlation_id": str(uuid7()),
         }
+        if requirement is not None:
+            common["requirement_id"] = requirement
         created = TaskCreated(
             occurred_at=self._tick(),
             payload=TaskCreatedPayload(title=f"Task {self._task_no}", priority=rng.randint(0, 5)),
             **common,
         )
-        yield created
+        return common, created
+
+    def _work_on(self, common: dict[str, str]) -> Iterator[Envelope]:
+        rng, shape = self._rng, self._shape
         started_at = self._tick()
-        yield TaskStarted(occurred_at=started_at, payload=TaskStartedPayload(assignee=agent), **common)
+        yield TaskStarted(occurred_at=started_at, payload=TaskStartedPayload(assignee=common["agent_id"]), **common)
         for _ in range(rng.randint(2, 9)):
             yield self._work_step(common)
         duration_ms = int((self._tick() - started_at).total_seconds() * 1000)
