@@ -76,9 +76,14 @@ class BatchState:
         self.dirty.update(updates)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
-        """Store the written keys."""
-        upserts = sorted((slot, self.values[slot]) for slot in self.dirty if self.values[slot] != _DELETED)
-        deletes = sorted(slot for slot in self.dirty if self.values[slot] == _DELETED)
+        """Store the written keys.
+
+        In no particular order: only the rules worker writes ``rules.state``, under its group's
+        lock, so no two transactions lock its rows in opposite orders. (Sorting the keys of a
+        large batch took a tenth of the rules' time, measured.)
+        """
+        upserts = [(slot, value) for slot in self.dirty if (value := self.values[slot]) != _DELETED]
+        deletes = [slot for slot in self.dirty if self.values[slot] == _DELETED]
         if upserts:
             await conn.execute(
                 "INSERT INTO rules.state (rule, key, value) "
@@ -373,4 +378,8 @@ class Invocation:
         """Let any read the handler left running finish; keep the handler's writes if it succeeded."""
         await self.batch.settle()
         if succeeded:
-            self.batch.state.write(self._state.writes)
+            self.keep()
+
+    def keep(self) -> None:
+        """Keep the writes of a handler that returned (``finish``, for one known to have left no read running)."""
+        self.batch.state.write(self._state.writes)

@@ -8,6 +8,7 @@ directly where a handler's context is what is tested.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -52,6 +53,7 @@ from devtrail.consumers.rules.engine import (
     Emitter,
     Message,
     RulesEngine,
+    _within,
     derived_id,
 )
 from devtrail.consumers.settings import RulesSettings
@@ -2242,3 +2244,123 @@ async def test_derived_events_are_published_in_bundles_per_partition_and_dead_le
     many = [event(n, "T-1") for n in range(BUNDLE_MAX_EVENTS + 1)]
     split = await runner._messages(many)
     assert [len(orjson.loads(m[3])) if m[3].startswith(b"[") else 1 for m in split] == [BUNDLE_MAX_EVENTS, 1]
+
+
+# ---- a handler's time limit, without a timer for those that never wait --------------------
+
+
+async def test_a_handler_that_never_waits_runs_to_its_end_with_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_timer(*_: Any) -> None:
+        raise AssertionError("a timer was armed")
+
+    monkeypatch.setattr(asyncio, "timeout_at", no_timer)
+    ran: list[int] = []
+
+    async def handler() -> None:
+        ran.append(1)
+
+    assert await _within(handler(), 0.01) is False
+    assert ran == [1]
+
+
+async def test_a_handler_that_waits_goes_on_and_gets_what_it_waited_for() -> None:
+    got: list[Any] = []
+
+    async def handler() -> None:
+        got.append(await asyncio.sleep(0.001, result="slept"))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.001, future.set_result, 7)
+        got.append(await future)
+        await asyncio.sleep(0)  # a bare yield to the loop
+
+    assert await _within(handler(), 5.0) is True
+    assert got == ["slept", 7]
+
+
+async def test_a_handler_that_waits_past_its_limit_is_stopped_where_it_waits() -> None:
+    stopped: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            stopped.append("cancelled")
+            raise
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await _within(handler(), 0.02)
+    assert stopped == ["cancelled"]
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_the_limit_counts_from_the_start_not_from_the_first_wait() -> None:
+    async def handler() -> None:
+        time_spent = asyncio.get_running_loop().time() + 0.05
+        while asyncio.get_running_loop().time() < time_spent:  # busy, no wait: cannot be stopped here
+            pass
+        await asyncio.sleep(0.2)  # stopped here: the limit passed during the busy part
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await _within(handler(), 0.04)
+    assert asyncio.get_running_loop().time() - started < 0.15
+
+
+async def test_what_a_handler_raises_comes_out_as_it_was_raised() -> None:
+    async def before_waiting() -> None:
+        raise KeyError("at once")
+
+    async def after_waiting() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("later")
+
+    with pytest.raises(KeyError, match="at once"):
+        await _within(before_waiting(), 1.0)
+    with pytest.raises(ValueError, match="later"):
+        await _within(after_waiting(), 1.0)
+
+
+async def test_a_handler_that_swallows_the_cancellation_fares_as_under_asyncio_timeout() -> None:
+    async def stubborn(done: list[str]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(0.001)
+        done.append("returned")
+
+    async def under_timeout(done: list[str]) -> str:
+        try:
+            async with asyncio.timeout(0.02):
+                await stubborn(done)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    async def under_within(done: list[str]) -> str:
+        try:
+            await _within(stubborn(done), 0.02)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    old: list[str] = []
+    new: list[str] = []
+    assert (await under_within(new), new) == (await under_timeout(old), old)
+
+
+async def test_cancelling_the_caller_cancels_the_handler_where_it_waits() -> None:
+    stopped: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            stopped.append("cancelled")
+            raise
+
+    task = asyncio.ensure_future(_within(handler(), 5.0))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stopped == ["cancelled"]
