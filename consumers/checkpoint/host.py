@@ -1,14 +1,17 @@
-"""A list of writers applied to each batch, each in its own savepoint.
+"""A list of writers applied to each batch: together in one savepoint, or each in its own
+after the database refused some of the batch's data.
 
 Contract of a ``Writer``:
 
-* ``write(conn, rows)`` is called inside the batch's open transaction, in a savepoint of
-  its own, with the rows of one batch (possibly including rows it applied before: a
-  replay after a crash, or an upstream duplicate). It must be idempotent per event and
-  return how many events took effect for the first time.
-* If PostgreSQL refuses the data (``devtrail.consumers.errors.judge`` says ``REFUSED``), the host
-  calls it again on halves of the batch until the refused rows stand alone; those rows are
-  dead-lettered *for that writer*, and the other writers still apply them.
+* ``write(conn, rows)`` is called inside the batch's open transaction, in a savepoint, with
+  the rows of one batch (possibly including rows it applied before: a replay after a crash,
+  or an upstream duplicate). It must be idempotent per event and return how many events
+  took effect for the first time.
+* If PostgreSQL refuses the data (``devtrail.consumers.errors.judge`` says ``REFUSED``), the
+  host rolls back every writer's work on the batch and runs each again in a savepoint of its
+  own (from a fresh ``prepare``), calling the refusing one again on halves of the batch until
+  the refused rows stand alone; those rows are dead-lettered *for that writer*, and the
+  other writers still apply them.
 * Any other error is raised: a lost connection is retried by the consumer; a bug (a
   ``KeyError`` in the writer, a missing table) stops the worker loudly.
 * Nothing is durable when ``write`` returns: the consumer stores the batch's offsets in the
@@ -37,7 +40,7 @@ import asyncpg
 
 from devtrail.consumers import metrics
 from devtrail.consumers.checkpoint.format import R, RowFormat
-from devtrail.consumers.poison import apply_isolating, write_isolating
+from devtrail.consumers.poison import apply_isolating, is_poison, write_isolating
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,38 @@ class WriterHost(Generic[R]):
         Args:
             prepared: ``prepare(rows)``, when it was made beforehand.
         """
+        if len(self.writers) > 1:
+            try:
+                async with conn.transaction():
+                    return await self._apply_together(conn, rows, prepared)
+            except Exception as exc:
+                if not is_poison(exc):
+                    raise
+                log.info("%s: the database refused data of a batch (%s); each writer again, alone", self.stage, exc)
+                # Again from scratch: a writer's apply may have consumed what was prepared.
+                prepared = self.prepare(rows) if prepared is not None else None
+        return await self._apply_isolating(conn, rows, prepared)
+
+    async def _apply_together(self, conn: asyncpg.Connection, rows: list[R], prepared: Prepared | None) -> Applied:
+        """Every writer in the caller's savepoint: the usual case, when the database takes every row.
+
+        Two statements of savepoint per writer were a tenth of a small batch's round trips
+        (11 writers, 46 round trips for 100 events, measured); a refusal rolls the lot back
+        and ``_apply_isolating`` does it again writer by writer.
+        """
+        applied = Applied()
+        for writer in self.writers:
+            started = time.perf_counter()
+            if prepared is not None and writer.name in prepared and isinstance(writer, PreparingWriter):
+                count = await writer.apply(conn, prepared[writer.name])
+            else:
+                count = await writer.write(conn, rows)
+            metrics.FLUSH_SECONDS.labels(self.stage, writer.name).observe(time.perf_counter() - started)
+            applied.by_writer[writer.name] = count
+        return applied
+
+    async def _apply_isolating(self, conn: asyncpg.Connection, rows: list[R], prepared: Prepared | None) -> Applied:
+        """Every writer in its own savepoint, refused rows found and left out for that writer only."""
         applied = Applied()
         for writer in self.writers:
             started = time.perf_counter()

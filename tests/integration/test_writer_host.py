@@ -1,5 +1,6 @@
-"""The writer host against real PostgreSQL and a real broker: writers in savepoints of their
-own, refusals isolated per writer, a bug in a writer stopping the consumer loudly."""
+"""The writer host against real PostgreSQL and a real broker: writers together in one savepoint,
+each in its own after a refusal, refusals isolated per writer, a bug in a writer stopping the
+consumer loudly."""
 
 from __future__ import annotations
 
@@ -127,6 +128,21 @@ async def test_a_refused_row_is_refused_for_its_writer_only(db: asyncpg.Connecti
     async with db.transaction():  # idempotent: a replay applies nothing
         again = await host.apply(db, rows)
     assert again.by_writer == {"picky": 0, "sink": 0}
+
+
+async def test_writers_before_a_refusal_apply_the_batch_once(db: asyncpg.Connection) -> None:
+    """The writers run together in one savepoint first; a refusal rolls back those before it
+    too, and each writer then runs alone: the earlier ones must count the batch once, not 0."""
+    await db.execute("CREATE TABLE picky (task_id text PRIMARY KEY CHECK (task_id <> 'T3'))")
+    picky = PreparingPicky()
+    host = WriterHost("writers", CLEAN_ROWS, [EventSink(), picky, Picky()])
+    rows = clean([task_created(task_id=f"T{i}") for i in range(6)])
+    async with db.transaction():
+        applied = await host.apply(db, rows, host.prepare(rows))
+    assert applied.by_writer == {"sink": 6, "preparing_picky": 5, "picky": 0}
+    assert [(r.position, r.writer) for r in applied.refusals] == [(3, "preparing_picky"), (3, "picky")]
+    assert await db.fetchval("SELECT count(*) FROM events") == 6
+    assert await db.fetchval("SELECT count(*) FROM picky") == 5
 
 
 async def test_a_bug_in_a_writer_raises_and_leaves_nothing(db: asyncpg.Connection) -> None:
