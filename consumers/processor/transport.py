@@ -16,6 +16,8 @@
   it raised that mark again, and the filter then dropped the whole range read again: the
   hole came back, 15 s later each time. Without it such a message is processed twice at
   worst, which the dedup index and the sink absorb.
+- Seeks run on the consumer's thread (Faust ran them on the worker's, racing aiokafka's
+  fetcher).
 - A partition whose committed position stays behind its end for ``HOLE_REREAD_S`` with
   nothing of it processed in the meantime is read again from the committed position too:
   the hole check above needs a later offset processed, and when the messages dropped were
@@ -135,6 +137,16 @@ class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             metrics.INPUT_HOLES_REREAD.labels(tp.topic).inc()
             del self._behind_since[tp]
             asyncio.ensure_future(self.seek(tp, start))  # noqa: RUF006 - Faust's seek logs its own failure
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """Seek on the consumer's own thread, where its fetcher runs.
+
+        Faust calls aiokafka's ``seek`` from the worker's thread; it drops the partition's
+        fetched records, which the fetcher may be iterating at that moment on the consumer
+        thread: seen in a drain, a stalled partition read again raised ``KeyError`` there and the
+        processor exited (restarted, nothing lost, the batch read twice).
+        """
+        await self._thread.call_thread(self._thread.seek, partition, offset)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Offsets not read are not processed: never record them as such."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -186,3 +187,25 @@ def test_acknowledged_offsets_or_a_paused_partition_are_left_to_the_other_checks
         return consumer
 
     assert asyncio.run(scenario()).seeks == []
+
+
+def test_a_seek_runs_on_the_consumer_thread_where_the_fetcher_runs() -> None:
+    """Faust ran aiokafka's seek on the worker's thread, racing the fetcher on the consumer's
+    (``KeyError`` in ``fetched_records``, the processor exited): it goes through that thread now."""
+    where: list[str] = []
+
+    class ConsumerThread:
+        def seek(self, partition: Any, offset: int) -> None:
+            where.append(f"seek {partition.partition}@{offset} on {threading.current_thread().name}")
+
+        async def call_thread(self, fun: Any, *args: Any) -> Any:
+            done: list[Any] = []
+            worker = threading.Thread(target=lambda: done.append(fun(*args)), name="consumer-thread")
+            worker.start()
+            worker.join()
+            return done[0]
+
+    consumer = transport._Consumer.__new__(transport._Consumer)
+    consumer._thread = ConsumerThread()
+    asyncio.run(consumer._seek(PARTITION, 42))
+    assert where == ["seek 0@42 on consumer-thread"]
