@@ -18,7 +18,7 @@ import sys
 import textwrap
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -2277,8 +2277,8 @@ async def test_a_handler_that_waits_goes_on_and_gets_what_it_waited_for() -> Non
     assert got == ["slept", 7]
 
 
-async def test_a_handler_that_waits_past_its_limit_is_stopped_where_it_waits() -> None:
-    stopped: list[str] = []
+def _sleeper(stopped: list[str]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A handler that sleeps for long, and records in ``stopped`` being cancelled where it waits."""
 
     async def handler() -> None:
         try:
@@ -2286,6 +2286,13 @@ async def test_a_handler_that_waits_past_its_limit_is_stopped_where_it_waits() -
         except asyncio.CancelledError:
             stopped.append("cancelled")
             raise
+
+    return handler
+
+
+async def test_a_handler_that_waits_past_its_limit_is_stopped_where_it_waits() -> None:
+    stopped: list[str] = []
+    handler = _sleeper(stopped)
 
     started = asyncio.get_running_loop().time()
     with pytest.raises(TimeoutError):
@@ -2350,13 +2357,7 @@ async def test_a_handler_that_swallows_the_cancellation_fares_as_under_asyncio_t
 
 async def test_cancelling_the_caller_cancels_the_handler_where_it_waits() -> None:
     stopped: list[str] = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            stopped.append("cancelled")
-            raise
+    handler = _sleeper(stopped)
 
     task = asyncio.ensure_future(_within(handler(), 5.0))
     await asyncio.sleep(0.01)
