@@ -17,6 +17,7 @@ from devtrail.bench.harness import (
     workers_cpu,
     workers_peak_rss,
 )
+from devtrail.consumers.rules.engine import settled
 from devtrail.producers import EventProducer, Workload, WorkloadShape
 from devtrail.schemas.envelope import Envelope
 from devtrail.schemas.ids import uuid7
@@ -138,7 +139,16 @@ async def bench_latency(
         row = await conn.fetchrow(_PERCENTILES, workload.source)
         derived = stages = None
         if rules:
-            await asyncio.sleep(5)  # the last derived events on their way
+            # Every derived event stored (the rules worker settled twice in a row): counting them a
+            # fixed time after the last cause would leave out those of a rules worker behind.
+            in_a_row = 0
+
+            async def rules_done() -> bool:
+                nonlocal in_a_row
+                in_a_row = in_a_row + 1 if await settled(conn, settings.rules_group, settings.writers_group) else 0
+                return in_a_row >= 2
+
+            await wait_for(rules_done, 300, "the rules worker's derived events", poll_s=0.25)
             derived = await conn.fetchrow(_DERIVED_PERCENTILES, workload.source)
             stages = await conn.fetchrow(_DERIVED_STAGES, workload.source)
         rss, cpu = workers_peak_rss(stack), workers_cpu(stack)

@@ -18,6 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devtrail.consumers.rules.builtin import builtin_rules
+from devtrail.consumers.rules.engine import settled as rules_settled
 from devtrail.producers.loadgen import Workload
 from devtrail.producers.producer import EventProducer
 from devtrail.producers.stories import Stories, StoryTruth
@@ -173,16 +174,6 @@ async def _check_projections(settings: StackSettings, truth: StoryTruth, rollup:
         await conn.close()
 
 
-#: The rules worker has read what the writers applied, published what it emitted, and its
-#: events are stored and counted (so applied: the writers commit all their tables together).
-_RULES_SETTLED = """
-SELECT (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $1)
-         >= (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $2)
-   AND NOT EXISTS (SELECT 1 FROM rules.emitted WHERE published_at IS NULL)
-   AND (SELECT count(*) FROM rules.emitted WHERE kind = 'event')
-         <= (SELECT count(*) FROM events WHERE source LIKE 'devtrail-rules:%')
-   AND (SELECT coalesce(sum(count), 0) FROM event_counts_hourly) >= (SELECT count(*) FROM events)
-"""
 #: Seconds without any offset of the rules group after which the demo takes it that none runs.
 _NO_RULES_S = 5.0
 
@@ -200,7 +191,7 @@ async def _wait_for_rules(settings: StackSettings, progress: Progress, timeout_s
                 return False
             settled = (
                 settled + 1
-                if has_offsets and await conn.fetchval(_RULES_SETTLED, settings.rules_group, settings.writers_group)
+                if has_offsets and await rules_settled(conn, settings.rules_group, settings.writers_group)
                 else 0
             )
             if settled >= 2:

@@ -508,6 +508,23 @@ class _Resumed:
                     return stop.value
 
 
+_SETTLED = """
+SELECT (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $1)
+         >= (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $2)
+   AND NOT EXISTS (SELECT 1 FROM rules.emitted WHERE published_at IS NULL)
+   AND (SELECT count(*) FROM rules.emitted WHERE kind = 'event')
+         <= (SELECT count(*) FROM events WHERE source LIKE 'devtrail-rules:%')
+   AND (SELECT coalesce(sum(count), 0) FROM event_counts_hourly) >= (SELECT count(*) FROM events)
+"""
+
+
+async def settled(conn: asyncpg.Connection, rules_group: str, writers_group: str) -> bool:
+    """Whether the rules worker has settled: read as far as the writers, its derived events all
+    published and stored, and everything stored counted. (Ask twice in a row: a derived event
+    on its way between the outbox and the sink makes the writers' offsets move again.)"""
+    return bool(await conn.fetchval(_SETTLED, rules_group, writers_group))
+
+
 def _limit(declared: float | None, default: float) -> float:
     return default if declared is None else declared
 
