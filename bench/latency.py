@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -91,7 +91,9 @@ async def offer(producer: EventProducer, workload: Workload, rate: int, seconds:
             now = datetime.now(UTC)
             for i in range(per_tick):
                 lap, at = divmod(sent + i, len(template))
-                waiter = producer.emit_nowait(_fresh(template[at], now, lap))
+                # A microsecond apart, in the template's order: two events of a task at the same
+                # time are ordered by their random ids, and a task could end up started, not done.
+                waiter = producer.emit_nowait(_fresh(template[at], now + timedelta(microseconds=i), lap))
                 waiters[id(waiter)] = waiter
             sent += per_tick
         ticks = due
