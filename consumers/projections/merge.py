@@ -150,12 +150,16 @@ class Latest(Rule):
         values: the columns the winning event sets (none: only the key, e.g. last update).
         earliest: the least key wins instead (what was seen first).
         at: the key's time column, when not ``<prefix>_at``.
+        rank: ranks of the first value, compared between the time and the event id: of two
+            events at the same instant, the higher rank wins (a task completed at the instant
+            it started is completed, whichever event id is greater); unlisted values rank 0.
     """
 
     prefix: str
     values: tuple[Column, ...] = ()
     earliest: bool = False
     at: str = ""
+    rank: tuple[tuple[str, int], ...] = ()
 
     @cached_property
     def at_column(self) -> str:
@@ -183,6 +187,10 @@ class Latest(Rule):
     def value_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.values)
 
+    @cached_property
+    def _ranks(self) -> dict[str, int]:
+        return dict(self.rank)
+
     def merge(self, row: Patch, patch: Patch) -> None:
         at, event_id = self.at_column, self.id_column
         new_at = patch.get(at)
@@ -190,18 +198,28 @@ class Latest(Rule):
             return
         old_at = row.get(at)
         if old_at is not None:
-            new, old = (new_at, patch[event_id]), (old_at, row[event_id])
+            new, old = (new_at, self._rank_in(patch), patch[event_id]), (old_at, self._rank_in(row), row[event_id])
             if (new >= old) if self.earliest else (new <= old):
                 return
         for name in self.column_names:
             row[name] = patch.get(name)
 
+    def _rank_in(self, values: Patch) -> int:
+        """The rank of the first value in ``values`` (0 without ``rank``)."""
+        return self._ranks.get(str(values.get(self.values[0].name)), 0) if self.rank else 0
+
     def _wins(self) -> str:
         at, event_id, op = self.at_column, self.id_column, "<" if self.earliest else ">"
-        return (
-            f"EXCLUDED.{at} IS NOT NULL AND (t.{at} IS NULL OR "
-            f"(EXCLUDED.{at}, EXCLUDED.{event_id}) {op} (t.{at}, t.{event_id}))"
-        )
+        new, old = f"EXCLUDED.{at}, EXCLUDED.{event_id}", f"t.{at}, t.{event_id}"
+        if self.rank:
+            new = f"EXCLUDED.{at}, {self._rank_of('EXCLUDED')}, EXCLUDED.{event_id}"
+            old = f"t.{at}, {self._rank_of('t')}, t.{event_id}"
+        return f"EXCLUDED.{at} IS NOT NULL AND (t.{at} IS NULL OR ({new}) {op} ({old}))"
+
+    def _rank_of(self, table: str) -> str:
+        """SQL: the rank of ``table``'s first value (``rank``)."""
+        cases = " ".join(f"WHEN '{value}' THEN {rank}" for value, rank in self.rank)
+        return f"(CASE {table}.{self.values[0].name} {cases} ELSE 0 END)"
 
     def assignments(self) -> list[str]:
         wins = self._wins()

@@ -44,7 +44,19 @@ from devtrail.schemas.events import (
 DEFINED = Latest(
     "defined", (text("title"), text("description"), Column("priority", "smallint"), text("parent_task_id"))
 )
-STATUS = Latest("status", (text("status"),))
+#: Of two status events at the same instant, the later stage wins: done over blocked or
+#: started, over pending (the event ids, random within a millisecond, decide only ties of these).
+STATUS = Latest(
+    "status",
+    (text("status"),),
+    rank=(
+        (TaskStatus.IN_PROGRESS.value, 1),
+        (TaskStatus.BLOCKED.value, 1),
+        (TaskStatus.COMPLETED.value, 2),
+        (TaskStatus.FAILED.value, 2),
+        (TaskStatus.CANCELLED.value, 2),
+    ),
+)
 ASSIGNED = Latest("assigned", (text("assignee"),))
 COMPLETED = Latest("completed", (text("completion_summary"),))
 FAILED = Latest("failed", (text("failure_error"),))

@@ -65,6 +65,7 @@ from devtrail.schemas.events import (
     TaskStatusChanged,
     TaskStatusChangedPayload,
 )
+from devtrail.schemas.ids import uuid7
 from tests.integration.pipeline import clean, wait_for
 
 pytestmark = pytest.mark.integration
@@ -483,6 +484,24 @@ async def test_completed_before_started_gives_the_final_state(db: asyncpg.Connec
     row = (await by_key(db, "tasks", "task_id"))["T9"]
     assert (row["status"], row["attempts"], row["started_at"], row["completed_at"]) == ("completed", 1, at(2), at(3))
     assert (row["title"], row["created_at"], row["duration"]) == ("do T9", at(1), timedelta(minutes=1))
+
+
+async def test_a_task_done_at_the_instant_it_started_stays_done_in_postgresql(db: asyncpg.Connection) -> None:
+    """The SQL merge orders status events of one instant by the lifecycle too: applied in
+    separate batches, the start (whose event id is the greatest) does not undo the completion."""
+    ids = sorted(str(uuid7()) for _ in range(3))
+    refs = {"source": "t", "task_id": "T8", "project_id": "P", "occurred_at": at(1)}
+    created, completed, started = clean(
+        [
+            task("T8", 1).model_copy(update={"event_id": ids[0]}),
+            TaskCompleted(**refs, event_id=ids[1]),
+            TaskStarted(**refs, event_id=ids[2]),
+        ]
+    )
+    for row in (completed, created, started):
+        await apply(db, [row])
+    done = (await by_key(db, "tasks", "task_id"))["T8"]
+    assert (done["status"], done["started_at"], done["completed_at"]) == ("completed", at(1), at(1))
 
 
 async def test_a_late_link_attributes_the_events_before_it(db: asyncpg.Connection) -> None:

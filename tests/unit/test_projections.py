@@ -35,6 +35,7 @@ from devtrail.schemas.events import (
     TaskStatusChanged,
     TaskStatusChangedPayload,
 )
+from devtrail.schemas.ids import uuid7
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -172,3 +173,31 @@ def test_linear_keys_and_pull_request_links_are_normalised() -> None:
     assert candidate_issues("[ENG-42] ENG-42 and OPS-7") == ["ENG-42", "OPS-7"]
     assert linked_entity(LinkKind.GITHUB_PR, "https://github.com/acme/web/pull/7") == ("pull_request", "acme/web#7")
     assert linked_entity(LinkKind.LINEAR_ISSUE, "ENG-42") == ("linear_issue", "ENG-42")
+
+
+def _same_instant(order: str) -> list[CleanRow]:
+    """A task created, started and completed at one instant; ``order`` says which event id is greatest."""
+    refs = {"source": "t", "task_id": "T", "project_id": "P", "occurred_at": at(0)}
+    ids = sorted(str(uuid7()) for _ in range(3))
+    rank = {name: ids[i] for i, name in enumerate(order.split(","))}
+    return clean(
+        [
+            TaskCreated(**refs, event_id=rank["created"], payload=TaskCreatedPayload(title="t")),
+            TaskStarted(**refs, event_id=rank["started"]),
+            TaskCompleted(**refs, event_id=rank["completed"]),
+        ]
+    )
+
+
+@given(
+    st.sampled_from(["created,started,completed", "completed,started,created", "started,completed,created"]),
+    st.randoms(use_true_random=False),
+)
+def test_a_task_done_at_the_instant_it_started_is_done_whatever_its_event_ids(order: str, rng: random.Random) -> None:
+    """Status events at one instant (a clock with milliseconds, a fast agent) are ordered by the
+    lifecycle, not by event ids that are random within a millisecond."""
+    rows = _same_instant(order)
+    rng.shuffle(rows)
+    assert task_row(rows)["status"] == "completed"
+    cut = rng.randint(1, len(rows) - 1)
+    assert merged(TASKS, [task_row(rows[:cut]), task_row(rows[cut:])])["status"] == "completed"
