@@ -198,15 +198,17 @@ class Latest(Rule):
             return
         old_at = row.get(at)
         if old_at is not None:
-            new, old = (new_at, self._rank_in(patch), patch[event_id]), (old_at, self._rank_in(row), row[event_id])
+            new, old = (new_at, patch[event_id]), (old_at, row[event_id])
+            if self.rank and new_at == old_at:  # a tie of times: the ranks, then the ids
+                new, old = (self._rank_in(patch), new[1]), (self._rank_in(row), old[1])
             if (new >= old) if self.earliest else (new <= old):
                 return
         for name in self.column_names:
             row[name] = patch.get(name)
 
     def _rank_in(self, values: Patch) -> int:
-        """The rank of the first value in ``values`` (0 without ``rank``)."""
-        return self._ranks.get(str(values.get(self.values[0].name)), 0) if self.rank else 0
+        """The rank of the first value in ``values`` (``rank``; 0 for a value it does not list)."""
+        return self._ranks.get(str(values.get(self.values[0].name)), 0)
 
     def _wins(self) -> str:
         at, event_id, op = self.at_column, self.id_column, "<" if self.earliest else ">"
