@@ -15,7 +15,7 @@ from devtrail.settings import StackSettings
 from devtrail.stack import Stack, WorkerProcess
 from tests.integration.pipeline import aggregate_matches_events, counts, read_values, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 UNIQUE = 15_000
 

@@ -12,7 +12,7 @@ from devtrail.settings import StackSettings
 from devtrail.stack import Stack
 from tests.integration.pipeline import aggregate_matches_events, counts, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 
 async def test_duplicates_are_stored_and_counted_once(stack_settings: StackSettings, db: asyncpg.Connection) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from devtrail.bench.faults import DATABASE_MATRIX, FaultPlan, fault_stack, run_faults
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.heavy, pytest.mark.timeout(240)]
 
 
 async def test_fault_matrix_under_steady_load(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from devtrail.settings import StackSettings
 from devtrail.stack import ALL_ROLES, Stack
 from tests.integration.pipeline import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SECRET = "webhook-secret"

@@ -34,7 +34,7 @@ from devtrail.stack import Stack
 from tests.factories import llm_called
 from tests.integration.pipeline import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from devtrail.stack import Stack
 from devtrail.story_check import check_stories
 from tests.integration.pipeline import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 
 async def test_a_shuffled_story_survives_kills_and_every_view_matches_its_truth(
