@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass, field
-
-from aiokafka.partitioner import DefaultPartitioner
 
 from devtrail.schemas.codec import join_encoded
 
-_partition_for_key = DefaultPartitioner()
+_M, _WORD = 0x5BD1E995, 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (``org.apache.kafka.common.utils.Utils.murmur2``).
+
+    The same values as aiokafka's pure-Python ``murmur2`` (a test compares them), in half
+    its time: four bytes at a time, and a mask only where a product can overflow 32 bits.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for k in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (k * _M) & _WORD
+        k ^= k >> 24
+        h = ((h * _M) & _WORD) ^ ((k * _M) & _WORD)
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _WORD
+    h ^= h >> 13
+    h = (h * _M) & _WORD
+    return h ^ (h >> 15)
 
 
 def choose_partition(key: bytes, partitions: list[int]) -> int:
@@ -19,7 +43,7 @@ def choose_partition(key: bytes, partitions: list[int]) -> int:
     key from any murmur2-partitioning client (Java, librdkafka's ``murmur2_random``,
     aiokafka) goes to the same partition, so dedup and per-entity order still hold.
     """
-    return int(_partition_for_key(key, partitions, partitions))
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 @dataclass

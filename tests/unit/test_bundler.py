@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 
+from devtrail.producers import bundler
 from devtrail.producers.bundler import Bundle, choose_partition
 
 
@@ -18,6 +21,14 @@ def test_murmur2_matches_the_java_client_test_vectors() -> None:
     vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536, b"abc": 479470107}
     for key, java in vectors.items():
         assert murmur2(key) == java & 0xFFFFFFFF
+        assert bundler.murmur2(key) == java & 0xFFFFFFFF
+
+
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))
+def test_the_sdk_partitions_every_key_as_aiokafka_does(key: bytes, count: int) -> None:
+    partitions = list(range(count))
+    assert bundler.murmur2(key) == murmur2(key)
+    assert choose_partition(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
 
 
 async def test_bundle_limits_and_value() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -19,6 +20,27 @@ def test_uuid7_has_version_variant_and_current_time() -> None:
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
     assert before <= uuid7_millis(value) <= after
+
+
+def test_uuid7_is_a_plain_uuid_with_74_random_bits() -> None:
+    """``uuid7`` builds the UUID without its constructor: it must behave as one built by it."""
+    made = [uuid7() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for value in made[:50]:
+        again = uuid.UUID(str(value))
+        assert (again, hash(again), again.int, again.bytes) == (value, hash(value), value.int, value.bytes)
+        assert value.is_safe is uuid.SafeUUID.unknown
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert TaskCompleted.model_validate({**_minimal_completed(), "event_id": value}).event_id == value
+    # Every one of the 74 random bits (12 after the version, 62 after the variant) takes both values.
+    random_bits = [(u.int >> 64) & 0xFFF | (u.int & 0x3FFF_FFFF_FFFF_FFFF) << 12 for u in made]
+    for bit in range(74):
+        ones = sum(r >> bit & 1 for r in random_bits)
+        assert 800 < ones < 1200, (bit, ones)
+
+
+def _minimal_completed() -> dict[str, object]:
+    return {"event_type": "task.completed", "source": "t", "task_id": "T-1", "occurred_at": datetime.now(UTC)}
 
 
 def test_uuid7_sorts_by_creation_time_across_milliseconds() -> None:
