@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from devtrail.timeline import DEPLOYMENT, PULL_REQUEST, SESSION, TASK, linked_entities, timeline
+from devtrail.timeline import _COMMIT_ALIASES, DEPLOYMENT, PULL_REQUEST, SESSION, TASK, linked_entities, timeline
 from tests.integration.pipeline import clean
 from tests.integration.test_projections import apply, store, story
 
@@ -68,3 +68,37 @@ async def test_the_cli_prints_the_timeline_as_json(db: asyncpg.Connection, datab
     assert {e["event_type"] for e in events} >= {"pr.opened", "pr.merged", "task.started", "deployment.completed"}
     text = await asyncio.to_thread(subprocess.run, command[:-1], env=env, capture_output=True, text=True, check=False)
     assert text.returncode == 0 and "via pull_request acme/web#7" in text.stdout
+
+
+async def test_only_commit_links_are_in_the_commit_prefix_indexes_and_abbreviated_shas_use_them(
+    db: asyncpg.Connection,
+) -> None:
+    """Migration 0018: every link used to pay for two prefix indexes only commits need."""
+    await db.execute(
+        """
+        INSERT INTO projections.correlations
+        SELECT kind, kind || '-' || g, 'task', 'T-' || g, 'explicit', now(), gen_random_uuid()
+        FROM generate_series(1, 3000) AS g, unnest(ARRAY['session', 'requirement', 'commit']) AS kind
+        """
+    )
+    full = "0123456789abcdef0123456789abcdef01234567"
+    await db.execute(
+        "INSERT INTO projections.correlations VALUES ('pull_request', 'o/r#1', 'commit', $1, 'commit', now(),"
+        " gen_random_uuid()), ('commit', $1, 'pull_request', 'o/r#1', 'explicit', now(), gen_random_uuid())",
+        full,
+    )
+    await db.execute("VACUUM ANALYZE projections.correlations")
+    indexed = {
+        r["relname"]: r["reltuples"]
+        for r in await db.fetch(
+            "SELECT relname, reltuples FROM pg_class"
+            " WHERE relname IN ('correlations_commit_entity7', 'correlations_commit_linked7', 'correlations_entity7')"
+        )
+    }
+    assert indexed == {"correlations_commit_entity7": 3001, "correlations_commit_linked7": 1}, indexed
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + _COMMIT_ALIASES, [full[:9]]))
+        assert "correlations_commit_entity7" in plan, plan
+    aliases = await db.fetch(_COMMIT_ALIASES, [full[:9]])
+    assert {(r["sha"], r["alias"]) for r in aliases} == {(full[:9], full)}
