@@ -19,21 +19,24 @@ def uuid7() -> uuid.UUID:
     the SDK builds without an id gets one: the value is set as ``uuid.UUID(int=...)`` would set
     it, without that constructor's checks (1.4 against 4.2 us here).
     """
-    value = (time.time_ns() // 1_000_000) << 80 | (int.from_bytes(os.urandom(10)) & _RANDOM_BITS) | _VERSION_AND_VARIANT
-    made: uuid.UUID = _new(_UUID)
-    _set(made, "int", value)
-    _set(made, "is_safe", _UNKNOWN)
-    return made
+    random_bits = int.from_bytes(os.urandom(10)) & _RANDOM_BITS
+    return _uuid((time.time_ns() // 1_000_000) << 80 | random_bits | _VERSION_AND_VARIANT)
 
 
 def uuid7_from(unix_ms: int, rand: int) -> uuid.UUID:
     """The UUIDv7 of ``unix_ms`` whose 74 random bits are taken from ``rand`` (for reproducible ids)."""
-    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76  # version
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_AND_VARIANT
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
-    value |= 0b10 << 62  # RFC 4122 variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
-    return uuid.UUID(int=value)
+    return _uuid(value)
+
+
+def _uuid(value: int) -> uuid.UUID:
+    """``uuid.UUID(int=value)`` for a value known to fit 128 bits, without the constructor's checks."""
+    made: uuid.UUID = _new(_UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _UNKNOWN)
+    return made
 
 
 def uuid7_millis(value: uuid.UUID) -> int:
