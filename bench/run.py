@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from devtrail.bench.drain import bench_drain
+from devtrail.bench.drain import PIPELINES, bench_drain, drain_label
 from devtrail.bench.harness import peak_rss_mb, say
 from devtrail.bench.latency import bench_latency
 from devtrail.bench.producer import bench_producer
@@ -81,6 +81,10 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, False, agent_sessions=True)),
         ("stories", lambda stack, admin: bench_story_drain(stack, admin, sizes.stories, True, agent_sessions=True)),
     ]
+    # Opt-in (``--only stages``): the drain of each pipeline of ``PIPELINES``, each adding a
+    # stage to the one before, and what each stage adds per event (``stage_costs``).
+    if "stages" in wanted:
+        stages.extend(("stages", _pipeline_drain(sizes.drain, pipeline)) for pipeline in PIPELINES)
     if sizes.peer:
         from devtrail.bench.peer_quix import bench_quix
 
@@ -116,8 +120,59 @@ async def run(mode: str, only: set[str] | None) -> dict[str, Any]:
                 f"stories{' (agent sessions)' if shape else ''}: correlation + projections drain at {ratio:.2f} x"
                 f" the spine-only steady rate ({whole:.2f} x from worker start; target >= 0.8)"
             )
+    if "stages" in wanted:
+        results["stage_costs"] = stage_costs(results)
     results["peak_rss_mb"] = {"bench": peak_rss_mb(), **_worker_peaks(results)}
     return results
+
+
+def _pipeline_drain(events: int, pipeline: str) -> Callable[[Stack, str], Awaitable[dict[str, Any]]]:
+    return lambda stack, admin: bench_drain(stack, admin, events, pipeline=pipeline)
+
+
+def stage_costs(results: dict[str, Any]) -> dict[str, Any]:
+    """Each pipeline of ``PIPELINES`` against the spine in the same run: its steady rate as a
+    ratio, its CPU per event between 10 % and 90 % counted, and what it adds per event by
+    program; printed as a table.
+
+    With both cores saturated in that window (``cores_busy`` near 2), a pipeline's rate is
+    about the cores over its CPU per event, so a ratio ``r`` to the spine leaves the stages
+    added to it ``spine_total * (1 / r - 1)`` microseconds per event: the budget line.
+    """
+    spine = results.get("drain_spine_steady_cpu_us_per_event") or {}
+    spine_rate = results.get("drain_spine_events_per_second")
+    if not spine or not spine_rate:
+        return {}
+    table: dict[str, Any] = {}
+    say("what each stage adds to the drain (CPU us per event between 10 % and 90 % counted):")
+    say(f"  {'pipeline':<12} {'events/s':>9} {'ratio':>6} {'cores':>6} {'total':>7} {'added':>7}  added by program")
+    for pipeline in PIPELINES:
+        label = drain_label(pipeline)
+        cpu, rate = results.get(f"{label}_steady_cpu_us_per_event"), results.get(f"{label}_events_per_second")
+        if not cpu or not rate:
+            continue
+        programs = (set(cpu) | set(spine)) - {"total", "cores_busy"}
+        added = {p: round(cpu.get(p, 0.0) - spine.get(p, 0.0), 1) for p in programs}
+        added = {p: v for p, v in sorted(added.items(), key=lambda kv: -kv[1]) if abs(v) >= 0.5}
+        row = {
+            "events_per_second": rate,
+            "ratio_to_spine": round(rate / spine_rate, 3),
+            "cores_busy": cpu["cores_busy"],
+            "cpu_us_per_event": cpu["total"],
+            "added_us_per_event": round(cpu["total"] - spine["total"], 1),
+            "added_by_program": added,
+        }
+        table[pipeline] = row
+        shown = ", ".join(f"{p} {v:+.1f}" for p, v in added.items()) if pipeline != "spine" else ""
+        say(
+            f"  {pipeline:<12} {rate:>9,} {row['ratio_to_spine']:>6.2f} {row['cores_busy']:>6.2f}"
+            f" {row['cpu_us_per_event']:>7.1f} {row['added_us_per_event']:>+7.1f}  {shown}"
+        )
+    for target in (0.8, 0.7):
+        budget = round(spine["total"] * (1 / target - 1), 1)
+        table[f"budget_us_per_event_at_{target}"] = budget
+        say(f"  at {target} x the spine, the stages added to it may cost about {budget} us per event in all")
+    return table
 
 
 def _worker_peaks(results: dict[str, Any]) -> dict[str, float]:
@@ -132,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devtrail bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the two-minute run (default: full)")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object")
-    parser.add_argument("--only", action="append", choices=("producer", "sink", "drain", "latency", "peer", "stories"))
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("producer", "sink", "drain", "latency", "peer", "stories", "stages"),
+        help="one measurement; 'stages' (not in the default set): the drain of each pipeline from the"
+        " spine up to the rules, and what each stage adds per event",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
