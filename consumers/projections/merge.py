@@ -19,7 +19,7 @@ instead), ``IdSet`` (a set of event ids), ``Strongest`` (a label ranked by a fix
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -95,6 +95,11 @@ class Rule(ABC):
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
+    @property
+    @abstractmethod
+    def trigger(self) -> str:
+        """The column a patch must hold for ``merge`` to change anything (absent: a no-op)."""
+
 
 @dataclass(frozen=True)
 class _Extreme(Rule):
@@ -107,6 +112,10 @@ class _Extreme(Rule):
     @cached_property
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (self.column,)
+
+    @property
+    def trigger(self) -> str:
+        return self.column.name
 
     def merge(self, row: Patch, patch: Patch) -> None:
         name = self.column.name
@@ -191,6 +200,10 @@ class Latest(Rule):
     def _ranks(self) -> dict[str, int]:
         return dict(self.rank)
 
+    @property
+    def trigger(self) -> str:
+        return self.at_column
+
     def merge(self, row: Patch, patch: Patch) -> None:
         at, event_id = self.at_column, self.id_column
         new_at = patch.get(at)
@@ -241,6 +254,10 @@ class IdSet(Rule):
     def columns(self) -> tuple[Column, ...]:  # type: ignore[override]
         return (Column(self.name, "uuid[]", "text"),)
 
+    @property
+    def trigger(self) -> str:
+        return self.name
+
     def merge(self, row: Patch, patch: Patch) -> None:
         new = patch.get(self.name)
         if new:
@@ -272,6 +289,10 @@ class Strongest(Rule):
 
     def rank(self, label: str | None) -> int:
         return -1 if label is None else self.order.index(label)
+
+    @property
+    def trigger(self) -> str:
+        return self.name
 
     def merge(self, row: Patch, patch: Patch) -> None:
         new = patch.get(self.name)
@@ -318,9 +339,19 @@ class Table:
         return self._columns
 
     def merge(self, row: Patch, patch: Patch) -> None:
-        """Fold ``patch`` into ``row`` by every rule."""
-        for rule in self.rules:
-            rule.merge(row, patch)
+        """Fold ``patch`` into ``row`` by every rule that has a value in it."""
+        for trigger, merge in self._mergers:
+            if trigger in patch:
+                merge(row, patch)
+
+    @cached_property
+    def _mergers(self) -> tuple[tuple[str, Callable[[Patch, Patch], None]], ...]:
+        """Per rule, the column without which a patch leaves that rule's columns alone, and its merge.
+
+        A patch names few of a table's rules (a ``task.completed`` sets the status and the
+        summary, not the title): skipping the others without calling them halves a merge.
+        """
+        return tuple((rule.trigger, rule.merge) for rule in self.rules)
 
     @cached_property
     def upsert_sql(self) -> str:

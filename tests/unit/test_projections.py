@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -100,6 +101,52 @@ def test_merging_batch_reductions_equals_reducing_the_whole(rng: random.Random) 
     cut = rng.randint(0, len(rows))
     patches = [task_row(part) for part in (rows[:cut], rows[cut:]) if part]
     assert merged(TASKS, patches + patches[:1]) == expected
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_merge_skips_only_the_rules_a_patch_leaves_alone(seed: int) -> None:
+    """``Table.merge`` calls a rule only when the patch holds its trigger column: the same row as
+    calling every rule, for every table, with patches setting any mix of its rules."""
+    rng = random.Random(seed)
+    from devtrail.consumers.projections import PROJECTIONS
+    from devtrail.consumers.projections.merge import Column, Rule
+
+    def value(rule: Rule, column: Column) -> Any:
+        if column.sql_type == "timestamptz":
+            return rng.choice([at(1), at(2)])
+        if column.sql_type == "uuid":
+            return rng.choice(["018f0000-0000-7000-8000-000000000001", "018f0000-0000-7000-8000-000000000002"])
+        if column.sql_type == "uuid[]":
+            return frozenset({str(uuid7())})
+        if hasattr(rule, "order"):
+            return rng.choice(rule.order)
+        ranks = getattr(rule, "rank", ())
+        if ranks and column == rule.columns[0]:
+            return rng.choice([v for v, _ in ranks] + ["other"])
+        return rng.choice(["a", "b", None])
+
+    for projection in PROJECTIONS:
+        for table in projection.tables:
+            assert all(rule.trigger in rule.column_names for rule in table.rules), table.name
+            row_fast: dict[str, Any] = {}
+            row_every: dict[str, Any] = {}
+            for _ in range(8):
+                patch: dict[str, Any] = {}
+                for rule in table.rules:
+                    if rng.random() < 0.4:
+                        columns = list(rule.columns)
+                        if len(columns) > 1 and rng.random() < 0.5:
+                            # Some of a rule's columns: a ``Latest``'s key (time and id) comes
+                            # whole or not at all; its values may come without it (a no-op).
+                            key = [c for c in columns if c.name in (rule.trigger, getattr(rule, "id_column", None))]
+                            others = [c for c in columns if c not in key]
+                            columns = rng.sample(others, rng.randint(0, len(others)))
+                            columns += key if rng.random() < 0.5 else []
+                        patch |= {column.name: value(rule, column) for column in columns}
+                table.merge(row_fast, dict(patch))
+                for rule in table.rules:
+                    rule.merge(row_every, dict(patch))
+            assert row_fast == row_every, table.name
 
 
 def test_completed_before_started_gives_completed() -> None:
