@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devtrail.consumers.rules.api import AnyRule, RuleContext, RuleError, Task, every, rule
+from devtrail.consumers.rules.engine import SOURCE_PREFIX
 from devtrail.consumers.settings import RulesSettings
 from devtrail.schemas.events import (
     AgentErrorReported,
@@ -299,20 +300,28 @@ def stalled_tasks(settings: RulesSettings) -> AnyRule:
     async def stalled(ctx: RuleContext) -> None:
         now = ctx.now()
         after = timedelta(seconds=settings.stalled_task_after_s)
-        # A task.stalled names its task, so it moves the task's last_seen to its own time:
-        # the state keeps that time, and a task whose last event is that one is not flagged again.
+        # Activity is what the task's own events say: the events the rules derive (this
+        # rule's task.stalled, the alerts of other rules) name the task too, and move its
+        # last_seen, but are not activity. Timing decided otherwise: an orphan alert landing
+        # after the first task.stalled made a quiet task look active, then stalled again.
+        # The state keeps the activity flagged; a task is flagged again only after newer
+        # activity. A task none of whose own events are stored yet (the sink behind) waits.
         rows = await ctx.query(
-            "SELECT t.task_id, t.last_seen, t.status, t.project_id, t.requirement_id, t.agent_id "  # noqa: S608
-            "FROM projections.tasks t LEFT JOIN rules.state s ON s.rule = $1 AND s.key = t.task_id "
-            "WHERE t.status = 'in_progress' AND t.last_seen < $2 AND t.last_seen > $3 "
-            "AND (s.value IS NULL OR (s.value #>> '{}')::timestamptz <> t.last_seen) "
+            "SELECT t.task_id, a.last_activity, t.status, t.project_id, t.requirement_id, t.agent_id "  # noqa: S608
+            "FROM projections.tasks t "
+            "CROSS JOIN LATERAL (SELECT max(e.occurred_at) AS last_activity FROM events e "
+            "  WHERE e.task_id = t.task_id AND e.occurred_at >= t.first_seen "
+            f"  AND e.source NOT LIKE '{SOURCE_PREFIX}%') a "
+            "LEFT JOIN rules.state s ON s.rule = $1 AND s.key = t.task_id "
+            "WHERE t.status = 'in_progress' AND t.last_seen < $2 AND t.last_seen > $3 AND a.last_activity < $2 "
+            "AND (s.value IS NULL OR (s.value #>> '{}')::timestamptz < a.last_activity) "
             f"ORDER BY t.task_id LIMIT {TIMER_LIMIT}",
             ctx.rule,
             now - after,
             now - after - LOOKBACK,
         )
         for row in rows:
-            last: datetime = row["last_seen"]
+            last: datetime = row["last_activity"]
             flagged_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored: milliseconds
             ctx.emit(
                 TaskStalled,
@@ -326,7 +335,7 @@ def stalled_tasks(settings: RulesSettings) -> AnyRule:
                     last_activity_at=last, idle_s=int((now - last).total_seconds()), status=row["status"]
                 ),
             )
-            ctx.state.set(row["task_id"], flagged_at.isoformat())
+            ctx.state.set(row["task_id"], last.isoformat())
 
     return stalled
 

@@ -203,6 +203,48 @@ async def test_user_rules_from_the_setting_failing_slow_and_looping_rules(
     assert report.replayed == [] and set(report.still_invalid.values()) == {RULE_NOT_REPLAYED}
 
 
+async def test_a_stalled_task_is_flagged_again_only_after_activity_of_its_own(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    """The events the rules derive name the task (an alert about it, the task.stalled itself)
+    but are not its activity: after one of them the task is not stalled again; after an event
+    of its own and a new silence it is."""
+    from devtrail.schemas.events import AlertRaised, AlertRaisedPayload
+
+    now = datetime.now(UTC)
+    settings = stack_settings.model_copy(
+        update={"rules_builtin": "stalled_tasks", "stalled_task_after_s": 2.0, "rules_check_interval_s": 0.3}
+    )
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        await p.emit_many([created("T-q", "R-q", now - timedelta(seconds=1)), started("T-q", now)])
+
+        async def stalled(count: int) -> bool:
+            return len(await derived(db, "task.stalled")) >= count
+
+        await wait_for(lambda: stalled(1), 30, "the first task.stalled")
+        # Another rule's alert about the task, after the flag (as the orphan check's may come).
+        await p.emit(
+            AlertRaised(
+                source="devtrail-rules:lifecycle_orphans",
+                task_id="T-q",
+                payload=AlertRaisedPayload(
+                    rule="lifecycle_orphans", severity="warning", subject_kind="task", subject_id="T-q", summary="s"
+                ),
+            )
+        )
+        await asyncio.sleep(2.0 + 3.0)  # quiet since the alert for longer than the delay
+        assert len(await derived(db, "task.stalled")) == 1
+        # Activity of its own, then silence: stalled again, since that activity.
+        await p.emit(llm_called(task_id="T-q", occurred_at=datetime.now(UTC)))
+        await wait_for(lambda: stalled(2), 30, "the second task.stalled")
+        await asyncio.sleep(2.0 + 1.0)
+    stalls = await derived(db, "task.stalled")
+    assert len(stalls) == 2
+    since = [datetime.fromisoformat(orjson.loads(s["payload"])["last_activity_at"]) for s in stalls]
+    assert abs(since[0] - now) < timedelta(milliseconds=1)  # the task.started, not the alert
+    assert since[1] > now + timedelta(seconds=4)  # the llm.called
+
+
 async def test_timers_bursts_and_budgets(stack_settings: StackSettings, db: asyncpg.Connection) -> None:
     now = datetime.now(UTC)
     settings = stack_settings.model_copy(
