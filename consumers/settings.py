@@ -176,6 +176,13 @@ class RulesSettings(WritersSettings):
             projection writers (``rules_projection_groups``) have applied it, so a rule never
             sees a state older than its event. Turn off only if no rule reads projections.
         rules_projection_groups: the writer groups to wait for, comma-separated (default: ``writers_group``).
+        rules_wait_for_processors: before that, wait until the processors (``processor_group``)
+            have read every input event published before the batch was read, so the projections
+            a rule sees hold them too. Without it a rule can act on a partial picture: a
+            requirement looked complete while a task created before the completions still sat
+            on a partition whose processor was behind. Costs up to the processors' commit
+            interval (1 s) per batch of events a rule reads.
+        processor_group: the processors' consumer group (as ``devtrail run processor`` has it).
         rules_emitted_retention_days: how long published derived events stay in ``rules.emitted``.
         rules_synchronous_commit: the rules worker waits for each commit's WAL flush (on by
             default, whatever ``db_synchronous_commit`` says): a derived event is published
@@ -205,6 +212,8 @@ class RulesSettings(WritersSettings):
     rules_batch_wait_s: float = Field(default=0.05, gt=0)
     rules_wait_for_projections: bool = True
     rules_projection_groups: str = ""
+    rules_wait_for_processors: bool = True
+    processor_group: str = "devtrail-processor"
     rules_emitted_retention_days: float = Field(default=7.0, gt=0)
     rules_data_dir: Path = Path(".devtrail/faust-rules")
     rules_log_level: str = "warning"

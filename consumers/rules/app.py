@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 
 from devtrail.consumers import metrics
@@ -49,6 +51,8 @@ CLEAN_FETCH_BYTES = 16 << 20
 _PRUNE_EVERY_S = 600.0
 #: How often the wait for the projections looks at their offsets (a batch waits about half of it in vain).
 _OFFSETS_POLL_S = 0.02
+#: The processors commit their offsets every second: polling faster only costs the broker.
+_PROCESSORS_POLL_S = 0.1
 #: Derived events per bundle at most, as the SDK's defaults (``ProducerSettings``).
 BUNDLE_MAX_EVENTS, BUNDLE_MAX_BYTES = 500, 256 * 1024
 
@@ -95,6 +99,7 @@ class RulesRunner:
         self._partition_lists: dict[str, list[int]] = {}
         self._last_run: dict[str, float] = {}
         self._leftovers_published = False
+        self._admin: AIOKafkaAdminClient | None = None
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Apply one batch; return only when its effects are committed and published."""
@@ -103,6 +108,7 @@ class RulesRunner:
             async with self._lock:
                 await self._publish_leftovers()
                 if any(self.engine.wants(m.rows) for m in messages):
+                    await self._wait_for_processors()
                     await self._wait_for_projections(messages)
                 emitted = await self._apply(messages)
                 await self._publish(emitted)
@@ -148,6 +154,65 @@ class RulesRunner:
                     rows.append(row)
                     indices.append(index)
         return Message(partition, offset, rows, indices)
+
+    async def _wait_for_processors(self) -> None:
+        """Wait until the processors have read every input message published before now.
+
+        The projections then hold every event published before this batch was read (once
+        ``_wait_for_projections`` has waited for the writers, reading the clean topic's ends
+        after this), on every partition: a rule does not see a requirement whose task created
+        earlier is still on a partition whose processor is behind.
+        """
+        if not self._settings.rules_wait_for_processors:
+            return
+        s = self._settings
+        partitions = [TP(topic, p) for topic in s.topics.input_topics for p in range(s.partitions)]
+        try:
+            ends = await self._app.consumer.highwaters(*partitions)
+        except Exception:  # noqa: BLE001 - the projections' wait still orders the batch's own partitions
+            log.warning("rules: could not read the input topics' end offsets; not waiting for the processors")
+            return
+        behind = {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items() if int(end) > 0}
+        started = warned = time.monotonic()
+        while behind:
+            try:
+                admin = await self._admin_client()
+                committed = await admin.list_consumer_group_offsets(s.processor_group, partitions=list(behind))
+            except Exception as exc:  # noqa: BLE001 - the broker away: wait for it as for the processors
+                log.warning("rules: could not read the processors' offsets (%s); trying again", exc)
+                await self._close_admin()
+                committed = {}
+            behind = {tp: end for tp, end in behind.items() if tp not in committed or committed[tp].offset < end}
+            if not behind:
+                break
+            now = time.monotonic()
+            if now - warned > 10:
+                warned = now
+                log.warning(
+                    "rules: waiting %.0fs for the processors (%s) to read %d input partitions up to where they "
+                    "were; is `devtrail run processor` running? (or set DEVTRAIL_RULES_WAIT_FOR_PROCESSORS=false)",
+                    now - started,
+                    s.processor_group,
+                    len(behind),
+                )
+            await asyncio.sleep(_PROCESSORS_POLL_S)
+        metrics.RULES_WAITING_SECONDS.inc(time.monotonic() - started)
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            s = self._settings
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, **s.aiokafka_security())
+            await admin.start()
+            self._admin = admin
+        return self._admin
+
+    async def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                await admin.close()
+            except Exception:  # closing a client that failed: nothing to keep
+                log.debug("rules: closing the admin client failed", exc_info=True)
 
     async def _wait_for_projections(self, messages: list[Message]) -> None:
         if not self._settings.rules_wait_for_projections:

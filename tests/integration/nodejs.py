@@ -8,6 +8,7 @@ only when ``node`` or ``npm`` is missing.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +65,21 @@ def kafkajs_modules() -> Path:
             if result.returncode == 0 and installed():
                 return modules
     raise AssertionError(f"npm could not install {manifest} into {home}:\n" + "\n".join(outputs))
+
+
+async def kafkajs_send(modules: Path, bootstrap: str, records: Path, timeout_s: float = 180) -> dict[str, Any]:
+    """Send the records of the JSON file ``records`` with ``node/hostile_producer.js``; return its report.
+
+    Fails the test when the producer exits with an error.
+    """
+    env = {**os.environ, "NODE_PATH": str(modules), "KAFKAJS_NO_PARTITIONER_WARNING": "1"}
+    process = await asyncio.create_subprocess_exec(
+        "node", str(NODE_DIR / "hostile_producer.js"), bootstrap, str(records),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode == 0, (
+        f"kafkajs producer failed ({process.returncode}): {err.decode()[-3000:]} {out.decode()[-3000:]}"
+    )
+    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return report

@@ -80,3 +80,26 @@ def clean(events: list[Any]) -> list[CleanRow]:
     rows = [row for row in decoded if isinstance(row, CleanRow)]
     assert len(rows) == len(decoded)
     return rows
+
+
+async def wait_until_applied(db: asyncpg.Connection, events: int, timeout_s: float = 180) -> None:
+    """Wait until ``events`` events are stored and counted in ``event_counts_hourly`` (the
+    writers apply every writer of a batch in one transaction: the projections too)."""
+
+    async def applied() -> bool:
+        stored = int(await db.fetchval("SELECT count(*) FROM events"))
+        counted = int(await db.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly"))
+        return stored >= events and counted >= events
+
+    await wait_for(applied, timeout_s, f"{events:,} story events stored and applied")
+
+
+async def assert_story_matches(db: asyncpg.Connection, truth: Any, events: int, least_tasks: int) -> None:
+    """Every event stored once, and every ``analytics`` view equal to the story's ``truth``."""
+    from devtrail.story_check import check_stories
+
+    assert int(await db.fetchval("SELECT count(*) FROM events")) == events
+    check = await check_stories(db, truth)
+    assert check.ok, "\n".join(check.problems[:40])
+    assert check.checked["call attribution"] == len(truth.llm_calls) + len(truth.tool_calls)
+    assert check.checked["task"] == len(truth.tasks) > least_tasks

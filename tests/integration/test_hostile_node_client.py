@@ -45,7 +45,7 @@ from devtrail.schemas.examples import example_event, example_types
 from devtrail.schemas.ids import uuid7
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from tests.integration.nodejs import NODE_DIR, kafkajs_modules
+from tests.integration.nodejs import kafkajs_modules, kafkajs_send
 from tests.integration.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
@@ -1037,16 +1037,7 @@ async def send_with_kafkajs(modules: Path, bootstrap: str, prefix: str, messages
         records.append(record)
     path = work / f"records-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(records))
-    env = {**os.environ, "NODE_PATH": str(modules), "KAFKAJS_NO_PARTITIONER_WARNING": "1"}
-    process = await asyncio.create_subprocess_exec(
-        "node", str(NODE_DIR / "hostile_producer.js"), bootstrap, str(path),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, (
-        f"kafkajs producer failed ({process.returncode}): {err.decode()[-3000:]} {out.decode()[-3000:]}"
-    )
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await kafkajs_send(modules, bootstrap, path, 120)
     assert result["sent"] == len(records), result
     for m, (partition, offset) in zip(messages, result["results"], strict=True):
         assert partition == m.partition, (m.name, partition)

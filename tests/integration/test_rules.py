@@ -203,6 +203,73 @@ async def test_user_rules_from_the_setting_failing_slow_and_looping_rules(
     assert report.replayed == [] and set(report.still_invalid.values()) == {RULE_NOT_REPLAYED}
 
 
+async def test_a_requirement_is_not_completed_while_a_processor_behind_holds_one_of_its_tasks(
+    stack_settings: StackSettings, db: asyncpg.Connection
+) -> None:
+    """Tasks on every partition, one processor stopped (SIGSTOP) before their events come: the
+    tasks the running processor read all complete, one of the others does not. The rollup must
+    not complete the requirement from the part it can see.
+
+    Without the wait for the processors it did (seen in CI as a flaky test): it saw only the
+    running processor's tasks, all completed."""
+    import os
+    import signal
+    from collections import Counter
+
+    from devtrail.bench.harness import wait_for_stable_groups
+    from devtrail.producers.bundler import choose_partition
+
+    partitions = list(range(stack_settings.partitions))
+    tasks: list[str] = []
+    per_partition: Counter[int] = Counter()
+    for i in range(200):  # two tasks on every partition, whichever processor holds it
+        partition = choose_partition(f"T-p{i}".encode(), partitions)
+        if per_partition[partition] < 2:
+            per_partition[partition] += 1
+            tasks.append(f"T-p{i}")
+    assert len(tasks) == 2 * len(partitions)
+    settings = stack_settings.model_copy(
+        update={"processor_workers": 2, "rules_builtin": "requirement_rollup", "kafka_session_timeout_s": 30.0}
+    )
+    async with Stack(settings) as stack, EventProducer(stack.settings) as p:
+        await wait_for_stable_groups(stack.settings.kafka_bootstrap_servers, {settings.processor_group: 2})
+        behind = next(w for w in stack.workers if w.name == "processor-2")
+        assert behind.pid is not None
+        os.kill(behind.pid, signal.SIGSTOP)
+        try:
+            await p.emit_many([created(t, "R-p") for t in tasks])
+            await p.emit_many([started(t, T0 + timedelta(minutes=1)) for t in tasks])
+            await asyncio.sleep(3)
+            rows = await db.fetch("SELECT task_id FROM projections.tasks WHERE requirement_id = 'R-p'")
+            seen = {r["task_id"] for r in rows}
+            unseen = [t for t in tasks if t not in seen]
+            assert seen and unseen, f"the stopped processor held {len(unseen)} of the {len(tasks)} tasks"
+            # Every task done but one the rules cannot see yet.
+            await p.emit_many([completed(t, T0 + timedelta(minutes=2)) for t in tasks if t != unseen[0]])
+            await asyncio.sleep(4)
+            assert await derived(db, "requirement.completed") == []
+        finally:
+            os.kill(behind.pid, signal.SIGCONT)
+
+        async def all_read() -> bool:
+            done = await db.fetchval(
+                "SELECT count(*) FROM projections.tasks WHERE requirement_id = 'R-p' AND status = 'completed'"
+            )
+            return bool(done == len(tasks) - 1)
+
+        await wait_for(all_read, 90, "every completion applied")
+        await asyncio.sleep(3)  # the rules worker has had time to react to all of them
+        assert await derived(db, "requirement.completed") == []
+        await p.emit(completed(unseen[0], T0 + timedelta(minutes=3)))
+
+        async def rolled_up() -> bool:
+            return len(await derived(db, "requirement.completed")) >= 1
+
+        await wait_for(rolled_up, 60, "requirement.completed")
+        await asyncio.sleep(2)
+    assert len(await derived(db, "requirement.completed")) == 1
+
+
 async def test_a_stalled_task_is_flagged_again_only_after_activity_of_its_own(
     stack_settings: StackSettings, db: asyncpg.Connection
 ) -> None:

@@ -12,8 +12,7 @@ from devtrail.producers import EventProducer
 from devtrail.producers.stories import Stories, shuffled_with_duplicates
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from devtrail.story_check import check_stories
-from tests.integration.pipeline import wait_for
+from tests.integration.pipeline import assert_story_matches, wait_until_applied
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
@@ -36,15 +35,6 @@ async def test_a_shuffled_story_survives_kills_and_every_view_matches_its_truth(
                 workers[kills[number]].kill()
             await asyncio.sleep(0.3)
 
-        async def applied() -> bool:
-            stored = int(await db.fetchval("SELECT count(*) FROM events"))
-            counted = int(await db.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly"))
-            return stored >= len(events) and counted >= len(events)
-
-        await wait_for(applied, 180, f"{len(events):,} story events stored and applied")
+        await wait_until_applied(db, len(events))
         assert all(workers[name].restarts >= 1 for name in set(kills.values()))
-    assert int(await db.fetchval("SELECT count(*) FROM events")) == len(events)
-    check = await check_stories(db, truth)
-    assert check.ok, "\n".join(check.problems[:40])
-    assert check.checked["call attribution"] == len(truth.llm_calls) + len(truth.tool_calls)
-    assert check.checked["task"] == len(truth.tasks) > 100
+    await assert_story_matches(db, truth, len(events), least_tasks=100)

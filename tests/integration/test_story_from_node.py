@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,15 @@ import pytest
 from devtrail.producers.stories import Stories, shuffled_with_duplicates
 from devtrail.settings import StackSettings
 from devtrail.stack import Stack
-from devtrail.story_check import check_stories
-from tests.integration.nodejs import NODE_DIR, kafkajs_modules
-from tests.integration.pipeline import wait_for
+from tests.integration.nodejs import kafkajs_modules, kafkajs_send
+from tests.integration.pipeline import assert_story_matches, wait_until_applied
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 
 
 async def send_with_kafkajs(modules: Path, bootstrap: str, records: list[dict[str, Any]], path: Path) -> None:
     await asyncio.to_thread(path.write_text, json.dumps(records))
-    env = {**os.environ, "NODE_PATH": str(modules), "KAFKAJS_NO_PARTITIONER_WARNING": "1"}
-    process = await asyncio.create_subprocess_exec(
-        "node", str(NODE_DIR / "hostile_producer.js"), bootstrap, str(path),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 180)
-    assert process.returncode == 0, f"kafkajs producer failed: {err.decode()[-3000:]} {out.decode()[-3000:]}"
-    assert json.loads(out.decode().strip().splitlines()[-1])["sent"] == len(records)
+    assert (await kafkajs_send(modules, bootstrap, path))["sent"] == len(records)
 
 
 async def test_a_keyless_plain_json_story_from_node_survives_kills_and_matches_its_truth(
@@ -70,17 +61,8 @@ async def test_a_keyless_plain_json_story_from_node_survives_kills_and_matches_i
                 workers[kills[number]].kill()
             await asyncio.sleep(0.5)
 
-        async def applied() -> bool:
-            stored = int(await db.fetchval("SELECT count(*) FROM events"))
-            counted = int(await db.fetchval("SELECT coalesce(sum(count), 0) FROM event_counts_hourly"))
-            return stored >= len(events) and counted >= len(events)
-
-        await wait_for(applied, 180, f"{len(events):,} story events stored and applied")
+        await wait_until_applied(db, len(events))
         assert all(workers[name].restarts >= 1 for name in set(kills.values()))
-    assert int(await db.fetchval("SELECT count(*) FROM events")) == len(events)
     assert int(await db.fetchval("SELECT sum(count) FROM event_counts_hourly")) == len(events)
     assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
-    check = await check_stories(db, truth)
-    assert check.ok, "\n".join(check.problems[:40])
-    assert check.checked["call attribution"] == len(truth.llm_calls) + len(truth.tool_calls)
-    assert check.checked["task"] == len(truth.tasks) > 50
+    await assert_story_matches(db, truth, len(events), least_tasks=50)
