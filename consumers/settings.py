@@ -177,11 +177,12 @@ class RulesSettings(WritersSettings):
             sees a state older than its event. Turn off only if no rule reads projections.
         rules_projection_groups: the writer groups to wait for, comma-separated (default: ``writers_group``).
         rules_wait_for_processors: before that, wait until the processors (``processor_group``)
-            have read every input event published before the batch was read, so the projections
-            a rule sees hold them too. Without it a rule can act on a partial picture: a
-            requirement looked complete while a task created before the completions still sat
-            on a partition whose processor was behind. Costs up to the processors' commit
-            interval (1 s) per batch of events a rule reads.
+            have read every input event published before the batch's events were processed, so
+            the projections a rule sees hold them too. Without it a rule can act on a partial
+            picture: a requirement looked complete while a task created before the completions
+            still sat on a partition whose processor was behind. It waits for the processors'
+            commits (every 0.2 s): derived events took p50 1.5-1.9 s / p99 2.3-3.7 s against
+            0.8 / 1.2 s without it, at 3,000 events/s here.
         processor_group: the processors' consumer group (as ``devtrail run processor`` has it).
         rules_emitted_retention_days: how long published derived events stay in ``rules.emitted``.
         rules_synchronous_commit: the rules worker waits for each commit's WAL flush (on by

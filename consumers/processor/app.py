@@ -34,6 +34,8 @@ from devtrail.schemas.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 STAGE = "processor"
+#: How often a processor commits the offsets of what it has acknowledged, in seconds.
+PROCESSOR_COMMIT_INTERVAL_S = 0.2
 
 
 def faust_app(app_id: str, settings: ConsumerSettings, datadir: Path, **options: Any) -> faust.App:
@@ -50,7 +52,7 @@ def faust_app(app_id: str, settings: ConsumerSettings, datadir: Path, **options:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_session_timeout_s,
-        broker_commit_interval=1.0,
+        broker_commit_interval=options.pop("broker_commit_interval", 1.0),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
@@ -71,6 +73,10 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         producer_max_request_size=max(8 << 20, 2 * settings.max_event_bytes),
         table_standby_replicas=0,
         stream_buffer_maxsize=settings.processor_buffer_messages,
+        # The rules worker waits for these commits to cover what was published before the
+        # events it reacts to (``rules_wait_for_processors``): a commit a second made the wait
+        # about that long. A commit is one small request when there is progress, none otherwise.
+        broker_commit_interval=PROCESSOR_COMMIT_INTERVAL_S,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*settings.topics.input_topics, **raw)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 
@@ -52,7 +52,7 @@ _PRUNE_EVERY_S = 600.0
 #: How often the wait for the projections looks at their offsets (a batch waits about half of it in vain).
 _OFFSETS_POLL_S = 0.02
 #: The processors commit their offsets every second: polling faster only costs the broker.
-_PROCESSORS_POLL_S = 0.1
+_PROCESSORS_POLL_S = 0.05
 #: Derived events per bundle at most, as the SDK's defaults (``ProducerSettings``).
 BUNDLE_MAX_EVENTS, BUNDLE_MAX_BYTES = 500, 256 * 1024
 
@@ -100,6 +100,7 @@ class RulesRunner:
         self._last_run: dict[str, float] = {}
         self._leftovers_published = False
         self._admin: AIOKafkaAdminClient | None = None
+        self._kafka: AIOKafkaConsumer | None = None
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Apply one batch; return only when its effects are committed and published."""
@@ -108,7 +109,9 @@ class RulesRunner:
             async with self._lock:
                 await self._publish_leftovers()
                 if any(self.engine.wants(m.rows) for m in messages):
-                    await self._wait_for_processors()
+                    # The processors produced the batch's newest message at this time (ms).
+                    produced_ms = max(int(e.message.timestamp * 1000) for e in events)
+                    await self._wait_for_processors(produced_ms)
                     await self._wait_for_projections(messages)
                 emitted = await self._apply(messages)
                 await self._publish(emitted)
@@ -155,24 +158,37 @@ class RulesRunner:
                     indices.append(index)
         return Message(partition, offset, rows, indices)
 
-    async def _wait_for_processors(self) -> None:
-        """Wait until the processors have read every input message published before now.
+    async def _wait_for_processors(self, before_ms: int) -> None:
+        """Wait until the processors have read every input message appended before ``before_ms``
+        (when they produced the batch's newest clean message): every event published before the
+        batch's events were.
 
-        The projections then hold every event published before this batch was read (once
-        ``_wait_for_projections`` has waited for the writers, reading the clean topic's ends
-        after this), on every partition: a rule does not see a requirement whose task created
-        earlier is still on a partition whose processor is behind.
+        The projections then hold those events too (once ``_wait_for_projections`` has waited
+        for the writers, reading the clean topic's ends after this), on every partition: a rule
+        does not see a requirement whose task created earlier is still on a partition whose
+        processor is behind. Per partition, the first offset at or after ``before_ms`` (the
+        input's timestamps are its producers' clocks: one far ahead can slip past this), else
+        the end; usually the processors' last commit covers it already.
         """
         if not self._settings.rules_wait_for_processors:
             return
         s = self._settings
-        partitions = [TP(topic, p) for topic in s.topics.input_topics for p in range(s.partitions)]
+        partitions = [TopicPartition(topic, p) for topic in s.topics.input_topics for p in range(s.partitions)]
         try:
-            ends = await self._app.consumer.highwaters(*partitions)
-        except Exception:  # noqa: BLE001 - the projections' wait still orders the batch's own partitions
-            log.warning("rules: could not read the input topics' end offsets; not waiting for the processors")
+            kafka = await self._kafka_client()
+            ends = await kafka.end_offsets(partitions)  # first: a message appended after has a later time
+            found = await kafka.offsets_for_times(dict.fromkeys(partitions, before_ms))
+        except Exception as exc:  # noqa: BLE001 - the projections' wait still orders the batch's own partitions
+            log.warning("rules: could not read the input topics' offsets (%s); not waiting for the processors", exc)
+            await self._close_clients()
             return
-        behind = {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items() if int(end) > 0}
+        behind: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            hit = found.get(tp)
+            # No message at or after the time (the embedded broker answers offset 0, time -1): the end.
+            target = hit.offset if hit is not None and hit.timestamp >= 0 else ends[tp]
+            if min(target, ends[tp]) > 0:
+                behind[tp] = min(target, ends[tp])
         started = warned = time.monotonic()
         while behind:
             try:
@@ -180,7 +196,7 @@ class RulesRunner:
                 committed = await admin.list_consumer_group_offsets(s.processor_group, partitions=list(behind))
             except Exception as exc:  # noqa: BLE001 - the broker away: wait for it as for the processors
                 log.warning("rules: could not read the processors' offsets (%s); trying again", exc)
-                await self._close_admin()
+                await self._close_clients()
                 committed = {}
             behind = {tp: end for tp, end in behind.items() if tp not in committed or committed[tp].offset < end}
             if not behind:
@@ -206,13 +222,26 @@ class RulesRunner:
             self._admin = admin
         return self._admin
 
-    async def _close_admin(self) -> None:
+    async def _kafka_client(self) -> AIOKafkaConsumer:
+        if self._kafka is None:
+            s = self._settings
+            kafka = AIOKafkaConsumer(
+                bootstrap_servers=s.kafka_bootstrap_servers, group_id=None, **s.aiokafka_security()
+            )
+            await kafka.start()
+            self._kafka = kafka
+        return self._kafka
+
+    async def _close_clients(self) -> None:
+        """Drop the Kafka clients (after an error); the next wait connects again."""
         admin, self._admin = self._admin, None
-        if admin is not None:
-            try:
-                await admin.close()
-            except Exception:  # closing a client that failed: nothing to keep
-                log.debug("rules: closing the admin client failed", exc_info=True)
+        kafka, self._kafka = self._kafka, None
+        for client in (admin, kafka):
+            if client is not None:
+                try:
+                    await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+                except Exception:  # closing a client that failed: nothing to keep
+                    log.debug("rules: closing a Kafka client failed", exc_info=True)
 
     async def _wait_for_projections(self, messages: list[Message]) -> None:
         if not self._settings.rules_wait_for_projections:
