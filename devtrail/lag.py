@@ -179,20 +179,12 @@ class LagMonitor:
 
     async def _kafka_client(self) -> AIOKafkaConsumer:
         if self._kafka is None:
-            s = self._settings
-            kafka = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap_servers, group_id=None, **s.aiokafka_security()
-            )
-            await kafka.start()
-            self._kafka = kafka
+            self._kafka = await self._settings.started_reader()
         return self._kafka
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
-            s = self._settings
-            admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, **s.aiokafka_security())
-            await admin.start()
-            self._admin = admin
+            self._admin = await self._settings.started_admin()
         return self._admin
 
     async def _database(self) -> asyncpg.Connection:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devtrail.schemas.topics import TopicMap
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
 
 
 class KafkaSettings(BaseSettings):
@@ -70,3 +74,21 @@ class KafkaSettings(BaseSettings):
 
             options["ssl_context"] = create_ssl_context()
         return options
+
+    async def started_admin(self) -> AIOKafkaAdminClient:
+        """An admin client of the broker, started (the caller closes it)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap_servers, **self.aiokafka_security())
+        await admin.start()
+        return admin
+
+    async def started_reader(self) -> AIOKafkaConsumer:
+        """A consumer without a group, started, for offsets and metadata (the caller stops it)."""
+        from aiokafka import AIOKafkaConsumer
+
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka_bootstrap_servers, group_id=None, **self.aiokafka_security()
+        )
+        await reader.start()
+        return reader
