@@ -51,7 +51,7 @@ CLEAN_FETCH_BYTES = 16 << 20
 _PRUNE_EVERY_S = 600.0
 #: How often the wait for the projections looks at their offsets (a batch waits about half of it in vain).
 _OFFSETS_POLL_S = 0.02
-#: The processors commit their offsets every second: polling faster only costs the broker.
+#: How often the wait for the processors looks at their offsets (they commit every ``PROCESSOR_COMMIT_INTERVAL_S``).
 _PROCESSORS_POLL_S = 0.05
 #: Derived events per bundle at most, as the SDK's defaults (``ProducerSettings``).
 BUNDLE_MAX_EVENTS, BUNDLE_MAX_BYTES = 500, 256 * 1024
