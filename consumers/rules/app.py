@@ -189,7 +189,7 @@ class RulesRunner:
             target = hit.offset if hit is not None and hit.timestamp >= 0 else ends[tp]
             if min(target, ends[tp]) > 0:
                 behind[tp] = min(target, ends[tp])
-        started = warned = time.monotonic()
+        waiting = _Waiting()
         while behind:
             try:
                 admin = await self._admin_client()
@@ -201,18 +201,16 @@ class RulesRunner:
             behind = {tp: end for tp, end in behind.items() if tp not in committed or committed[tp].offset < end}
             if not behind:
                 break
-            now = time.monotonic()
-            if now - warned > 10:
-                warned = now
+            if waiting.due():
                 log.warning(
                     "rules: waiting %.0fs for the processors (%s) to read %d input partitions up to where they "
                     "were; is `devtrail run processor` running? (or set DEVTRAIL_RULES_WAIT_FOR_PROCESSORS=false)",
-                    now - started,
+                    waiting.seconds,
                     s.processor_group,
                     len(behind),
                 )
             await asyncio.sleep(_PROCESSORS_POLL_S)
-        metrics.RULES_WAITING_SECONDS.inc(time.monotonic() - started)
+        metrics.RULES_WAITING_SECONDS.inc(waiting.seconds)
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
@@ -254,8 +252,7 @@ class RulesRunner:
         except Exception:  # noqa: BLE001 - the batch's own partitions still bound the wait
             log.warning("rules: could not read the clean topic's end offsets; waiting for the batch's partitions only")
         groups = self._settings.projection_groups()
-        started = time.monotonic()
-        warned = started
+        waiting = _Waiting()
         while True:
             rows = await self._db.retrying(
                 lambda conn: conn.fetch(
@@ -269,15 +266,13 @@ class RulesRunner:
             have = {(row["consumer_group"], row["partition"]): row["next_offset"] for row in rows}
             behind = [(g, p) for g in groups for p, n in needed.items() if have.get((g, p), 0) < n]
             if not behind:
-                metrics.RULES_WAITING_SECONDS.inc(time.monotonic() - started)
+                metrics.RULES_WAITING_SECONDS.inc(waiting.seconds)
                 return
-            now = time.monotonic()
-            if now - warned > 10:
-                warned = now
+            if waiting.due():
                 log.warning(
                     "rules: waiting %.0fs for the projection writers (%s) to apply the events on partitions %s; "
                     "is `devtrail run writers` running? (or set DEVTRAIL_RULES_WAIT_FOR_PROJECTIONS=false)",
-                    now - started,
+                    waiting.seconds,
                     ", ".join(groups),
                     sorted({p for _, p in behind}),
                 )
@@ -434,3 +429,23 @@ def run_worker(settings: RulesSettings) -> None:
     app, _ = build_app(settings)
     worker = QuietWorker(app, loglevel=settings.rules_log_level.upper(), quiet=True)
     worker.execute_from_commandline()
+
+
+class _Waiting:
+    """How long a wait has lasted, and whether it is time to say so in the log again (every 10 s)."""
+
+    EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self.started = self._said = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._said > self.EVERY_S:
+            self._said = now
+            return True
+        return False
